@@ -1,0 +1,127 @@
+"""One streamed frame of a Letta run, decoupled from the SDK's pydantic types.
+
+The backend turns each SDK object into a `Chunk` whose `data` is the frame's plain JSON object.
+Frames that Letta stores without a visible seq (``stop_reason``, ``usage_statistics``) still use
+up a number on the server; the follower assigns them their implicit seq so a resume cursor can
+point past them (see `SeqTracker`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PING = "ping"
+STOP_REASON = "stop_reason"
+USAGE = "usage_statistics"
+ERROR = "error_message"
+ASSISTANT = "assistant_message"
+REASONING = "reasoning_message"
+HIDDEN_REASONING = "hidden_reasoning_message"
+TOOL_CALL = "tool_call_message"
+TOOL_RETURN = "tool_return_message"
+APPROVAL_REQUEST = "approval_request_message"
+APPROVAL_RESPONSE = "approval_response_message"
+USER = "user_message"
+SYSTEM = "system_message"
+
+ACTIVE_STATUSES = frozenset({"created", "running"})
+FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+#: Run status that each stop reason implies (Letta's `StopReasonType` table).
+STATUS_BY_STOP_REASON: Mapping[str, str] = {
+    "end_turn": "completed",
+    "max_steps": "completed",
+    "tool_rule": "completed",
+    "requires_approval": "completed",
+    "cancelled": "cancelled",
+    "error": "failed",
+    "llm_api_error": "failed",
+    "invalid_llm_response": "failed",
+    "invalid_tool_call": "failed",
+    "no_tool_call": "failed",
+    "max_tokens_exceeded": "failed",
+    "context_window_overflow_in_system_prompt": "failed",
+    "insufficient_credits": "failed",
+}
+
+
+def status_for_stop_reason(stop_reason: str | None) -> str:
+    """Unknown stop reasons (newer servers) are treated as failures, never as "still running"."""
+    if stop_reason is None:
+        return "running"
+    return STATUS_BY_STOP_REASON.get(stop_reason, "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A frame: its type, its run, its (effective) seq and its JSON object."""
+
+    message_type: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+    seq_id: int | None = None
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any], *, run_id: str | None = None) -> Chunk:
+        """Build from a decoded SSE ``data:`` object (the wire form)."""
+        return cls(
+            message_type=str(obj.get("message_type") or "unknown"),
+            data=obj,
+            run_id=obj.get("run_id") or run_id,
+            seq_id=obj.get("seq_id"),
+        )
+
+    @property
+    def id(self) -> str | None:
+        return self.data.get("id")
+
+    @property
+    def is_ping(self) -> bool:
+        return self.message_type == PING
+
+    @property
+    def is_terminal(self) -> bool:
+        """A frame after which no further data of this run can follow a reader."""
+        if self.message_type == ERROR:
+            return True
+        return self.message_type == STOP_REASON and self.data.get("stop_reason") == "cancelled"
+
+    def with_seq(self, seq_id: int, run_id: str | None) -> Chunk:
+        return Chunk(self.message_type, self.data, run_id or self.run_id, seq_id)
+
+
+class SeqTracker:
+    """Dedupe by seq and give hidden frames their implicit seq, for one run.
+
+    Background streams are contiguous: every stored frame is `previous + 1`, whether or not its
+    JSON shows the number. Keepalive pings repeat the last seq (or carry none) and are liveness,
+    never data. ``accept`` returns the chunk with its effective seq, or None for a duplicate or
+    a keepalive ping.
+    """
+
+    __slots__ = ("last_seq", "run_id")
+
+    def __init__(self, run_id: str | None, last_seq: int = 0) -> None:
+        self.run_id = run_id
+        self.last_seq = last_seq
+
+    def accept(self, chunk: Chunk) -> Chunk | None:
+        seq = chunk.seq_id
+        if chunk.message_type == PING:
+            # Only the stored initial ping advances the cursor; keepalives repeat the last seq.
+            if seq is not None and seq == self.last_seq + 1:
+                self.last_seq = seq
+                return chunk
+            return None
+        if seq is None:
+            seq = self.last_seq + 1
+        elif seq <= self.last_seq:
+            return None
+        self.last_seq = seq
+        if self.run_id is None:
+            self.run_id = chunk.run_id
+        if chunk.seq_id == seq and chunk.run_id == self.run_id:
+            return chunk
+        return Chunk(chunk.message_type, chunk.data, self.run_id, seq)

@@ -1,0 +1,61 @@
+"""letta_nb's errors: each one reads as one clear line, never carries a secret.
+
+Front ends print ``str(err)`` instead of a traceback for any `LettaNbError`.
+"""
+
+from __future__ import annotations
+
+
+class LettaNbError(Exception):
+    """Base class: a problem the user can act on, described in one line."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        if hint:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        text = " ".join(str(self.args[0]).split()) if self.args else type(self).__name__
+        return f"{text} ({self.hint})" if self.hint else text
+
+
+class ConfigurationError(LettaNbError):
+    """Bad arguments, unknown options, missing connection."""
+
+
+class ServerUnavailable(LettaNbError):
+    """The server cannot be reached (down, wrong URL, timed out)."""
+
+
+class Unauthorized(LettaNbError):
+    """401/403: the API key (or embedded-server token) was refused."""
+
+
+class NotFound(LettaNbError):
+    """404: unknown agent, run or resource."""
+
+
+class Conflict(LettaNbError):
+    """409: the agent is busy or waiting for an approval."""
+
+
+class PendingApproval(Conflict):
+    """409 PENDING_APPROVAL: answer the pending tool call before sending a new message."""
+
+
+class Expired(LettaNbError):
+    """410: the run's stream is past the server's retention and cannot be replayed."""
+
+
+class ApprovalError(LettaNbError):
+    """An approval that cannot be sent: already answered, nothing pending, wrong tool call."""
+
+
+class RunFailed(LettaNbError):
+    """The run ended with an error frame; the message is the server's error_message."""
+
+
+class StreamInterrupted(LettaNbError):
+    """A stream broke (read error, timeout, EOF before a terminal frame): resume, don't fail."""
