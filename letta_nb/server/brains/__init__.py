@@ -1,0 +1,1 @@
+"""Brains: the deterministic stand-ins for an LLM, selected by model handle."""
