@@ -312,7 +312,7 @@ class Follower:
                 failures = 0 if progressed else failures + 1
                 rid = self._run_id
                 if rid is None:
-                    opener = self._recover(sent_at, resend, failures)
+                    opener = self._recover(sent_at, resend, failures, answering)
                     continue
                 self._backoff(failures, str(exc))
                 opener = self._resumer(rid)
@@ -374,11 +374,15 @@ class Follower:
         self._stop.wait(delay * (0.5 + random.random() / 2))
 
     def _recover(self, sent_at: float | None, resend: Callable[[], Iterator[Chunk]] | None,
-                 attempt: int) -> Callable[[], Iterator[Chunk]]:
-        """The send broke before any frame: find its run, or re-send with the same otid."""
+                 attempt: int, answering: ApprovalState | None) -> Callable[[], Iterator[Chunk]]:
+        """The send broke before any frame: find its run, or re-send with the same otid.
+
+        The embedded server re-attaches a re-sent message otid to its run (not an approval's);
+        anywhere else the agent's newest runs since the send are the candidates.
+        """
         if resend is None or sent_at is None:
             raise StreamInterrupted("the stream broke before its run was known")
-        if getattr(self.backend, "reattaches_otid", False):
+        if answering is None and getattr(self.backend, "reattaches_otid", False):
             self._backoff(attempt, "the send broke before the first frame")
             return resend
         known = set(self.transcript.runs)
@@ -393,7 +397,7 @@ class Follower:
                      and _epoch(r.get("created_at")) >= sent_at - 5.0]
             if fresh:
                 rid = fresh[-1]["id"]  # the oldest new one: ours was sent first
-                self._adopt(rid, None)
+                self._adopt(rid, answering)
                 return self._resumer(rid)
         self._backoff(attempt, "the send broke before the first frame")
         return resend

@@ -1,0 +1,177 @@
+"""`RunHandle`: what `send`, `attach` and `%%letta --out VAR` give back.
+
+A thin view over a `Follower` (the live chain) and its cursor. It holds no raw chunks:
+`.chunks` replays the runs from the server when asked, so a million-frame run costs the kernel
+only its transcript.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .core.chunks import SeqTracker
+from .core.render import render_html, render_text
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .core.cursor import Cursor
+    from .follower import Follower
+    from .session import Session
+
+_CHUNK_COLUMNS = ["run_id", "seq_id", "message_type", "id", "step_id", "date", "text", "data"]
+
+
+def _frame_text(data: Any) -> str | None:
+    for key in ("content", "reasoning", "tool_return", "hidden_reasoning", "stop_reason",
+                "message"):
+        value = data.get(key)
+        if isinstance(value, str):
+            return value
+    call = data.get("tool_call")
+    if isinstance(call, dict):
+        return call.get("arguments")
+    return None
+
+
+class RunHandle:
+    """One run chain as the notebook sees it (see docs/architecture.md)."""
+
+    def __init__(self, session: Session, follower: Follower, key: str) -> None:
+        self._session = session
+        self.follower = follower
+        self.key = key
+
+    # ---- state ---------------------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        return self.follower.status
+
+    @property
+    def run_id(self) -> str | None:
+        return self.follower.run_id
+
+    @property
+    def runs(self) -> list[str]:
+        return self.follower.runs
+
+    @property
+    def agent_id(self) -> str:
+        return self.follower.agent_id
+
+    @property
+    def agent_name(self) -> str | None:
+        return self._session.agent_name(self.agent_id)
+
+    @property
+    def error(self) -> str | None:
+        return self.follower.error
+
+    @property
+    def approval(self) -> Any:
+        return self.follower.approval
+
+    @property
+    def transcript(self) -> str:
+        """Deterministic text of the whole chain (no ids, no times)."""
+        return render_text(self.follower.transcript)
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return self.follower.transcript.to_records()
+
+    @property
+    def cursor(self) -> Cursor:
+        return self._session.cursor_of(self)
+
+    @property
+    def chunks(self) -> pd.DataFrame:
+        """Every stored frame of the chain, replayed from the server up to the cursor."""
+        import pandas as pd
+
+        rows: list[dict[str, Any]] = []
+        backend = self._session.backend
+        tr = self.follower.transcript
+        for rid in self.follower.runs:
+            end = tr.last_seq(rid)
+            tracker = SeqTracker(rid)
+            if end <= 0:
+                continue
+            stream = backend.resume(rid, 0, include_pings=False)
+            try:
+                for chunk in stream:
+                    acc = tracker.accept(chunk)
+                    if acc is None:
+                        continue
+                    data = acc.data
+                    rows.append({"run_id": rid, "seq_id": acc.seq_id,
+                                 "message_type": acc.message_type, "id": data.get("id"),
+                                 "step_id": data.get("step_id"), "date": data.get("date"),
+                                 "text": _frame_text(data), "data": dict(data)})
+                    if tracker.last_seq >= end:  # never read past the cursor: it may hang
+                        break
+            finally:
+                stream.close()
+        frame = pd.DataFrame(rows, columns=_CHUNK_COLUMNS)
+        frame["seq_id"] = frame["seq_id"].astype("Int64")
+        frame["message_type"] = frame["message_type"].astype("category")
+        frame["date"] = pd.to_datetime(frame["date"], utc=True, errors="coerce",
+                                       format="ISO8601")
+        return frame
+
+    # ---- control -------------------------------------------------------------------------
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until the chain settles (or `timeout`); returns the status."""
+        return self.follower.wait(timeout)
+
+    def approve(self) -> RunHandle:
+        self.follower.answer(True)
+        return self
+
+    def deny(self, reason: str | None = None) -> RunHandle:
+        self.follower.answer(False, reason)
+        return self
+
+    def cancel(self) -> str:
+        return self.follower.cancel()
+
+    def detach(self) -> RunHandle:
+        self.follower.detach()
+        return self
+
+    # ---- display -------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return (f"<RunHandle agent={self.agent_id} run={self.run_id} status={self.status} "
+                f"seq={self.follower.last_seq}>")
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        head = f"{self.status} · run {self.run_id or '(starting)'}"
+        text = self.transcript
+        bundle: dict[str, Any] = {
+            "text/plain": f"{head}\n{text}" if text else head,
+            "text/html": (f'<div class="lnb-run"><div style="color:#6b7280">{head}</div>'
+                          f"{render_html(self.follower.transcript, tail=20000)}</div>"),
+        }
+        widget = _widget_bundle(self)
+        if widget:
+            bundle.update(widget)
+        return bundle
+
+
+def _widget_bundle(handle: RunHandle) -> dict[str, Any] | None:
+    """The live widget's bundle, only inside a kernel with letta_nb.widgets available."""
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is None or not hasattr(shell, "kernel"):
+            return None
+        from .widgets import RunView  # type: ignore[attr-defined]
+    except Exception:
+        return None
+    try:
+        view = RunView(handle)
+        bundle = view._repr_mimebundle_()
+    except Exception:
+        return None
+    return bundle if isinstance(bundle, dict) else None

@@ -1,0 +1,304 @@
+"""Sessions: where the server is, which agent is the default, which runs this kernel follows.
+
+Re-running a cell must never start a second run: `send` looks its cursor up first. A finished
+cursor is rendered from its cached transcript with no server call that could start a run; an
+unfinished one is re-attached (the follower already reading it, or a new one resuming from the
+cursor's seq). Cursors are written on status changes and at most every ~2 s while streaming.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .core.approval import ApprovalState
+from .core.cursor import Cursor, CursorStore, default_state_dir
+from .core.errors import ConfigurationError, LettaNbError, NotFound
+from .core.secrets import mask, register_secret
+from .core.transcript import Transcript
+from .follower import SETTLED, Follower, Policy
+from .handle import RunHandle
+
+DEMO_AGENT = "demo-analyst"
+DEMO_MODEL = "letta_nb/demo"
+#: Statuses whose cursor is finished: re-running the cell shows it, the server is not asked.
+DONE = frozenset({"completed", "failed", "cancelled", "requires_approval"})
+PERSIST_EVERY = 2.0
+
+_current: Session | None = None
+_current_lock = threading.Lock()
+
+
+class Session:
+    """A Backend, its default agent, the cursor store and this kernel's followers."""
+
+    #: Expected duration of a --no-background run; its client timeout is 1.5× this.
+    expected_duration = 120.0
+    stall_after = 60.0
+
+    def __init__(self, backend: Any, *, agent: dict[str, Any] | None = None,
+                 store: CursorStore | None = None, server: Any = None) -> None:
+        self.backend = backend
+        self.store = store if store is not None else CursorStore()
+        self.server = server  # an in-process server kept alive with the session
+        self.agent = agent
+        self._agents: dict[str, dict[str, Any]] = {}
+        self._followers: dict[str, Follower] = {}   # run id → follower
+        self._keys: dict[int, str] = {}              # id(follower) → cursor key
+        self._by_key: dict[str, Follower] = {}
+        self._lock = threading.RLock()
+        if agent:
+            self._remember(agent)
+
+    def __repr__(self) -> str:
+        key = mask(getattr(self.backend, "_api_key", None))
+        agent = self.agent["name"] if self.agent else None
+        return f"<letta_nb Session {self.backend.base_url} api_key={key} agent={agent}>"
+
+    # ---- agents --------------------------------------------------------------------------
+    def _remember(self, agent: dict[str, Any]) -> dict[str, Any]:
+        self._agents[agent["id"]] = agent
+        self._agents[agent["name"]] = agent
+        return agent
+
+    def resolve(self, agent: str | dict[str, Any] | None = None) -> dict[str, Any]:
+        """Agent name or id (or None for the default) → agent row; cached per session."""
+        if isinstance(agent, dict):
+            return agent
+        if agent is None:
+            if self.agent is None:
+                raise ConfigurationError("no default agent: pass agent= or use "
+                                         "`%letta agent NAME`")
+            return self.agent
+        found = self._agents.get(agent)
+        if found is None:
+            found = self._remember(self.backend.resolve_agent(agent))
+        return found
+
+    def agent_name(self, agent_id: str) -> str | None:
+        row = self._agents.get(agent_id)
+        return row["name"] if row else None
+
+    def use_agent(self, agent: str) -> dict[str, Any]:
+        """Make `agent` the default for sends without agent=."""
+        self.agent = self.resolve(agent)
+        return self.agent
+
+    def agents(self) -> list[dict[str, Any]]:
+        return self.backend.list_agents()
+
+    def ensure_agent(self, name: str = DEMO_AGENT, model: str = DEMO_MODEL) -> dict[str, Any]:
+        try:
+            return self._remember(self.backend.resolve_agent(name))
+        except NotFound:
+            pass
+        return self._remember(self.backend.create_agent(name, model=model))
+
+    # ---- sending -------------------------------------------------------------------------
+    def send(self, message: str, agent: str | dict[str, Any] | None = None, *,
+             key: str | None = None, new: bool = False, background: bool = True,
+             wait: bool = False, timeout: float | None = None,
+             policy: str | Policy | None = None) -> RunHandle:
+        """Send `message` (or re-attach the cell's run: see the module doc)."""
+        if policy not in (None, "approve", "deny") and not callable(policy):
+            raise ConfigurationError(f"policy must be 'approve', 'deny' or a callable, "
+                                     f"not {policy!r}")
+        row = self.resolve(agent)
+        agent_id = row["id"]
+        if key is None:
+            digest = hashlib.sha256(f"{agent_id}\0{message.strip()}".encode()).hexdigest()[:24]
+            key = f"py:{digest}"
+        handle = None if new else self._reattach(key, agent_id, policy)
+        if handle is None:
+            handle = self._start(key, row, message, background=background, timeout=timeout,
+                                 policy=policy)
+        if wait:
+            handle.wait(timeout)
+        return handle
+
+    def _reattach(self, key: str, agent_id: str, policy: Any) -> RunHandle | None:
+        with self._lock:
+            live = self._by_key.get(key)
+            if live is not None and live.agent_id == agent_id:
+                if policy is not None:
+                    live.policy = policy
+                return RunHandle(self, live, key)
+            cur = self.store.get(key)
+            if cur is None or cur.agent_id != agent_id or cur.run_id is None:
+                return None
+            live = self._followers.get(cur.run_id)
+            if live is not None:
+                return RunHandle(self, live, key)
+            transcript = Transcript.from_records(cur.records, cur.seqs)
+            for rid in cur.runs:  # keep the chain's run order even for runs with no entries
+                transcript.tracker(rid)
+            follower = self._new_follower(agent_id, transcript, policy)
+            if cur.status in DONE:
+                self._restore(follower, cur)
+            self._register(key, follower, cur)
+            if cur.status not in DONE:
+                follower.follow(cur.run_id, starting_after=cur.seqs.get(cur.run_id, 0))
+            return RunHandle(self, follower, key)
+
+    def _restore(self, follower: Follower, cur: Cursor) -> None:
+        """A finished cursor: the follower shows it, no thread, no server call."""
+        follower._run_id = cur.run_id
+        follower.status = cur.status
+        follower.started_at = follower.ended_at = cur.updated_at
+        follower._settled.set()
+        if cur.status == "requires_approval" and cur.run_id:
+            follower.approval = ApprovalState(cur.run_id,
+                                              follower.transcript.pending_tool_calls())
+
+    def _start(self, key: str, agent: dict[str, Any], message: str, *, background: bool,
+               timeout: float | None, policy: Any) -> RunHandle:
+        follower = self._new_follower(agent["id"], Transcript(), policy)
+        cur = Cursor(key=key, agent_id=agent["id"], message=message, status="starting")
+        with self._lock:
+            self._register(key, follower, cur)
+        client_timeout = None
+        if not background:  # no resume possible: pings + 1.5× the expected duration
+            client_timeout = 1.5 * (timeout if timeout is not None else self.expected_duration)
+        follower.start([{"role": "user", "content": message}], background=background,
+                       timeout=client_timeout)
+        return RunHandle(self, follower, key)
+
+    def attach(self, run_id: str, starting_after: int = 0, *,
+               agent: str | dict[str, Any] | None = None) -> RunHandle:
+        """Follow any existing run (one follower per run per kernel)."""
+        with self._lock:
+            live = self._followers.get(run_id)
+            if live is not None:
+                return RunHandle(self, live, self._keys.get(id(live), f"run:{run_id}"))
+        if agent is None:
+            agent_id = self.backend.get_run(run_id).get("agent_id")
+            if not agent_id:
+                raise ConfigurationError(f"run {run_id} names no agent; pass agent=")
+        else:
+            agent_id = self.resolve(agent)["id"]
+        key = f"run:{run_id}"
+        follower = self._new_follower(agent_id, Transcript(), None)
+        cur = Cursor(key=key, agent_id=agent_id, runs=[run_id], status="running")
+        with self._lock:
+            self._register(key, follower, cur)
+        follower.follow(run_id, starting_after=starting_after)
+        return RunHandle(self, follower, key)
+
+    def follower_for(self, run_id: str) -> Follower | None:
+        return self._followers.get(run_id)
+
+    # ---- followers and cursors -----------------------------------------------------------
+    def _new_follower(self, agent_id: str, transcript: Transcript, policy: Any) -> Follower:
+        return Follower(self.backend, agent_id=agent_id, transcript=transcript,
+                        stall_after=self.stall_after, policy=policy)
+
+    def _register(self, key: str, follower: Follower, cur: Cursor) -> None:
+        self._by_key[key] = follower
+        self._keys[id(follower)] = key
+        for rid in cur.runs:
+            self._followers[rid] = follower
+        state = {"last": 0.0, "status": None, "runs": 0}
+        message = cur.message
+
+        def persist(f: Follower) -> None:
+            runs = f.transcript.runs
+            changed = f.status != state["status"] or len(runs) != state["runs"]
+            now = time.monotonic()
+            if not changed and now - state["last"] < PERSIST_EVERY:
+                return
+            state.update(last=now, status=f.status, runs=len(runs))
+            for rid in runs:
+                self._followers.setdefault(rid, f)
+            self.store.put(self._cursor(key, f, message))
+
+        follower.add_listener(persist)
+        persist(follower)
+
+    def _cursor(self, key: str, f: Follower, message: str = "") -> Cursor:
+        tr = f.transcript
+        stop = tr.stop_reason
+        return Cursor(key=key, agent_id=f.agent_id, runs=list(tr.runs), seqs=tr.seq_state(),
+                      status=f.status, stop_reason=stop, records=tr.to_records(),
+                      message=message)
+
+    def cursor_of(self, handle: RunHandle) -> Cursor:
+        """The handle's cursor as it is now (the stored one may lag by up to ~2 s)."""
+        stored = self.store.get(handle.key)
+        message = stored.message if stored else ""
+        return self._cursor(handle.key, handle.follower, message)
+
+    def runs(self, **kw: Any) -> list[dict[str, Any]]:
+        return self.backend.list_runs(**kw)
+
+    def close(self) -> None:
+        """Detach every live follower and release the connection (runs go on)."""
+        for f in set(self._by_key.values()):
+            if f.status not in SETTLED:
+                f.detach()
+        self.backend.close()
+        if self.server is not None and hasattr(self.server, "stop"):
+            self.server.stop()
+        self.store.close()
+
+
+# ---- connection resolution -----------------------------------------------------------------
+def _embedded() -> tuple[str, Any]:
+    """The shared detached server for this state dir, else one inside this process."""
+    state = default_state_dir()
+    try:
+        from .server.launcher import ensure_server
+    except ImportError:
+        ensure_server = None
+    if ensure_server is not None:
+        try:
+            return ensure_server(state / "server"), None
+        except (OSError, RuntimeError, TimeoutError):
+            pass  # fall back to a server living in this kernel
+    from .server import start_in_process
+
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    server = start_in_process(state / "inprocess-server.sqlite3")
+    return server.base_url, server
+
+
+def connect(base_url: str | None = None, api_key: str | None = None, *,
+            agent: str | None = None, backend_factory: Callable[..., Any] | None = None
+            ) -> Session:
+    """Explicit args → LETTA_BASE_URL / LETTA_API_KEY → the embedded server with a demo agent."""
+    from .backend import Backend
+
+    global _current
+    api_key = api_key or os.environ.get("LETTA_API_KEY") or None
+    register_secret(api_key)
+    base_url = base_url or os.environ.get("LETTA_BASE_URL") or None
+    server = None
+    embedded = base_url is None
+    if embedded:
+        base_url, server = _embedded()
+    backend = (backend_factory or Backend)(base_url, api_key)
+    backend.reattaches_otid = embedded
+    session = Session(backend, server=server)
+    try:
+        if agent is not None:
+            session.use_agent(agent)
+        else:
+            session.agent = session.ensure_agent()
+    except LettaNbError:
+        if agent is not None or embedded:
+            raise
+        session.agent = None  # a remote server without the demo model: pick one later
+    with _current_lock:
+        _current = session
+    return session
+
+
+def current() -> Session:
+    """This kernel's session, connecting (env or embedded server) on first use."""
+    global _current
+    with _current_lock:
+        session = _current
+    return session if session is not None else connect()
