@@ -1,0 +1,203 @@
+"""RunView: the live view of one run chain. It displays; the follower does everything else.
+
+Layout: header (agent, run, status, elapsed, seq, frames/s, warning), the transcript (one HTML
+widget per message), the approval card, and Cancel / Detach. The follower's listener only marks
+the view dirty; a pump flushes at most `max_hz` times a second, at once on a status change, and
+always inside the starting cell's context so updates never land in another cell.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as widgets
+
+from .. import _kernel
+from ..core.errors import LettaNbError
+from ..core.throttle import Throttle
+from .approval import ApprovalCard
+from .header import ACTIVE, FINAL, header_html
+from .pump import InlinePump, ThreadPump, shared_pump
+from .transcript_view import TranscriptView
+
+#: While a run is live the header (elapsed time) refreshes this often even without frames.
+HEADER_REFRESH = 1.0
+
+
+def _follower_of(source: Any) -> Any:
+    """A RunHandle carries its follower in `.follower`; a follower is used as is."""
+    inner = getattr(source, "follower", None)
+    return inner if inner is not None else source
+
+
+def _agent_name(source: Any, follower: Any) -> str | None:
+    for obj in (source, follower):
+        for attr in ("agent_name", "agent"):
+            value = getattr(obj, attr, None)
+            if isinstance(value, str) and value:
+                return value
+            name = value.get("name") if isinstance(value, dict) else None
+            if name:
+                return str(name)
+    return None
+
+
+class RunView(widgets.VBox):
+    """Live view of a RunHandle or Follower (duck-typed, see docs/architecture.md)."""
+
+    def __init__(self, source: Any, *, agent: str | None = None, tail_chars: int | None = 4000,
+                 max_hz: float = 10.0, clock: Callable[[], float] = time.monotonic,
+                 pump: ThreadPump | InlinePump | None = None) -> None:
+        self.source = source
+        self.follower = _follower_of(source)
+        self.agent = agent or _agent_name(source, self.follower)
+        self._clock = clock
+        self._throttle = Throttle(max_hz, clock)
+        self._lock = threading.RLock()
+        self._pump = pump if pump is not None else shared_pump()
+        self._context = _kernel.ParentContext()
+        self._dirty = True
+        self._urgent = False
+        self._seen_status: str | None = None
+        self._last_flush = float("-inf")
+        self._done = False
+        self._flushing = False
+        self.flushes = 0
+
+        self.header = widgets.HTML()
+        self.messages = TranscriptView(tail=tail_chars)
+        self.approval = ApprovalCard(self._answer, self._lock)
+        self.cancel_button = widgets.Button(description="Cancel", icon="stop",
+                                            tooltip="Cancel the run on the server")
+        self.detach_button = widgets.Button(description="Detach", icon="unlink",
+                                            tooltip="Stop following here; the run continues")
+        self.notice = widgets.HTML()
+        self.cancel_button.on_click(lambda _b: self.cancel())
+        self.detach_button.on_click(lambda _b: self.detach())
+        controls = widgets.HBox([self.cancel_button, self.detach_button, self.notice])
+        super().__init__([self.header, self.messages, self.approval, controls])
+        self.add_class("lnb-run")
+
+        self.flush()  # what is known now (e.g. a cached transcript) shows at once
+        ref = weakref.ref(self)
+
+        def listener(_follower: Any) -> None:
+            view = ref()
+            if view is not None:
+                view.notify()
+
+        self._listener = listener
+        add = getattr(self.follower, "add_listener", None)
+        if add is not None:
+            add(listener)
+        self.notify()  # catch changes that happened between flush() and add_listener
+
+    # ---- repr (nbval compares text/plain: nothing random or time-dependent) ---------------
+    def __repr__(self) -> str:
+        return f"<letta_nb run view: agent {self.agent}>" if self.agent else \
+            "<letta_nb run view>"
+
+    # ---- pump protocol -------------------------------------------------------------------
+    def notify(self) -> None:
+        """Called from the reader thread after a change: mark dirty, wake the pump."""
+        status = getattr(self.follower, "status", None)
+        with self._lock:
+            self._dirty = True
+            if status != self._seen_status:
+                self._urgent = True
+        self._pump.wake(self)
+
+    def due_in(self) -> float | None:
+        with self._lock:
+            if self._done:
+                return None
+            if self._urgent:
+                return 0.0
+            if self._dirty:
+                return self._throttle.wait_time()
+            if getattr(self.follower, "status", None) in ACTIVE:
+                return max(0.0, self._last_flush + HEADER_REFRESH - self._clock())
+            return None
+
+    def pump_tick(self) -> None:
+        with self._lock:
+            if self._done or self._flushing:
+                return
+            if self._urgent:
+                self._throttle.ready()  # restart the window: the next normal flush waits
+            elif self._dirty:
+                if not self._throttle.ready():
+                    return
+            elif self._clock() < self._last_flush + HEADER_REFRESH:
+                return
+            self._flushing = True
+            try:
+                self._context.run(self.flush)
+            finally:
+                self._flushing = False
+
+    # ---- rendering -----------------------------------------------------------------------
+    def flush(self) -> None:
+        """Bring every widget up to the follower's state; touches only what changed."""
+        f = self.follower
+        with self._lock:
+            status = str(getattr(f, "status", None) or "starting")
+            final = status in FINAL
+            self._dirty = False
+            self._urgent = False
+            self._seen_status = status
+            self._last_flush = self._clock()
+            header = header_html(f, self.agent)
+            if self.header.value != header:
+                self.header.value = header
+            self.messages.sync(getattr(f, "transcript", None), final=final)
+            self.approval.sync(getattr(f, "approval", None))
+            if final:
+                for button in (self.cancel_button, self.detach_button):
+                    if not button.disabled:
+                        button.disabled = True
+            self.flushes += 1
+
+    # ---- buttons -------------------------------------------------------------------------
+    def _show_notice(self, text: str, *, error: bool = False) -> None:
+        color = "#b91c1c" if error else "#6b7280"
+        self.notice.value = f"<span style='color:{color}'>{html.escape(text)}</span>"
+
+    def _answer(self, approve: bool, reason: str | None) -> None:
+        self.follower.answer(approve, reason)
+        self.notify()
+
+    def cancel(self) -> None:
+        """Cancel the run on the server (the follower then reads its final frames)."""
+        self.cancel_button.disabled = True
+        try:
+            result = self.follower.cancel()
+        except LettaNbError as err:
+            self.cancel_button.disabled = False
+            self._show_notice(str(err), error=True)
+            return
+        self._show_notice(f"cancel requested ({result})" if result else "cancel requested")
+        self.notify()
+
+    def detach(self) -> None:
+        """Stop following here only; the run keeps going on the server."""
+        self.follower.detach()
+        self.detach_button.disabled = True
+        self.cancel_button.disabled = True
+        self._show_notice("detached: the run continues on the server; re-run the cell or "
+                          "%letta attach RUN_ID to follow it again")
+        self.notify()
+
+    def close(self) -> None:
+        with self._lock:
+            self._done = True
+        self._pump.remove(self)
+        remove = getattr(self.follower, "remove_listener", None)
+        if remove is not None:
+            remove(self._listener)
+        super().close()
