@@ -345,6 +345,10 @@ class Engine:
         for rule in cfg.get("tool_rules") or []:
             if rule.get("type") == "requires_approval":
                 gated.add(rule.get("tool_name"))
+        for tool_id in cfg.get("tool_ids") or []:
+            tool = self.store.get_tool(tool_id)
+            if tool and tool.get("default_requires_approval"):
+                gated.add(tool["name"])
         for name, required in (cfg.get("approval_overrides") or {}).items():
             if required:
                 gated.add(name)

@@ -1,0 +1,56 @@
+"""Fixtures: an in-process server driven by the scripted test brain, and SDK clients for it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from letta_client import Letta
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from scripted_brain import HANDLE, ScriptedBrain
+
+from letta_nb.server import EmbeddedServer, start_in_process
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = REPO_ROOT.parent / "shared" / "letta-golden"
+
+
+@pytest.fixture(scope="session")
+def brains() -> dict[str, ScriptedBrain]:
+    brain = ScriptedBrain()
+    return {brain.handle: brain}
+
+
+@pytest.fixture(scope="session")
+def server(brains: dict[str, ScriptedBrain]) -> Iterator[EmbeddedServer]:
+    with start_in_process(brains=brains, keepalive_interval=20.0) as srv:
+        yield srv
+
+
+@pytest.fixture()
+def client(server: EmbeddedServer) -> Letta:
+    return Letta(base_url=server.base_url, max_retries=0, timeout=30.0)
+
+
+@pytest.fixture()
+def http(server: EmbeddedServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, timeout=30.0) as c:
+        yield c
+
+
+@pytest.fixture()
+def agent_id(client: Letta) -> str:
+    return client.agents.create(name="test agent", model=HANDLE).id
+
+
+@pytest.fixture(scope="session")
+def golden() -> Path:
+    if not GOLDEN.is_dir():
+        pytest.skip(f"GOLDEN DATA MISSING: expected the recorded Letta exchanges at {GOLDEN} "
+                    "(../shared/letta-golden beside the repo); golden comparisons skipped")
+    return GOLDEN
