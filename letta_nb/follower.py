@@ -160,7 +160,7 @@ class Follower:
                     self._set_status("running")
                     self._read_tail(run_id, final=run)
                     return
-            self._chain(lambda: self.backend.resume(run_id, self.last_seq))
+            self._chain(self._resumer(run_id))
 
         self._launch(body)
 
@@ -351,7 +351,12 @@ class Follower:
             opener = self._resumer(rid)
 
     def _resumer(self, rid: str) -> Callable[[], Iterator[Chunk]]:
-        return lambda: self.backend.resume(rid, self.transcript.last_seq(rid))
+        def opener() -> Iterator[Chunk]:
+            after = self.transcript.last_seq(rid)
+            self.transcript.begin_stream(rid, after)
+            return self.backend.resume(rid, after)
+
+        return opener
 
     def _adopt(self, rid: str, answering: ApprovalState | None) -> None:
         self._run_id = rid
@@ -438,8 +443,9 @@ class Follower:
         error: Chunk | None = None
         stream = None
         try:
-            stream = self.backend.resume(rid, self.transcript.last_seq(rid),
-                                         timeout=self.tail_timeout)
+            after = self.transcript.last_seq(rid)
+            self.transcript.begin_stream(rid, after)
+            stream = self.backend.resume(rid, after, timeout=self.tail_timeout)
             self._stream = stream
             for chunk in stream:
                 acc = self.transcript.apply(chunk, rid)

@@ -96,28 +96,39 @@ class SeqTracker:
     """Dedupe by seq and give hidden frames their implicit seq, for one run.
 
     Background streams are contiguous: every stored frame is `previous + 1`, whether or not its
-    JSON shows the number. Keepalive pings repeat the last seq (or carry none) and are liveness,
-    never data. ``accept`` returns the chunk with its effective seq, or None for a duplicate or
-    a keepalive ping.
+    JSON shows the number. "Previous" is the frame before it *on the same connection* (a replay
+    from 0 re-sends stop_reason/usage after the seqs it already saw: they must dedupe too), so a
+    reader opening a resume calls `begin(starting_after)`. Keepalive pings repeat the last seq
+    (or carry none) and are liveness, never data. ``accept`` returns the chunk with its
+    effective seq, or None for a duplicate or a keepalive ping.
     """
 
-    __slots__ = ("last_seq", "run_id")
+    __slots__ = ("_prev", "last_seq", "run_id")
 
     def __init__(self, run_id: str | None, last_seq: int = 0) -> None:
         self.run_id = run_id
         self.last_seq = last_seq
+        self._prev: int | None = None  # None: the stream continues from last_seq
+
+    def begin(self, starting_after: int) -> None:
+        """A new connection that starts after `starting_after` (exclusive)."""
+        self._prev = starting_after
 
     def accept(self, chunk: Chunk) -> Chunk | None:
         seq = chunk.seq_id
         if chunk.message_type == PING:
+            if seq is None:
+                return None
+            self._prev = seq  # the stored ping is seq 1; keepalives repeat the last delivered
             # Only the stored initial ping advances the cursor; keepalives repeat the last seq.
-            if seq is not None and seq == self.last_seq + 1:
+            if seq == self.last_seq + 1:
                 self.last_seq = seq
                 return chunk
             return None
         if seq is None:
-            seq = self.last_seq + 1
-        elif seq <= self.last_seq:
+            seq = (self.last_seq if self._prev is None else self._prev) + 1
+        self._prev = seq
+        if seq <= self.last_seq:
             return None
         self.last_seq = seq
         if self.run_id is None:

@@ -98,6 +98,10 @@ class Transcript:
                 self.runs.append(run_id)
         return tracker
 
+    def begin_stream(self, run_id: str, starting_after: int) -> None:
+        """A reader (re)connects to `run_id` after `starting_after`: hidden seqs count from it."""
+        self.tracker(run_id).begin(starting_after)
+
     def last_seq(self, run_id: str) -> int:
         tracker = self._seq.get(run_id)
         return tracker.last_seq if tracker else 0
