@@ -64,9 +64,8 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(
-            str(part.get("text", "")) if isinstance(part, Mapping) else str(part) for part in content
-        )
+        return "".join(str(part.get("text", "")) if isinstance(part, Mapping) else str(part)
+                       for part in content)
     return str(content)
 
 

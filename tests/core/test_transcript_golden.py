@@ -26,6 +26,10 @@ def _fold(*chunk_lists: list[Chunk], after: int = 0) -> Transcript:
     return tr
 
 
+def _load(root: Path, rel: str) -> list[Chunk]:
+    return to_chunks(read_frames(root / rel))
+
+
 def _foreground(path: Path) -> bool:
     return "foreground" in path.name
 
@@ -50,9 +54,9 @@ def test_every_golden_stream_folds_and_dedupes(golden_dir: Path) -> None:
 
 
 def test_disconnect_plus_resume_equals_full_replay(golden_dir: Path) -> None:
-    first = to_chunks(read_frames(golden_dir / "04_long_disconnect_resume/01_post_messages_stream_disconnect.sse"))
-    rest = to_chunks(read_frames(golden_dir / "04_long_disconnect_resume/05_resume_from_last_seq.sse"))
-    full = to_chunks(read_frames(golden_dir / "05_replay_finished_run/01_replay_from_0_batch_1000.sse"))
+    first = _load(golden_dir, "04_long_disconnect_resume/01_post_messages_stream_disconnect.sse")
+    rest = _load(golden_dir, "04_long_disconnect_resume/05_resume_from_last_seq.sse")
+    full = _load(golden_dir, "05_replay_finished_run/01_replay_from_0_batch_1000.sse")
     joined = Transcript()
     rid = first[0].run_id
     for c in first:
@@ -66,7 +70,7 @@ def test_disconnect_plus_resume_equals_full_replay(golden_dir: Path) -> None:
 
 @pytest.mark.parametrize("seed", range(20))
 def test_overlapping_resume_pieces_equal_full_replay(golden_dir: Path, seed: int) -> None:
-    full = to_chunks(read_frames(golden_dir / "05_replay_finished_run/01_replay_from_0_batch_1000.sse"))
+    full = _load(golden_dir, "05_replay_finished_run/01_replay_from_0_batch_1000.sse")
     expected = _fold(full).to_records()
     rng = random.Random(seed)
     tr = Transcript()
@@ -88,7 +92,7 @@ def test_overlapping_resume_pieces_equal_full_replay(golden_dir: Path, seed: int
 
 
 def test_deltas_join_by_id_and_hidden_frames_get_implicit_seqs(golden_dir: Path) -> None:
-    tr = _fold(to_chunks(read_frames(golden_dir / "02_bg_stream_tokens_true/01_post_messages_stream.sse")))
+    tr = _fold(_load(golden_dir, "02_bg_stream_tokens_true/01_post_messages_stream.sse"))
     kinds = [e.kind for e in tr.entries]
     assert kinds == ["assistant_message", "stop_reason", "usage_statistics"]
     assistant, stop, usage = tr.entries
@@ -100,7 +104,7 @@ def test_deltas_join_by_id_and_hidden_frames_get_implicit_seqs(golden_dir: Path)
 
 
 def test_multistep_tool_joins_two_steps(golden_dir: Path) -> None:
-    tr = _fold(to_chunks(read_frames(golden_dir / "10_multistep_tool/01_post_memory.sse")))
+    tr = _fold(_load(golden_dir, "10_multistep_tool/01_post_memory.sse"))
     call = next(e for e in tr.entries if e.kind == "tool_call_message")
     json.loads(str(call.text))  # the argument deltas join into valid JSON
     assert call.name == "memory_insert"
@@ -110,7 +114,7 @@ def test_multistep_tool_joins_two_steps(golden_dir: Path) -> None:
 
 
 def test_pending_tool_calls_after_requires_approval(golden_dir: Path) -> None:
-    tr = _fold(to_chunks(read_frames(golden_dir / "06_approval/01_approval_request_1.sse")))
+    tr = _fold(_load(golden_dir, "06_approval/01_approval_request_1.sse"))
     assert tr.stop_reason == "requires_approval"
     calls = tr.pending_tool_calls()
     assert len(calls) == 1
@@ -121,17 +125,18 @@ def test_pending_tool_calls_after_requires_approval(golden_dir: Path) -> None:
 
 def test_approval_chain_keeps_a_tracker_per_run(golden_dir: Path) -> None:
     """The answer's run restarts at seq 1: a single watermark would drop it (letta-code#4528)."""
-    req = to_chunks(read_frames(golden_dir / "06_approval/01_approval_request_1.sse"))
-    ans = to_chunks(read_frames(golden_dir / "06_approval/05_approve.sse"))
+    req = _load(golden_dir, "06_approval/01_approval_request_1.sse")
+    ans = _load(golden_dir, "06_approval/05_approve.sse")
     tr = _fold(req, ans, req, ans)
     assert tr.runs == [req[0].run_id, ans[0].run_id]
     assert tr.pending_tool_calls() == []  # the newest run ended with end_turn
-    assert [e.kind for e in tr.entries if e.run_id == ans[0].run_id][0] == "tool_return_message"
+    first_of_answer = next(e for e in tr.entries if e.run_id == ans[0].run_id)
+    assert first_of_answer.kind == "tool_return_message"
     assert tr.to_records() == _fold(req, ans).to_records()
 
 
 def test_error_frames_end_the_run(golden_dir: Path) -> None:
-    chunks = to_chunks(read_frames(golden_dir / "09_llm_failure/01_post_fail500.sse"))
+    chunks = _load(golden_dir, "09_llm_failure/01_post_fail500.sse")
     assert chunks[-1].message_type == "error_message" and chunks[-1].is_terminal
     tr = _fold(chunks)
     assert tr.stop_reason == "llm_api_error"
@@ -140,13 +145,13 @@ def test_error_frames_end_the_run(golden_dir: Path) -> None:
 
 
 def test_cancelled_reader_without_done(golden_dir: Path) -> None:
-    chunks = to_chunks(read_frames(golden_dir / "08_cancel/02_resume_reader2.sse"))
+    chunks = _load(golden_dir, "08_cancel/02_resume_reader2.sse")
     assert chunks[-1].message_type == "stop_reason" and chunks[-1].is_terminal
     assert _fold(chunks).stop_reason == "cancelled"
 
 
 def test_keepalive_pings_are_never_data(golden_dir: Path) -> None:
-    chunks = to_chunks(read_frames(golden_dir / "13_keepalive_ping/01_post_slow_stream.sse"))
+    chunks = _load(golden_dir, "13_keepalive_ping/01_post_slow_stream.sse")
     pings = [c for c in chunks if c.is_ping]
     assert len(pings) >= 2  # the stored one and a keepalive repeating the last seq
     tr = _fold(chunks)
@@ -157,7 +162,7 @@ def test_keepalive_pings_are_never_data(golden_dir: Path) -> None:
 
 
 def test_cached_records_restore_and_continue(golden_dir: Path) -> None:
-    full = to_chunks(read_frames(golden_dir / "05_replay_finished_run/01_replay_from_0_batch_1000.sse"))
+    full = _load(golden_dir, "05_replay_finished_run/01_replay_from_0_batch_1000.sse")
     rid = full[0].run_id
     head = _fold(full[:120])
     restored = Transcript.from_records(json.loads(json.dumps(head.to_records())),
