@@ -46,7 +46,7 @@ def _child_env() -> dict[str, str]:
 
 
 def ensure_server(state_dir: str | Path, *, host: str = "127.0.0.1", port: int = 0) -> str:
-    """Return the base_url of a healthy detached server for ``state_dir``, starting one if needed."""
+    """Base URL of a healthy detached server for ``state_dir``, starting one if needed."""
     state = Path(state_dir)
     state.mkdir(parents=True, exist_ok=True)
     found = _read(state)

@@ -1,4 +1,4 @@
-"""Approvals: approve, deny, client results, legacy form, conflicts, wrong ids, cancel while pending."""
+"""Approvals: approve, deny, client results, legacy form, conflicts, wrong ids, cancel."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_deny_with_reason_is_persisted_not_streamed(client: Letta, agent_id: str
         {"type": "approval", "tool_call_id": call_id, "approve": False, "reason": "not today"}]})
     assert "tool_return_message" not in [c.message_type for c in got]
     msgs = client.runs.messages.list(got[0].run_id).items
-    ret = [m for m in msgs if m.message_type == "tool_return_message"][0]
+    ret = next(m for m in msgs if m.message_type == "tool_return_message")
     assert ret.status == "error"
     assert ret.tool_return == "Error: request to call tool denied. User reason: not today"
     assert msgs[0].message_type == "approval_response_message" and msgs[0].reason == "not today"

@@ -120,7 +120,7 @@ def test_failure_paths(client: Letta, agent_id: str, http: httpx.Client) -> None
     assert "event: error\ndata: " in body and "[DONE]" not in body
     boom = bg(client, agent_id, "boom")
     assert boom[-2].stop_reason == "end_turn"
-    ret = [c for c in boom if c.message_type == "tool_return_message"][0]
+    ret = next(c for c in boom if c.message_type == "tool_return_message")
     assert ret.status == "error" and "tool exploded" in ret.tool_return
 
 
