@@ -25,6 +25,10 @@ from .header import ACTIVE, FINAL, header_html
 from .pump import InlinePump, ThreadPump, shared_pump
 from .transcript_view import TranscriptView
 
+#: The newest view per cell key: re-running a cell retires the view it showed before.
+_views_by_key: dict[str, weakref.ref[RunView]] = {}
+_views_lock = threading.Lock()
+
 #: While a run is live the header (elapsed time) refreshes this often even without frames.
 HEADER_REFRESH = 1.0
 
@@ -52,8 +56,9 @@ class RunView(widgets.VBox):
 
     def __init__(self, source: Any, *, agent: str | None = None, tail_chars: int | None = 4000,
                  max_hz: float = 10.0, clock: Callable[[], float] = time.monotonic,
-                 pump: ThreadPump | InlinePump | None = None) -> None:
+                 pump: ThreadPump | InlinePump | None = None, key: str | None = None) -> None:
         self.source = source
+        self.key = key
         self.follower = _follower_of(source)
         self.agent = agent or _agent_name(source, self.follower)
         self._clock = clock
@@ -96,6 +101,16 @@ class RunView(widgets.VBox):
         if add is not None:
             add(listener)
         self.notify()  # catch changes that happened between flush() and add_listener
+        if key is not None:
+            self._retire_previous(key)
+
+    def _retire_previous(self, key: str) -> None:
+        with _views_lock:
+            old_ref = _views_by_key.get(key)
+            _views_by_key[key] = weakref.ref(self)
+        old = old_ref() if old_ref is not None else None
+        if old is not None and old is not self:
+            old.close()  # its output was replaced by the re-run; stop feeding it
 
     # ---- repr (nbval compares text/plain: nothing random or time-dependent) ---------------
     def __repr__(self) -> str:
@@ -200,4 +215,15 @@ class RunView(widgets.VBox):
         remove = getattr(self.follower, "remove_listener", None)
         if remove is not None:
             remove(self._listener)
-        super().close()
+        _close_tree(self)
+
+
+def _close_tree(widget: widgets.Widget) -> None:
+    """Close a widget and its descendants (ipywidgets' close() leaves children registered)."""
+    for child in getattr(widget, "children", ()):
+        _close_tree(child)
+    for attr in ("layout", "style"):
+        sub = getattr(widget, attr, None)
+        if isinstance(sub, widgets.Widget):
+            sub.close()
+    widgets.Widget.close(widget)

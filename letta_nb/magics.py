@@ -1,0 +1,292 @@
+"""`%%letta` and `%letta`: the notebook's front door. Parsing and display only.
+
+Sending, resuming, cursors and approvals live in the session and follower; this module turns a
+cell into `Session.send(...)`, shows the `RunView` (or, with `--wait`, a deterministic text
+transcript) and reports every `LettaNbError` as one red line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode
+
+from . import _kernel
+from .core.cursor import cell_key
+from .core.errors import ConfigurationError, LettaNbError
+
+COMMANDS = ("connect", "agents", "agent", "runs", "attach", "cancel", "chunks", "status")
+#: Which of the line magic's options each subcommand accepts.
+_OPTIONS = {"api_key_env": "connect", "active": "runs", "agent": "runs", "limit": "runs",
+            "from_seq": "attach"}
+_ARITY = {"connect": (0, 1), "agents": (0, 0), "agent": (1, 1), "runs": (0, 0),
+          "attach": (1, 1), "cancel": (0, 1), "chunks": (1, 1), "status": (0, 0)}
+_SETTLED = frozenset({"requires_approval", "completed", "failed", "cancelled", "detached",
+                      "error"})
+
+
+def _fail(err: LettaNbError | str) -> None:
+    """One red line on stderr (Jupyter shows stderr in red), no traceback."""
+    print(f"letta: {err}", file=sys.stderr)
+
+
+@magics_class
+class LettaMagics(Magics):
+    """`%%letta` sends the cell to a Letta agent; `%letta` manages the connection and runs."""
+
+    default_agent = Unicode(None, allow_none=True,
+                            help="Agent (name or id) for %%letta without --agent; None uses "
+                                 "the session's default agent.").tag(config=True)
+    wait = Bool(False, help="Block each %%letta cell until its run settles, as --wait."
+                ).tag(config=True)
+    timeout = Float(600.0, help="Bound (s) on a --wait cell; the run continues after it."
+                    ).tag(config=True)
+    max_hz = Float(10.0, help="Maximum widget updates per second.").tag(config=True)
+    tail_chars = Int(4000, help="Characters of a long message the widget shows (the full "
+                                "text stays in Python).").tag(config=True)
+    policy = CaselessStrEnum(["ask", "approve", "deny"], default_value="ask",
+                             help="Approval requests: 'ask' shows buttons; 'approve'/'deny' "
+                                  "answer automatically.").tag(config=True)
+    runs_limit = Int(20, help="Rows %letta runs shows without --limit.").tag(config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.last_handle: Any = None
+
+    # ---- plumbing ------------------------------------------------------------------------
+    def _session(self) -> Any:
+        from .session import current
+
+        return current()
+
+    def _view(self, handle: Any, *, key: str | None = None) -> Any:
+        from .widgets import RunView
+
+        return RunView(handle, tail_chars=self.tail_chars or None, max_hz=self.max_hz,
+                       key=key)
+
+    # ---- %%letta -------------------------------------------------------------------------
+    @magic_arguments("%letta")  # usage line reads %%letta
+    @argument("--agent", "-a", help="agent name or id (default: %%config "
+                                    "LettaMagics.default_agent, else the session's agent)")
+    @argument("--new", action="store_true",
+              help="start a fresh run even if this cell already has one")
+    @argument("--key", help="explicit cursor key (default: the cell's identity)")
+    @argument("--wait", action="store_true", default=None,
+              help="block until the run ends or asks for approval; print the transcript")
+    @argument("--no-wait", dest="wait", action="store_false",
+              help="do not block, even if LettaMagics.wait is set")
+    @argument("--no-background", action="store_true",
+              help="standard streaming (no resume): pings and a 1.5x client timeout")
+    @argument("--timeout", type=float, help="seconds: bound on --wait (and the expected "
+                                            "duration of a --no-background run)")
+    @argument("--auto-approve", action="store_true", help="approve tool calls automatically")
+    @argument("--auto-deny", action="store_true", help="deny tool calls automatically")
+    @argument("--out", metavar="VAR", help="store the RunHandle in the variable VAR")
+    @cell_magic("letta")
+    def letta_cell(self, line: str, cell: str) -> None:
+        """Send the cell body to a Letta agent as a background run and show it live.
+
+        The cell returns at once; the widget streams, its buttons answer approvals. Re-running
+        the cell resumes the same run (also after a kernel restart); `--new` starts another.
+        """
+        args = parse_argstring(self.letta_cell, line)
+        message = (cell or "").strip()
+        if not message:
+            raise UsageError("%%letta needs a message in the cell body")
+        if args.auto_approve and args.auto_deny:
+            raise UsageError("--auto-approve and --auto-deny exclude each other")
+        if args.out is not None and not args.out.isidentifier():
+            raise UsageError(f"--out wants a variable name, not {args.out!r}")
+        if args.timeout is not None and args.timeout <= 0:
+            raise UsageError("--timeout must be a positive number of seconds")
+        try:
+            self._send(args, message)
+        except LettaNbError as err:
+            _fail(err)
+
+    def _policy(self, args: Any) -> str | None:
+        if args.auto_approve:
+            return "approve"
+        if args.auto_deny:
+            return "deny"
+        return None if self.policy == "ask" else self.policy
+
+    def _send(self, args: Any, message: str) -> None:
+        session = self._session()
+        agent = args.agent or self.default_agent or None
+        row = session.resolve(agent)
+        ident = _kernel.cell_identity()
+        key = cell_key(notebook=ident.notebook, cell_id=ident.cell_id, agent=row["id"],
+                       source=message, explicit=args.key)
+        timeout = args.timeout if args.timeout is not None else self.timeout
+        handle = session.send(message, row, key=key, new=args.new,
+                              background=not args.no_background, wait=False,
+                              timeout=args.timeout, policy=self._policy(args))
+        self.last_handle = handle
+        if args.out:
+            self.shell.user_ns[args.out] = handle
+        wait = self.wait if args.wait is None else args.wait
+        if wait:
+            self._wait(handle, timeout, key)
+        else:
+            display(self._view(handle, key=key))
+
+    def _wait(self, handle: Any, timeout: float, key: str) -> None:
+        status = handle.wait(timeout)
+        text = handle.transcript
+        if text:
+            print(text)
+        if status not in _SETTLED:
+            _fail(f"still {status} after {timeout:g} s; the run goes on (re-run the cell to "
+                  f"resume it)")
+        elif status == "requires_approval":
+            _fail("the run is waiting for an approval: use the buttons below, "
+                  "--auto-approve / --auto-deny, or the handle's .approve() / .deny()")
+            if _kernel.in_kernel():
+                display(self._view(handle, key=key))
+        elif status in ("failed", "error") and handle.error:
+            _fail(handle.error)
+
+    # ---- %letta --------------------------------------------------------------------------
+    @magic_arguments("letta")
+    @argument("command", choices=COMMANDS, help="what to do (see below)")
+    @argument("args", nargs="*", help="URL, NAME or RUN_ID, depending on the command")
+    @argument("--api-key-env", metavar="VAR",
+              help="connect: read the API key from environment variable VAR")
+    @argument("--active", action="store_true", help="runs: only created/running runs")
+    @argument("--agent", "-a", help="runs: only this agent's runs")
+    @argument("--limit", type=int, help="runs: at most N rows")
+    @argument("--from", dest="from_seq", type=int, metavar="SEQ",
+              help="attach: resume after this seq (default 0: the whole run)")
+    @line_magic("letta")
+    def letta_line(self, line: str) -> Any:
+        """Connection, agents and runs.
+
+        %letta connect [URL] [--api-key-env VAR]   connect (URL → LETTA_BASE_URL → embedded)
+        %letta agents                               the server's agents (DataFrame)
+        %letta agent NAME                           default agent for %%letta
+        %letta runs [--active] [--agent A] [--limit N]   recent runs (DataFrame)
+        %letta attach RUN_ID [--from SEQ]           follow an existing run live
+        %letta cancel [RUN_ID]                      cancel a run (default: this kernel's last)
+        %letta chunks RUN_ID                        every stored frame of a run (DataFrame)
+        %letta status                               connection and the runs followed here
+        """
+        args = parse_argstring(self.letta_line, line)
+        command = args.command
+        for option, owner in _OPTIONS.items():
+            value = getattr(args, option)
+            if value not in (None, False) and owner != command:
+                flag = "--from" if option == "from_seq" else "--" + option.replace("_", "-")
+                raise UsageError(f"{flag} only applies to `%letta {owner}`")
+        low, high = _ARITY[command]
+        if not low <= len(args.args) <= high:
+            want = "no argument" if high == 0 else ("one argument" if low == high else
+                                                    "at most one argument")
+            raise UsageError(f"`%letta {command}` takes {want}, got {len(args.args)}")
+        if args.limit is not None and args.limit <= 0:
+            raise UsageError("--limit must be a positive number")
+        try:
+            return getattr(self, f"_cmd_{command}")(args)
+        except LettaNbError as err:
+            _fail(err)
+            return None
+
+    def _cmd_connect(self, args: Any) -> None:
+        from .session import connect
+
+        api_key = None
+        if args.api_key_env:
+            api_key = os.environ.get(args.api_key_env)
+            if not api_key:
+                raise ConfigurationError(f"environment variable {args.api_key_env} is not set")
+        session = connect(args.args[0] if args.args else None, api_key)
+        session.backend.health()  # connect() tolerates a remote server it cannot use yet
+        agent = session.agent["name"] if session.agent else "none (use %letta agent NAME)"
+        print(f"connected to {session.backend.base_url} · agent {agent}")
+
+    def _cmd_agents(self, args: Any) -> None:
+        from .frames import agents_frame
+
+        self._session()
+        display(agents_frame())
+
+    def _cmd_agent(self, args: Any) -> None:
+        row = self._session().use_agent(args.args[0])
+        self.default_agent = row["name"]
+        print(f"default agent: {row['name']} ({row['id']})")
+
+    def _cmd_runs(self, args: Any) -> None:
+        from .frames import runs_frame
+
+        display(runs_frame(args.agent, active=True if args.active else None,
+                           limit=args.limit or self.runs_limit))
+
+    def _cmd_attach(self, args: Any) -> None:
+        handle = self._session().attach(args.args[0], args.from_seq or 0)
+        self.last_handle = handle
+        display(self._view(handle))
+
+    def _cmd_cancel(self, args: Any) -> None:
+        session = self._session()
+        if args.args:
+            run_id = args.args[0]
+            follower = session.follower_for(run_id)
+            if follower is not None:
+                result = follower.cancel()
+            else:
+                agent_id = session.backend.get_run(run_id).get("agent_id")
+                result = session.backend.cancel(agent_id, [run_id]).get(run_id, "cancelled")
+        else:
+            if self.last_handle is None:
+                raise ConfigurationError("no run started here yet: `%letta cancel RUN_ID`")
+            run_id = self.last_handle.run_id
+            result = self.last_handle.cancel()
+        print(f"cancel {run_id}: {result}")
+
+    def _cmd_chunks(self, args: Any) -> None:
+        from .frames import chunks_frame
+
+        self._session()
+        display(chunks_frame(args.args[0]))
+
+    def _cmd_status(self, args: Any) -> None:
+        session = self._session()
+        agent = session.agent["name"] if session.agent else "none"
+        print(f"server {session.backend.base_url} · default agent {agent}")
+        handle = self.last_handle
+        if handle is not None:
+            print(f"last run {handle.run_id} · {handle.status} · seq {handle.follower.last_seq}")
+
+
+_loaded: dict[int, LettaMagics] = {}
+
+
+def load_ipython_extension(ip: Any) -> None:
+    """`%load_ext letta_nb`: register the magics and make them `%config`-urable."""
+    if id(ip) in _loaded:
+        return
+    magics = LettaMagics(ip)
+    ip.register_magics(magics)
+    if magics not in ip.configurables:
+        ip.configurables.append(magics)
+    _loaded[id(ip)] = magics
+
+
+def unload_ipython_extension(ip: Any) -> None:
+    magics = _loaded.pop(id(ip), None)
+    if magics is None:
+        return
+    table = ip.magics_manager.magics
+    for kind in ("line", "cell"):
+        if table[kind].get("letta") is not None:
+            del table[kind]["letta"]
+    ip.magics_manager.registry.pop(type(magics).__name__, None)
+    if magics in ip.configurables:
+        ip.configurables.remove(magics)

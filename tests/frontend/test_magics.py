@@ -1,0 +1,194 @@
+"""%%letta / %letta through IPython's globalipapp against the embedded server."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+import pytest
+from IPython.testing import globalipapp
+from IPython.utils.capture import capture_output
+
+from letta_nb.magics import LettaMagics
+
+TOKENS_5 = "token1 token2 token3 token4 token5\n■ end_turn\n"
+
+
+@pytest.fixture()
+def ip(session: Any) -> Iterator[Any]:
+    shell = globalipapp.get_ipython()  # module attribute: rebound after the first start
+    shell.extension_manager.load_extension("letta_nb")
+    yield shell
+    shell.extension_manager.unload_extension("letta_nb")
+
+
+def run(ip: Any, source: str) -> Any:
+    with capture_output() as cap:
+        result = ip.run_cell(source)
+    cap.result = result
+    return cap
+
+
+def run_ids(session: Any) -> set[str]:
+    return {r["id"] for r in session.runs(limit=100)}
+
+
+def test_help_is_generated_for_both_magics(ip: Any) -> None:
+    cell_doc = ip.find_cell_magic("letta").__doc__
+    line_doc = ip.find_line_magic("letta").__doc__
+    assert "%%letta [--agent AGENT] [--new] [--key KEY] [--wait]" in cell_doc
+    assert "--auto-approve" in cell_doc and "--out VAR" in cell_doc
+    assert "%letta" in line_doc and "{connect,agents,agent,runs,attach,cancel,chunks," \
+        "status}" in line_doc
+    assert "--from SEQ" in line_doc
+
+
+def test_wait_prints_deterministic_transcript_and_rerun_resumes(ip: Any, session: Any) -> None:
+    cap = run(ip, "%%letta --wait --agent demo-analyst\n/long 5")
+    assert cap.stdout.startswith(TOKENS_5), cap.stdout
+    assert cap.stderr == ""
+    before = run_ids(session)
+    again = run(ip, "%%letta --wait --agent demo-analyst\n/long 5")
+    assert again.stdout == cap.stdout
+    assert run_ids(session) == before  # re-running the cell made no second run
+    fresh = run(ip, "%%letta --wait --new --agent demo-analyst\n/long 5")
+    assert fresh.stdout.startswith(TOKENS_5)
+    assert len(run_ids(session) - before) == 1
+
+
+def test_non_blocking_shows_the_widget_and_out_stores_the_handle(ip: Any) -> None:
+    cap = run(ip, "%%letta --out h --new\n/long 3 10")
+    assert cap.stdout == "" and cap.stderr == ""
+    assert [o.data["text/plain"] for o in cap.outputs] == \
+        ["<letta_nb run view: agent demo-analyst>"]
+    assert "application/vnd.jupyter.widget-view+json" in cap.outputs[0].data
+    handle = ip.user_ns["h"]
+    assert handle.wait(20) == "completed"
+    assert re.findall(r"token\d+", handle.transcript) == ["token1", "token2", "token3"]
+
+
+def test_auto_approve_keeps_waiting_through_the_new_run(ip: Any) -> None:
+    cap = run(ip, "%%letta --wait --new --auto-approve --timeout 30\n/gated")
+    assert "? approval requested: write_report(" in cap.stdout
+    assert "■ requires_approval" in cap.stdout
+    assert "← write_report [success]" in cap.stdout
+    assert cap.stdout.rstrip().splitlines()[-2] == "■ end_turn"
+    assert cap.stderr == ""
+
+
+def test_auto_deny_sends_a_denial(ip: Any) -> None:
+    cap = run(ip, "%%letta --wait --new --auto-deny --timeout 30\n/gated")
+    assert "■ requires_approval" in cap.stdout
+    assert "nothing was written" in cap.stdout and "denied automatically" in cap.stdout
+    assert cap.stdout.rstrip().splitlines()[-2] == "■ end_turn"
+
+
+def test_wait_stops_at_an_approval_request(ip: Any) -> None:
+    cap = run(ip, "%%letta --wait --new --out g\n/gated")
+    assert cap.stdout.rstrip().endswith("step(s)")
+    assert "■ requires_approval" in cap.stdout
+    assert cap.stderr.count("\n") == 1 and "waiting for an approval" in cap.stderr
+    handle = ip.user_ns["g"]
+    handle.deny("not now")
+    assert handle.wait(20) == "completed"
+    assert "not now" in handle.transcript
+
+
+def test_config_traits(ip: Any, session: Any) -> None:
+    magics = ip.magics_manager.registry["LettaMagics"]
+    run(ip, "%config LettaMagics.wait = True\n%config LettaMagics.tail_chars = 100")
+    try:
+        assert magics.wait is True and magics.tail_chars == 100
+        cap = run(ip, "%%letta --new\n/long 5")
+        assert cap.stdout.startswith(TOKENS_5)
+        cap = run(ip, "%%letta --no-wait --new\n/long 2")
+        assert cap.outputs and cap.stdout == ""
+    finally:
+        run(ip, "%config LettaMagics.wait = False\n%config LettaMagics.tail_chars = 4000")
+
+
+BAD_CELLS = [
+    ("%%letta --bogus\nhello", "UsageError: unrecognized arguments: --bogus"),
+    ("%%letta --auto-approve --auto-deny\nhello", "UsageError: --auto-approve and --auto-deny"),
+    ("%%letta\n   ", "UsageError: %%letta needs a message"),
+    ("%%letta --out 1x\nhi", "UsageError: --out wants a variable name"),
+    ("%%letta --timeout -3\nhi", "UsageError: --timeout must be a positive"),
+    ("%%letta --timeout soon\nhi", "UsageError: argument --timeout: invalid float value"),
+    ("%letta", "UsageError: the following arguments are required: command"),
+    ("%letta frobnicate", "UsageError: argument command: invalid choice: 'frobnicate'"),
+    ("%letta agents --limit 3", "UsageError: --limit only applies to `%letta runs`"),
+    ("%letta attach", "UsageError: `%letta attach` takes one argument, got 0"),
+    ("%letta runs --limit 0", "UsageError: --limit must be a positive number"),
+]
+
+
+@pytest.mark.parametrize(("source", "line"), BAD_CELLS)
+def test_bad_arguments_give_one_line(ip: Any, source: str, line: str) -> None:
+    cap = run(ip, source)
+    text = cap.stdout + cap.stderr
+    assert "Traceback" not in text
+    assert text.strip().count("\n") == 0, text
+    assert text.startswith(line), text
+
+
+LETTA_ERRORS = [
+    ("%%letta --agent nope\nhello", "letta: unknown agent 'nope' (known: "),
+    ("%letta agent nope", "letta: unknown agent 'nope' (known: "),
+    ("%letta attach run-does-not-exist", "letta: "),
+    ("%letta chunks run-does-not-exist", "letta: "),
+    ("%letta connect http://127.0.0.1:9", "letta: "),
+    ("%letta connect --api-key-env LNB_UNSET_VAR", "letta: environment variable LNB_UNSET_VAR"),
+]
+
+
+@pytest.mark.parametrize(("source", "start"), LETTA_ERRORS)
+def test_letta_errors_are_one_red_line(ip: Any, session: Any, source: str, start: str) -> None:
+    import letta_nb.session as sess
+
+    try:
+        cap = run(ip, source)
+    finally:
+        sess._current = session  # a failed connect must not leave a broken session around
+    assert cap.stdout == ""
+    assert "Traceback" not in cap.stderr
+    assert cap.stderr.startswith(start), cap.stderr
+    assert cap.stderr.count("\n") == 1, cap.stderr
+
+
+def test_line_commands(ip: Any, session: Any) -> None:
+    cap = run(ip, "%%letta --wait --new --out r\n/long 4")
+    run_id = ip.user_ns["r"].run_id
+    cap = run(ip, "%letta agents")
+    assert "demo-analyst" in cap.outputs[0].data["text/plain"]
+    cap = run(ip, "%letta runs --agent demo-analyst --limit 2")
+    assert run_id in cap.outputs[0].data["text/plain"]
+    cap = run(ip, f"%letta chunks {run_id}")
+    assert "[7 rows x 9 columns]" in cap.outputs[0].data["text/plain"]  # ping+4+stop+usage
+    cap = run(ip, "%letta status")
+    assert f"last run {run_id} · completed" in cap.stdout
+    cap = run(ip, f"%letta attach {run_id} --from 2")
+    assert cap.outputs[0].data["text/plain"] == "<letta_nb run view>" or \
+        "run view" in cap.outputs[0].data["text/plain"]
+    cap = run(ip, "%letta agent demo-analyst")
+    assert cap.stdout.startswith("default agent: demo-analyst (agent-")
+    cap = run(ip, f"%letta connect {session.backend.base_url}")
+    assert cap.stdout.startswith(f"connected to {session.backend.base_url} · agent ")
+
+
+def test_cancel_a_live_run(ip: Any) -> None:
+    run(ip, "%%letta --new --out c\n/long 2000 20")
+    handle = ip.user_ns["c"]
+    cap = run(ip, "%letta cancel")
+    assert cap.stdout.startswith("cancel run-"), cap.stdout + cap.stderr
+    assert handle.wait(20) == "cancelled"
+
+
+def test_runs_frame_is_displayed_typed(ip: Any) -> None:
+    run(ip, "%%letta --wait --new\n/long 2")
+    magics: LettaMagics = ip.magics_manager.registry["LettaMagics"]
+    from letta_nb.frames import runs_frame
+
+    frame = runs_frame(limit=magics.runs_limit)
+    assert isinstance(frame, pd.DataFrame) and len(frame) >= 1
