@@ -2,22 +2,29 @@
 
 A million-token answer arrives as a million tiny strings; keeping them in one list costs ~60
 bytes each, and re-joining everything on each append is O(n²). Pieces are folded into blocks
-of ~`BLOCK` pieces, so memory stays close to the text size and the tail is a slice of the last
-blocks only.
+of `BLOCK` pieces, so memory stays close to the text size and the tail reads the last blocks
+only.
+
+One thread appends (the follower), others read (renderers, `handle.transcript`). Appends take
+no lock; the fold into a block and the readers' snapshot share one, so a reader never sees a
+piece twice or misses one.
 """
 
 from __future__ import annotations
+
+import threading
 
 BLOCK = 512
 
 
 class TextBuffer:
-    __slots__ = ("_blocks", "_parts", "_size")
+    __slots__ = ("_blocks", "_lock", "_parts", "_size")
 
     def __init__(self, text: str = "") -> None:
         self._blocks: list[str] = [text] if text else []
         self._parts: list[str] = []
         self._size = len(text)
+        self._lock = threading.Lock()
 
     def append(self, piece: str) -> None:
         if not piece:
@@ -25,33 +32,35 @@ class TextBuffer:
         self._parts.append(piece)
         self._size += len(piece)
         if len(self._parts) >= BLOCK:
-            self._blocks.append("".join(self._parts))
-            self._parts.clear()
+            with self._lock:
+                self._blocks.append("".join(self._parts))
+                self._parts = []
+
+    def _snapshot(self) -> tuple[list[str], list[str]]:
+        with self._lock:
+            return list(self._blocks), list(self._parts)
 
     def __len__(self) -> int:
         return self._size
 
     def __str__(self) -> str:
-        if self._parts:
-            self._blocks.append("".join(self._parts))
-            self._parts.clear()
-        if len(self._blocks) > 1:
-            self._blocks[:] = ["".join(self._blocks)]
-        return self._blocks[0] if self._blocks else ""
+        blocks, parts = self._snapshot()
+        return "".join(blocks + parts)
 
     def tail(self, limit: int) -> str:
-        """The last `limit` characters, touching only the blocks it needs."""
+        """The last `limit` characters, touching only the pieces it needs."""
         if limit <= 0:
             return ""
+        blocks, parts = self._snapshot()
         pieces: list[str] = []
         have = 0
-        for piece in reversed(self._parts):
+        for piece in reversed(parts):
             pieces.append(piece)
             have += len(piece)
             if have >= limit:
                 break
         else:
-            for block in reversed(self._blocks):
+            for block in reversed(blocks):
                 pieces.append(block)
                 have += len(block)
                 if have >= limit:
