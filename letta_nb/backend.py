@@ -35,6 +35,7 @@ from .core.errors import (
     PendingApproval,
     ServerUnavailable,
     StreamInterrupted,
+    StreamTimeout,
     Unauthorized,
 )
 from .core.secrets import mask, redact, register_secret
@@ -174,7 +175,7 @@ class Backend:
             else:
                 err = ConfigurationError(f"{what} failed (HTTP {code}): {detail}")
         elif isinstance(exc, APITimeoutError | httpx.TimeoutException):
-            err = StreamInterrupted(f"timed out waiting for the Letta server at {url} ({what})")
+            err = StreamTimeout(f"timed out waiting for the Letta server at {url} ({what})")
         elif isinstance(exc, APIConnectionError | httpx.ConnectError):
             cause = exc.__cause__ if isinstance(exc, APIConnectionError) else exc
             if isinstance(cause, httpx.ConnectError):

@@ -21,7 +21,13 @@ from typing import Any
 from .core import chunks as ct
 from .core.approval import SENDING, ApprovalState
 from .core.chunks import FINAL_STATUSES, Chunk, status_for_stop_reason
-from .core.errors import ApprovalError, LettaNbError, ServerUnavailable, StreamInterrupted
+from .core.errors import (
+    ApprovalError,
+    LettaNbError,
+    ServerUnavailable,
+    StreamInterrupted,
+    StreamTimeout,
+)
 from .core.transcript import Transcript
 
 #: Statuses after which the reader thread is idle (wait() returns).
@@ -278,9 +284,9 @@ class Follower:
                         if rid is None:
                             continue
                         self._adopt(rid, answering)
-                    acc = apply(chunk, rid)
                     if self._stop.is_set():
                         return "detached"
+                    acc = apply(chunk, rid)
                     if acc is None:
                         continue
                     kind = acc.message_type
@@ -438,37 +444,55 @@ class Follower:
 
     def _read_tail(self, rid: str, *, stop_reason: str | None = None,
                    final: dict[str, Any] | None = None) -> str:
-        """One bounded resume for what follows a stop_reason (usage, error) — never more."""
-        deadline = time.monotonic() + self.tail_timeout
+        """Bounded resume for what follows a stop_reason (usage, error), or of a finished run.
+
+        Every read has a short timeout and an idle deadline: past the end the real server
+        sends only keepalives forever. At most three reads (a proxy may cut the tail too).
+        """
         error: Chunk | None = None
-        stream = None
-        try:
-            after = self.transcript.last_seq(rid)
-            self.transcript.begin_stream(rid, after)
-            stream = self.backend.resume(rid, after, timeout=self.tail_timeout)
-            self._stream = stream
-            for chunk in stream:
-                acc = self.transcript.apply(chunk, rid)
-                if acc is not None and acc.message_type != ct.PING:
-                    self.frames += 1
-                    kind = acc.message_type
-                    if kind == ct.STOP_REASON:
-                        stop_reason = str(acc.data.get("stop_reason"))
-                        if stop_reason == "cancelled":
+        done = False
+        timeouts = failures = 0
+        while not done and not self._stop.is_set():
+            deadline = time.monotonic() + self.tail_timeout
+            stream = None
+            progressed = False
+            try:
+                after = self.transcript.last_seq(rid)
+                self.transcript.begin_stream(rid, after)
+                stream = self.backend.resume(rid, after, timeout=self.tail_timeout)
+                self._stream = stream
+                for chunk in stream:
+                    acc = self.transcript.apply(chunk, rid)
+                    if acc is not None and acc.message_type != ct.PING:
+                        self.frames += 1
+                        progressed = True
+                        deadline = time.monotonic() + self.tail_timeout
+                        kind = acc.message_type
+                        if kind == ct.STOP_REASON:
+                            stop_reason = str(acc.data.get("stop_reason"))
+                            done = stop_reason == "cancelled"
+                        elif kind == ct.ERROR:
+                            error, done = acc, True
+                        elif kind == ct.USAGE and stop_reason is not None:
+                            done = True
+                        if done:
                             break
-                    elif kind == ct.ERROR:
-                        error = acc
+                        self._notify()
+                    if self._stop.is_set() or time.monotonic() > deadline:
+                        done = True  # only keepalives: we are at the end
                         break
-                    elif kind == ct.USAGE and stop_reason is not None:
-                        break
-                    self._notify()
-                if self._stop.is_set() or time.monotonic() > deadline:
-                    break
-        except (StreamInterrupted, ServerUnavailable):
-            pass
-        finally:
-            self._stream = None
-            _close(stream)
+            except StreamTimeout:
+                timeouts += 1
+                done = timeouts >= 2  # silence means nothing is stored after the cursor
+            except (StreamInterrupted, ServerUnavailable) as exc:
+                failures = 0 if progressed else failures + 1
+                self._backoff(failures, str(exc))
+            finally:
+                self._stream = None
+                _close(stream)
+            if not done and not progressed and stream is not None:
+                failures += 1  # a clean EOF without data: retry, bounded like reconnects
+                self._backoff(failures, "the stream ended early")
         if self._stop.is_set():
             return "detached"
         if stop_reason is None and final is not None:

@@ -59,3 +59,7 @@ class RunFailed(LettaNbError):
 
 class StreamInterrupted(LettaNbError):
     """A stream broke (read error, timeout, EOF before a terminal frame): resume, don't fail."""
+
+
+class StreamTimeout(StreamInterrupted):
+    """A read timed out: nothing (not even a keepalive) arrived for the read timeout."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -137,8 +138,8 @@ def test_unknown_agent_says_which() -> None:
 
 def test_connection_refused_is_server_unavailable() -> None:
     b = Backend("http://127.0.0.1:9", KEY, max_retries=0)
-    with pytest.raises(ServerUnavailable, match="cannot reach the Letta server at "
-                                                "http://127.0.0.1:9"):
+    with pytest.raises(ServerUnavailable,
+                       match=re.escape("cannot reach the Letta server at http://127.0.0.1:9")):
         list(b.start("agent-1", [{"role": "user", "content": "hi"}], otid="o"))
     with pytest.raises(ServerUnavailable):
         b.get_run("run-1")

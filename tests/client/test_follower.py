@@ -1,0 +1,271 @@
+"""Follower against a fake server whose streams break at random points."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fake_letta import AGENT, FakeLetta
+from lnb_golden import read_frames, to_chunks
+
+from letta_nb.backend import Backend
+from letta_nb.core.errors import ApprovalError
+from letta_nb.core.render import render_text
+from letta_nb.core.transcript import Transcript
+from letta_nb.follower import Follower
+
+LONG = "05_replay_finished_run/01_replay_from_0_batch_1000.sse"
+
+
+def _follower(fake: FakeLetta, **kw) -> Follower:
+    backend = Backend("http://fake", None, max_retries=0, http_client=fake.client())
+    f = Follower(backend, agent_id=AGENT, stall_after=kw.pop("stall_after", 30.0), **kw)
+    f.backoff_base = 0.001
+    f.backoff_cap = 0.005
+    f.recover_delays = (0.0, 0.0)
+    f.tail_timeout = 0.5
+    return f
+
+
+def _uncut(path: Path) -> Transcript:
+    tr = Transcript()
+    chunks = to_chunks(read_frames(path))
+    for c in chunks:
+        tr.apply(c, chunks[0].run_id)
+    return tr
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_random_cuts_never_lose_duplicate_or_resend(golden_dir: Path, seed: int) -> None:
+    fake = FakeLetta([golden_dir / LONG], seed=seed, cut_rate=0.8, clean_eof_rate=0.3)
+    f = _follower(fake, max_reconnects=50)
+    f.start([{"role": "user", "content": "LONG WORDS=300"}])
+    assert f.wait(20) == "completed", (f.status, f.error)
+    assert len(fake.posts) == 1  # never a second run
+    assert not fake.violations  # never resumed at/after the end
+    expected = _uncut(golden_dir / LONG)
+    assert f.transcript.to_records() == expected.to_records()
+    assert render_text(f.transcript) == render_text(expected)
+    assert f.last_seq == 303 and f.runs == [expected.run_id]
+
+
+def test_cut_before_the_first_frame_recovers_the_run_id(golden_dir: Path) -> None:
+    fake = FakeLetta([golden_dir / LONG], seed=1)
+    cuts = iter([True])  # only the POST is cut, at byte 0
+
+    original = fake._serve
+
+    def serve(frames):
+        resp = original(frames)
+        if next(cuts, False):
+            resp.stream.cut, resp.stream.error = 0, httpx.ReadError
+        return resp
+
+    fake._serve = serve
+    f = _follower(fake)
+    f.start([{"role": "user", "content": "hi"}])
+    assert f.wait(10) == "completed", f.error
+    assert len(fake.posts) == 1
+    assert fake.resumes and fake.resumes[0][1] == 0
+    assert f.transcript.to_records() == _uncut(golden_dir / LONG).to_records()
+
+
+def test_terminal_frames_end_without_resume(golden_dir: Path) -> None:
+    for rel, status in [("02_bg_stream_tokens_true/01_post_messages_stream.sse", "completed"),
+                        ("09_llm_failure/01_post_fail500.sse", "failed"),
+                        ("08_cancel/01_post_long_stream_reader1.sse", "cancelled")]:
+        fake = FakeLetta([golden_dir / rel])
+        f = _follower(fake)
+        f.start([{"role": "user", "content": "x"}])
+        assert f.wait(10) == status, (rel, f.error)
+        assert fake.resumes == [] and not fake.violations, rel
+    assert f.error is None or "\n" not in f.error
+
+
+def test_error_frame_sets_a_one_line_error(golden_dir: Path) -> None:
+    fake = FakeLetta([golden_dir / "09_llm_failure/01_post_fail500.sse"])
+    f = _follower(fake)
+    f.start([{"role": "user", "content": "FAIL500"}])
+    assert f.wait(10) == "failed"
+    assert f.error == "An error occurred with the LLM request."
+
+
+def test_eof_without_terminal_resumes(golden_dir: Path) -> None:
+    fake = FakeLetta([golden_dir / LONG])
+    original = fake._serve
+    first = [True]
+
+    def serve(frames):
+        resp = original(frames)
+        if first.pop() if first else False:  # the POST ends cleanly after a few frames
+            resp.stream.cut = resp.stream.body.index(b"\n\n", 3000) + 2
+        return resp
+
+    fake._serve = serve
+    f = _follower(fake)
+    f.start([{"role": "user", "content": "x"}])
+    assert f.wait(10) == "completed"
+    assert len(fake.resumes) == 1 and fake.resumes[0][1] > 1
+
+
+def test_stop_reason_then_eof_reads_the_tail_once(golden_dir: Path) -> None:
+    rel = "02_bg_stream_tokens_true/01_post_messages_stream.sse"
+    fake = FakeLetta([golden_dir / rel])
+    original = fake._serve
+    first = [True]
+
+    def serve(frames):
+        resp = original(frames)
+        if first.pop() if first else False:  # cut right after the stop_reason frame
+            body = resp.stream.body
+            resp.stream.cut = body.index(b'"stop_reason":"end_turn"}') + 27
+        return resp
+
+    fake._serve = serve
+    f = _follower(fake)
+    f.start([{"role": "user", "content": "x"}])
+    assert f.wait(10) == "completed"
+    assert len(fake.resumes) == 1 and not fake.violations
+    assert f.transcript.to_records() == _uncut(golden_dir / rel).to_records()
+
+
+def test_repeated_empty_eofs_ask_the_server(golden_dir: Path) -> None:
+    fake = FakeLetta([golden_dir / LONG])
+    f = _follower(fake)
+    f.start([{"role": "user", "content": "x"}])
+    assert f.wait(10) == "completed"
+    rid = f.run_id
+    # a new follower whose server only ever returns empty streams for this run
+    fake.runs[rid].frames = [fr for fr in fake.runs[rid].frames if fr.seq <= 10] + \
+        [fr for fr in fake.runs[rid].frames if fr.seq > 1000]
+    g = _follower(fake)
+    g.eof_checks = 2
+    g.follow(rid)
+    assert g.wait(10) == "completed"
+    assert g.last_seq == 10 and len(fake.resumes) >= 2
+
+
+def test_unknown_run_is_one_line_not_found() -> None:
+    fake = FakeLetta([])
+    f = _follower(fake)
+    f.follow("run-00000000-0000-4000-8000-000000001234")
+    assert f.wait(5) == "error"
+    assert "run run-00000000-0000-4000-8000-000000001234 was not found" in f.error
+    assert "\n" not in f.error and "Traceback" not in f.error
+
+
+def test_approval_answer_follows_the_new_run_in_the_same_transcript(golden_dir: Path) -> None:
+    fake = FakeLetta([golden_dir / "06_approval/01_approval_request_1.sse",
+                      golden_dir / "06_approval/05_approve.sse"])
+    f = _follower(fake)
+    seen: list[str] = []
+    f.add_listener(lambda fol: seen.append(fol.status))
+    f.start([{"role": "user", "content": "APPROVE"}])
+    assert f.wait(10) == "requires_approval"
+    state = f.approval
+    assert state is not None and state.open
+    assert state.tool_calls[0]["tool_call_id"] == "call_6615771994"
+    first_run = f.run_id
+    f.answer(True)
+    with pytest.raises(ApprovalError):
+        f.answer(False, "too late")
+    assert f.wait(10) == "completed", f.error
+    assert state.state == "approved" and state.outcome_run_id == f.run_id != first_run
+    assert f.runs == [first_run, f.run_id]
+    body = fake.posts[1]["messages"][0]
+    assert body["type"] == "approval" and body["approvals"][0]["approve"] is True
+    assert body["otid"] != fake.posts[0]["messages"][0]["otid"]
+    assert "requires_approval" in seen and seen[-1] == "completed"
+    text = render_text(f.transcript)
+    assert "approval requested: dangerous_op" in text and "← dangerous_op" in text
+
+
+def test_policy_answers_unattended(golden_dir: Path) -> None:
+    fake = FakeLetta([golden_dir / "06_approval/01_approval_request_1.sse",
+                      golden_dir / "06_approval/09_deny_with_reason.sse"])
+    f = _follower(fake, policy="deny")
+    f.start([{"role": "user", "content": "APPROVE"}])
+    assert f.wait(10) == "completed", f.error
+    answer = fake.posts[1]["messages"][0]["approvals"][0]
+    assert answer["approve"] is False and answer["reason"]
+    assert f.approval.state == "denied"
+
+
+def test_incomplete_arguments_come_from_the_agent(golden_dir: Path) -> None:
+    fake = FakeLetta([golden_dir / "06_approval/01_approval_request_1.sse"])
+    full = {"tool_call_id": "call_6615771994", "name": "dangerous_op",
+            "arguments": '{"target": "prod-db"}'}
+    fake.pending = [full]
+    original = fake._serve
+
+    def serve(frames):  # drop the later argument deltas: the stream has '{"target' only
+        keep = [fr for fr in frames if not (isinstance(fr.data, dict) and fr.data.get(
+            "message_type") == "approval_request_message" and fr.seq > 3)]
+        return original(keep)
+
+    fake._serve = serve
+    f = _follower(fake)
+    f.start([{"role": "user", "content": "APPROVE"}])
+    assert f.wait(10) == "requires_approval"
+    assert f.approval.tool_calls == [full]
+
+
+def test_stall_warning_comes_and_goes(golden_dir: Path) -> None:
+    fake = FakeLetta([golden_dir / "02_bg_stream_tokens_true/01_post_messages_stream.sse"])
+    gate = threading.Event()
+
+    def pause(pos: int) -> None:
+        if pos >= 700:  # after the first piece (the ping): silence until released
+            gate.wait(5)
+
+    fake.pause = pause
+    f = _follower(fake, stall_after=0.1)
+    warnings: list[str | None] = []
+    f.add_listener(lambda fol: warnings.append(fol.warning))
+    f.start([{"role": "user", "content": "x"}])
+    deadline = time.monotonic() + 5
+    while f.warning is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert f.warning and "stalled" in f.warning and f.status == "running"
+    gate.set()
+    assert f.wait(5) == "completed"
+    assert f.warning is None and any(w and "stalled" in w for w in warnings)
+
+
+def test_detach_is_local_and_cancel_is_server_side(golden_dir: Path) -> None:
+    fake = FakeLetta([golden_dir / LONG])
+    gate = threading.Event()
+    fake.pause = lambda pos: gate.wait(5) if pos >= 1400 else None
+    f = _follower(fake)
+    f.start([{"role": "user", "content": "x"}])
+    deadline = time.monotonic() + 5
+    while f.run_id is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert f.cancel() == "cancelled"
+    assert fake.cancelled == [f.run_id]
+    f.detach()
+    assert f.status == "detached" and f.wait(1) == "detached"
+    seq = f.last_seq
+    gate.set()
+    time.sleep(0.1)
+    assert f.last_seq == seq and f.status == "detached"  # stopped reading, cursor kept
+    assert seq >= 1
+
+
+def test_no_background_break_says_it_cannot_resume(golden_dir: Path) -> None:
+    fake = FakeLetta([golden_dir / LONG], seed=3)
+    original = fake._serve
+
+    def serve(frames):
+        resp = original(frames)
+        resp.stream.cut, resp.stream.error = 5000, httpx.ReadError
+        return resp
+
+    fake._serve = serve
+    f = _follower(fake)
+    f.start([{"role": "user", "content": "x"}], background=False, timeout=30)
+    assert f.wait(5) == "error"
+    assert "cannot be resumed" in f.error and fake.resumes == []
