@@ -42,8 +42,11 @@ PENDING_MESSAGE = (
 )
 SLEEP_SLICE = 0.05
 _LAST_50 = Page("desc", None, None, 50)
-YIELD_EVERY = 256
+YIELD_EVERY = 1024
 ARG_CHUNK = 8
+
+
+_encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
 
 
 def dumps(obj: Any) -> str:
@@ -99,6 +102,10 @@ class _Open:
     message_id: str
     otid: str
     text: list[str] = field(default_factory=list)
+    prefix_date: str = ""
+    prefix: str = ""
+    suffix: str = ""
+    end: str = ""
 
 
 class RunCancelled(Exception):
@@ -132,16 +139,20 @@ class Engine:
         if run.background:
             run.seq += 1
             data = frame if isinstance(frame, bytes) else render(frame, run.seq, event=event)
-            self._pending.append((run.id, run.seq, data))
-            self._touched[run.id] = run
-            if len(self._pending) >= 2048 or self._sync_commit:
-                self.flush()
-            elif not self._flush_scheduled:
-                self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self.flush)
+            self._queue(run, data)
         elif run.queue is not None:
             data = frame if isinstance(frame, bytes) else render(frame, None, event=event)
             run.queue.put_nowait(data)
+
+    def _queue(self, run: LiveRun, data: bytes) -> None:
+        """Buffer a numbered frame; it is committed (and only then served) by ``flush``."""
+        self._pending.append((run.id, run.seq, data))
+        self._touched[run.id] = run
+        if len(self._pending) >= 4096 or self._sync_commit:
+            self.flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
         """Commit buffered frames, then wake the readers of the runs they belong to."""
@@ -315,7 +326,7 @@ class Engine:
                         open_msg = _Open(kind, mid, derive_otid(mid))
                     open_msg.text.append(event.text)
                     if run.stream_tokens:
-                        self.emit(run, self._text_frame(run, open_msg, step, event.text))
+                        self._emit_text_delta(run, open_msg, step, event.text)
                     continue
                 self._close(run, open_msg, step)
                 open_msg = None
@@ -376,6 +387,26 @@ class Engine:
             frame["reasoning"] = text
             frame["signature"] = None
         return frame
+
+    def _emit_text_delta(self, run: LiveRun, msg: _Open, step: dict[str, Any], text: str) -> None:
+        """Hot path: render a token delta by string assembly (same bytes as ``render``)."""
+        if not run.background:
+            self.emit(run, self._text_frame(run, msg, step, text))
+            return
+        date = schemas.message_date()
+        if msg.prefix_date != date:
+            field_name = "content" if msg.kind == "assistant_message" else None
+            msg.prefix_date = date
+            msg.prefix = (
+                f'data: {{"id":"{msg.message_id}","date":"{date}","name":null,'
+                f'"message_type":"{msg.kind}","otid":"{msg.otid}","sender_id":null,'
+                f'"step_id":"{step["id"]}","is_err":null,"seq_id":')
+            msg.suffix = (f',"run_id":"{run.id}","content":' if field_name else
+                          f',"run_id":"{run.id}","source":"reasoner_model","reasoning":')
+            msg.end = "}\n\n" if field_name else ',"signature":null}\n\n'
+        run.seq += 1
+        data = f"{msg.prefix}{run.seq}{msg.suffix}{_encode_str(text)}{msg.end}".encode()
+        self._queue(run, data)
 
     def _close(self, run: LiveRun, msg: _Open | None, step: dict[str, Any]) -> None:
         """End the open message: persist it whole (and stream it whole without stream_tokens)."""

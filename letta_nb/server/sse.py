@@ -14,6 +14,7 @@ from letta_nb.server.ids import new_id
 from letta_nb.server.runner import DONE, Engine, LiveRun, render
 
 READ_BATCH = 4096
+FIRST_BATCH = 32
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 SSE_MEDIA_TYPE = "text/event-stream; charset=utf-8"
 
@@ -35,10 +36,12 @@ async def read_run(
     """Frames with seq > starting_after, then live frames until the run's terminal frame."""
     last = starting_after
     delivered: int | None = None
+    batch = FIRST_BATCH  # small first read: the first byte goes out fast at any position
     while True:
         live: LiveRun | None = engine.live.get(run_id)
         changed = live.changed if live is not None else None
-        rows = engine.store.read_frames(run_id, last, READ_BATCH)
+        rows = engine.store.read_frames(run_id, last, batch)
+        batch = READ_BATCH
         if rows:
             last = delivered = rows[-1][0]
             yield b"".join(r[1] for r in rows)

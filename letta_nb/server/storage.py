@@ -134,6 +134,9 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
+        self.db.execute("PRAGMA wal_autocheckpoint=20000")
+        self.db.execute("PRAGMA cache_size=-65536")
+        self.db.execute("PRAGMA mmap_size=268435456")
         self.db.executescript(_SCHEMA)
 
     def close(self) -> None:

@@ -90,8 +90,8 @@ def test_retention_gives_410() -> None:
 
 def test_several_readers_get_identical_frames(client: Letta, agent_id: str,
                                               server, http: httpx.Client) -> None:
-    with httpx.Client(base_url=server.base_url, timeout=30) as h:
-        with h.stream("POST", f"/v1/agents/{agent_id}/messages", json={
+    h = httpx.Client(base_url=server.base_url, timeout=30)
+    with h, h.stream("POST", f"/v1/agents/{agent_id}/messages", json={
             "messages": [{"role": "user", "content": "long 30 20"}], "streaming": True,
             "background": True, "stream_tokens": True}) as resp:
             raw = resp.iter_raw()
@@ -114,8 +114,8 @@ def test_several_readers_get_identical_frames(client: Letta, agent_id: str,
 
 
 def test_headers_arrive_before_first_frame(client: Letta, agent_id: str, server) -> None:
-    with httpx.Client(base_url=server.base_url, timeout=30) as h:
-        with h.stream("POST", f"/v1/agents/{agent_id}/messages", json={
+    h = httpx.Client(base_url=server.base_url, timeout=30)
+    with h, h.stream("POST", f"/v1/agents/{agent_id}/messages", json={
             "messages": [{"role": "user", "content": "silent 1.0"}], "streaming": True,
             "background": True, "include_pings": False}) as resp:
             t0 = time.monotonic()
