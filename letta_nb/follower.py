@@ -75,6 +75,7 @@ class Follower:
         self._thread: threading.Thread | None = None
         self._generation = 0
         self._stream: Any = None
+        self._otid: str | None = None  # the current send's otid (finds its run after a cut)
         self._last_data = time.monotonic()
         self._stall_warned = False
 
@@ -136,6 +137,7 @@ class Follower:
         from .backend import new_otid  # lazy: keep `follower` importable without the SDK
 
         otid = otid or new_otid()
+        self._otid = otid
         self.background = background
         sent_at = time.time()
 
@@ -250,6 +252,7 @@ class Follower:
         from .backend import new_otid
 
         otid = new_otid()
+        self._otid = None  # servers keep no otid on approval responses: nothing to match
         answers = state.answers(approve, reason)
 
         def opener() -> Iterator[Chunk]:
@@ -406,12 +409,36 @@ class Follower:
                 continue
             fresh = [r for r in runs if r.get("id") not in known
                      and _epoch(r.get("created_at")) >= sent_at - 5.0]
-            if fresh:
-                rid = fresh[-1]["id"]  # the oldest new one: ours was sent first
+            rid = self._own_run(fresh) if fresh else None
+            if rid is not None:
                 self._adopt(rid, answering)
                 return self._resumer(rid)
         self._backoff(attempt, "the send broke before the first frame")
         return resend
+
+    def _own_run(self, fresh: list[dict[str, Any]]) -> str | None:
+        """The oldest candidate whose messages carry this send's otid.
+
+        A run sent just before ours (the previous cell) is a candidate too: without the otid
+        check it would be adopted and shown as this send's answer. Runs whose messages carry no
+        otid at all (a server that keeps none or lists none, or messages not written yet) stay
+        eligible.
+        """
+        otid = self._otid
+        if otid is None:
+            return fresh[-1]["id"]  # the oldest new one: ours was sent first
+        unknown = None
+        for run in reversed(fresh):
+            try:
+                messages = self.backend.run_messages(run["id"])
+            except LettaNbError:
+                messages = []  # no message listing: the run stays eligible
+            otids = {m.get("otid") for m in messages} - {None}
+            if otid in otids:
+                return run["id"]
+            if not otids and unknown is None:
+                unknown = run["id"]
+        return unknown
 
     # ---- endings -------------------------------------------------------------------------
     def _finish(self, rid: str, stop_reason: str | None, *, error: Chunk | None = None,
