@@ -478,7 +478,7 @@ class Follower:
         """
         error: Chunk | None = None
         done = False
-        timeouts = failures = 0
+        timeouts = failures = empty = 0
         while not done and not self._stop.is_set():
             deadline = time.monotonic() + self.tail_timeout
             stream = None
@@ -518,7 +518,10 @@ class Follower:
                 self._stream = None
                 _close(stream)
             if not done and not progressed and stream is not None:
-                failures += 1  # a clean EOF without data: retry, bounded like reconnects
+                empty += 1  # a finished run resumed at its last seq sends only [DONE]
+                if final is not None and empty >= self.eof_checks:
+                    break
+                failures += 1
                 self._backoff(failures, "the stream ended early")
         if self._stop.is_set():
             return "detached"
