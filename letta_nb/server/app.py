@@ -59,7 +59,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             for run in list(engine.live.values()):
                 if run.task is not None:
                     run.task.cancel()
-            engine.flush()
+            engine.close()
             store.close()
 
     app = FastAPI(title="letta_nb embedded server", lifespan=lifespan, redirect_slashes=True)

@@ -2,8 +2,14 @@
 
 Each run is one asyncio task on the server loop. It assigns message ids, otids and step ids,
 executes tools off the loop, persists messages and steps, and writes frames through a sink:
-background runs number frames and append them to the SQLite frame log (batched, committed
-before readers are woken); foreground streams push unnumbered frames to their one connection.
+background runs number frames and append them to the SQLite frame log; foreground streams push
+unnumbered frames to their one connection.
+
+Background frames flow: ``_queue`` collects them per run; ``flush`` (once per loop turn) hands
+the batch to the ``FrameWriter`` thread, which commits it; only then, back on the loop, the
+frames join the run's in-memory window of committed frames (``LiveRun.recent``) and the run's
+readers are woken once. Live readers copy straight from that window (one join per batch),
+readers further behind read SQLite. So a frame is always stored before it is served.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from letta_nb.server.brains.base import (
     TurnContext,
 )
 from letta_nb.server.ids import derive_otid, new_id, new_tool_call_id
-from letta_nb.server.storage import Page, Store
+from letta_nb.server.storage import FrameBatch, FrameWriter, Page, Store
 from letta_nb.server.turns import Decision, TurnRequest
 
 DONE = b"data: [DONE]\n\n"
@@ -43,6 +49,8 @@ PENDING_MESSAGE = (
 SLEEP_SLICE = 0.05
 _LAST_50 = Page("desc", None, None, 50)
 YIELD_EVERY = 1024
+FLUSH_AT = 4096  # frames a run buffers before it flushes without waiting for the loop turn
+RECENT_KEEP = 16384  # committed frames a live run keeps in memory for its live readers
 ARG_CHUNK = 8
 
 
@@ -78,6 +86,12 @@ class LiveRun:
     max_steps: int
     started: float = field(default_factory=time.monotonic)
     seq: int = 0
+    committed: int = 0  # highest seq known committed (readers never get past it)
+    unflushed: list[bytes] = field(default_factory=list)  # queued, not yet handed to the writer
+    unflushed_first: int = 0
+    recent: list[bytes] = field(default_factory=list)  # committed frames recent_base..committed
+    recent_base: int = 1
+    write_error: BaseException | None = None
     done: bool = False
     cancel_requested: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -92,6 +106,22 @@ class LiveRun:
     def notify(self) -> None:
         old, self.changed = self.changed, asyncio.Event()
         old.set()
+
+    def tail_after(self, seq: int) -> bytes | None:
+        """Committed frames after ``seq`` from memory, or None if the window does not hold them."""
+        if not self.recent_base <= seq + 1 <= self.committed:
+            return None
+        return b"".join(self.recent[seq + 1 - self.recent_base :])
+
+    def committed_frames(self, first: int, frames: list[bytes]) -> None:
+        """Record a committed batch (called on the loop, in commit order)."""
+        if first != self.committed + 1:  # not contiguous (never expected): restart the window
+            self.recent = []
+        self.recent.extend(frames)
+        if len(self.recent) > 2 * RECENT_KEEP:
+            del self.recent[: len(self.recent) - RECENT_KEEP]
+        self.committed = first + len(frames) - 1
+        self.recent_base = self.committed - len(self.recent) + 1
 
 
 @dataclass(slots=True)
@@ -115,22 +145,20 @@ class RunCancelled(Exception):
 class Engine:
     """Owns live runs, the frame batcher and the brain registry."""
 
-    def __init__(
-        self,
-        store: Store,
-        brains: Mapping[str, Brain],
-        workdir_root: Path,
-        *,
-        sync_commit: bool = False,
-    ) -> None:
+    def __init__(self, store: Store, brains: Mapping[str, Brain], workdir_root: Path) -> None:
         self.store = store
         self.brains = brains
         self.workdir_root = workdir_root
         self.live: dict[str, LiveRun] = {}
-        self._pending: list[tuple[str, int, bytes]] = []
-        self._touched: dict[str, LiveRun] = {}
+        self._touched: list[LiveRun] = []
         self._flush_scheduled = False
-        self._sync_commit = sync_commit
+        self._loop = asyncio.get_running_loop()
+        self.writer = FrameWriter(store.path, store.write_lock, self._on_commit)
+
+    def close(self) -> None:
+        """Hand over what is queued and wait for the writer to commit it (shutdown)."""
+        self.flush()
+        self.writer.close()
 
     # -- frame log --------------------------------------------------------------------------
     def emit(
@@ -145,25 +173,52 @@ class Engine:
             run.queue.put_nowait(data)
 
     def _queue(self, run: LiveRun, data: bytes) -> None:
-        """Buffer a numbered frame; it is committed (and only then served) by ``flush``."""
-        self._pending.append((run.id, run.seq, data))
-        self._touched[run.id] = run
-        if len(self._pending) >= 4096 or self._sync_commit:
+        """Buffer a numbered frame (``run.seq``); ``flush`` sends it to the writer."""
+        buf = run.unflushed
+        if not buf:
+            run.unflushed_first = run.seq
+            self._touched.append(run)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self.flush)
+        buf.append(data)
+        if len(buf) >= FLUSH_AT:
             self.flush()
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
-        """Commit buffered frames, then wake the readers of the runs they belong to."""
+        """Hand every run's buffered frames to the writer thread as one batch."""
         self._flush_scheduled = False
-        if not self._pending:
+        if not self._touched:
             return
-        batch, self._pending = self._pending, []
-        touched, self._touched = self._touched, {}
-        self.store.append_frames(batch)
-        for run in touched.values():
+        batch: FrameBatch = [(run, run.unflushed_first, run.unflushed) for run in self._touched]
+        for run in self._touched:
+            run.unflushed = []
+        self._touched = []
+        self.writer.submit(batch)
+
+    def _on_commit(self, batch: FrameBatch, error: BaseException | None) -> None:
+        """Writer thread: a batch is durable (or failed); continue on the loop."""
+        self._loop.call_soon_threadsafe(self._committed, batch, error)
+
+    def _committed(self, batch: FrameBatch, error: BaseException | None) -> None:
+        """Loop: committed frames become visible to live readers, who are woken once."""
+        woken: dict[str, LiveRun] = {}
+        for run, first, frames in batch:
+            if error is not None:
+                run.write_error = error
+            else:
+                run.committed_frames(first, list(frames))
+            woken[run.id] = run
+        for run in woken.values():
             run.notify()
+
+    async def _drain(self, run: LiveRun) -> None:
+        """Wait until every frame of ``run`` emitted so far is committed."""
+        self.flush()
+        while run.committed < run.seq and run.write_error is None:
+            await run.changed.wait()
+        if run.write_error is not None:
+            raise RuntimeError(f"frame log write failed: {run.write_error!r}")
 
     # -- starting and cancelling ------------------------------------------------------------
     def start(
@@ -272,7 +327,7 @@ class Engine:
             stop = "error"
             error = schemas.error_message(run.id, "internal_error",
                                           "An unknown error occurred with the run.", repr(exc))
-        self._finish(run, agent, stop, error)
+        await self._finish(run, agent, stop, error)
 
     def _context(self, agent: dict[str, Any], run: LiveRun) -> TurnContext:
         workdir = self.workdir_root / agent["id"]
@@ -328,11 +383,14 @@ class Engine:
                     if run.stream_tokens:
                         self._emit_text_delta(run, open_msg, step, event.text)
                     continue
+                if isinstance(event, Sleep):
+                    # A pause inside a message (e.g. /long N DELAY_MS) must not split it:
+                    # the next delta continues the same message id.
+                    await self._sleep(run, event.seconds)
+                    continue
                 self._close(run, open_msg, step)
                 open_msg = None
-                if isinstance(event, Sleep):
-                    await self._sleep(run, event.seconds)
-                elif isinstance(event, Fail):
+                if isinstance(event, Fail):
                     return "llm_api_error", schemas.error_message(
                         run.id, event.error_type, event.message, event.message)
                 elif isinstance(event, ToolCall):
@@ -589,7 +647,7 @@ class Engine:
         self.store.insert_message(agent_id, run_id, message)
 
     # -- the end of a run -------------------------------------------------------------------
-    def _finish(
+    async def _finish(
         self, run: LiveRun, agent: dict[str, Any], stop: str, error: dict[str, Any] | None
     ) -> None:
         usage = {
@@ -617,7 +675,11 @@ class Engine:
             self.emit(run, DONE)
         if run.steps:
             run.steps[-1]["stop_reason"] = stop
-        self.flush()
+        try:
+            await self._drain(run)  # the status never says "ended" before the frames are stored
+        except RuntimeError as exc:
+            status, stop = "failed", "error"
+            metadata["error"] = schemas.error_message(run.id, "internal_error", str(exc), None)
         self.store.insert_steps(run.steps)
         self.store.finish_run(
             run.id, status=status, stop_reason=stop, last_seq=run.seq, usage=usage,

@@ -40,6 +40,12 @@ async def read_run(
     while True:
         live: LiveRun | None = engine.live.get(run_id)
         changed = live.changed if live is not None else None
+        if live is not None:
+            chunk = live.tail_after(last)  # a live reader: every committed frame, from memory
+            if chunk is not None:
+                last = delivered = live.committed
+                yield chunk
+                continue
         rows = engine.store.read_frames(run_id, last, batch)
         batch = READ_BATCH
         if rows:

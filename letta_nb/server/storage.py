@@ -9,10 +9,11 @@ Frames are inserted and committed in batches *before* any reader is told about t
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,110 @@ CREATE INDEX IF NOT EXISTS steps_run ON steps (run_id, ord);
 CREATE INDEX IF NOT EXISTS steps_id ON steps (id);
 """
 
+log = logging.getLogger(__name__)
+
+# One statement inserts a run's whole batch: the frames travel as one blob plus a JSON list of
+# ``offset << 32 | length`` integers, so SQLite does every row in C with the GIL released
+# (``executemany`` re-takes the GIL per row: half the throughput, and it stalls the event loop).
+_INSERT_BATCH = (
+    "INSERT INTO frames (run_id, seq, data) "
+    "SELECT ?1, ?2 + key, substr(?3, value >> 32, value & 4294967295) FROM json_each(?4)"
+)
+
+# (run key, seq of the first frame, the run's contiguous frames in this batch)
+FrameBatch = list[tuple[Any, int, Sequence[bytes]]]
+
+
+def insert_batch(db: sqlite3.Connection, run_id: str, first_seq: int,
+                 frames: Sequence[bytes]) -> None:
+    """Insert contiguous frames ``first_seq, first_seq + 1, ...`` of one run (no commit)."""
+    offsets = []
+    pos = 1
+    for f in frames:
+        n = len(f)
+        offsets.append(pos << 32 | n)
+        pos += n
+    db.execute(_INSERT_BATCH, (run_id, first_seq, b"".join(frames), json.dumps(offsets)))
+
+
+class FrameWriter:
+    """Commits frame batches on its own thread and SQLite connection, in submission order.
+
+    The event loop only hands batches over; inserting and committing (the bulk of a live run's
+    cost) run here without the GIL, so the loop keeps producing and serving meanwhile. Batches
+    that queue up while a commit is in flight are committed together (group commit).
+    ``on_commit(batch, error)`` is called on this thread after each commit (or failure).
+    """
+
+    def __init__(self, path: Path, write_lock: threading.Lock,
+                 on_commit: Callable[[FrameBatch, BaseException | None], None]) -> None:
+        self._write_lock = write_lock
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        for pragma in ("synchronous=NORMAL", "busy_timeout=5000", "cache_size=-65536",
+                       "mmap_size=268435456"):
+            self._db.execute(f"PRAGMA {pragma}")
+        self._on_commit = on_commit
+        self._cond = threading.Condition()
+        self._queue: FrameBatch = []
+        self._closing = False
+        self._thread = threading.Thread(target=self._work, name="letta-nb-frame-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, batch: FrameBatch) -> None:
+        with self._cond:
+            self._queue.extend(batch)
+            self._cond.notify()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Commit what is queued, then stop the thread and close the connection."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._db.close()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch, self._queue = self._queue, []
+            error: BaseException | None = None
+            try:
+                self._write(batch)
+            except Exception as exc:  # keep the thread alive; the runs are told
+                log.exception("frame batch commit failed")
+                error = exc
+            try:
+                self._on_commit(batch, error)
+            except Exception:  # e.g. the loop closed during shutdown
+                log.debug("frame commit callback failed", exc_info=True)
+
+    def _write(self, batch: FrameBatch) -> None:
+        # A run may appear several times when batches were merged: coalesce its parts.
+        merged: dict[str, tuple[int, list[bytes]]] = {}
+        for run, first, frames in batch:
+            key = run if isinstance(run, str) else run.id
+            have = merged.get(key)
+            if have is None:
+                merged[key] = (first, list(frames))
+            else:
+                have[1].extend(frames)
+        with self._write_lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for run_id, (first, frames) in merged.items():
+                    insert_batch(self._db, run_id, first, frames)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+
 _RUN_COLS = (
     "ord, id, agent_id, created_at, completed_at, status, stop_reason, background, metadata, "
     "otid_key, last_seq, usage, total_duration_ns"
@@ -130,6 +235,9 @@ class Store:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        # Held for every write, by this connection and by the FrameWriter's: writers then queue
+        # on a lock that wakes at once, instead of SQLite's sleeping busy handler.
+        self.write_lock = threading.Lock()
         self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -146,7 +254,7 @@ class Store:
     # -- frames -----------------------------------------------------------------------------
     def append_frames(self, frames: Iterable[tuple[str, int, bytes]]) -> None:
         """Insert a batch of ``(run_id, seq, bytes)`` and commit it in one transaction."""
-        with self._lock:
+        with self._lock, self.write_lock:
             self.db.execute("BEGIN")
             try:
                 self.db.executemany(
@@ -173,7 +281,7 @@ class Store:
     # -- agents -----------------------------------------------------------------------------
     def insert_agent(self, agent_id: str, name: str, model: str, config: dict[str, Any]) -> None:
         now = time.time()
-        with self._lock:
+        with self._lock, self.write_lock:
             self.db.execute(
                 "INSERT INTO agents (id, name, model, created_at, updated_at, config) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -232,24 +340,24 @@ class Store:
                           else value)
         sets.append("updated_at = ?")
         params.append(time.time())
-        with self._lock:
+        with self._lock, self.write_lock:
             self.db.execute(
                 f"UPDATE agents SET {', '.join(sets)} WHERE id = ?", [*params, agent_id])
 
     def delete_agent(self, agent_id: str) -> None:
-        with self._lock:
+        with self._lock, self.write_lock:
             self.db.execute("DELETE FROM agents WHERE id = ?", (agent_id,))
 
     # -- tools ------------------------------------------------------------------------------
     def insert_tool(self, tool: dict[str, Any]) -> None:
-        with self._lock:
+        with self._lock, self.write_lock:
             self.db.execute(
                 "INSERT INTO tools (id, name, data) VALUES (?, ?, ?)",
                 (tool["id"], tool["name"], json.dumps(tool)),
             )
 
     def update_tool(self, tool: dict[str, Any]) -> None:
-        with self._lock:
+        with self._lock, self.write_lock:
             self.db.execute(
                 "UPDATE tools SET name = ?, data = ? WHERE id = ?",
                 (tool["name"], json.dumps(tool), tool["id"]),
@@ -278,14 +386,14 @@ class Store:
         return [json.loads(r[0]) for r in page.finish(rows)]
 
     def delete_tool(self, tool_id: str) -> None:
-        with self._lock:
+        with self._lock, self.write_lock:
             self.db.execute("DELETE FROM tools WHERE id = ?", (tool_id,))
 
     # -- runs -------------------------------------------------------------------------------
     def insert_run(
         self, run_id: str, agent_id: str, background: bool, otid_key: str | None
     ) -> None:
-        with self._lock:
+        with self._lock, self.write_lock:
             self.db.execute(
                 "INSERT INTO runs (id, agent_id, created_at, status, background, metadata, "
                 "otid_key) VALUES (?, ?, ?, 'created', ?, ?, ?)",
@@ -309,7 +417,7 @@ class Store:
         return _run_row(row) if row else None
 
     def set_run_status(self, run_id: str, status: str) -> None:
-        with self._lock:
+        with self._lock, self.write_lock:
             self.db.execute("UPDATE runs SET status = ? WHERE id = ?", (status, run_id))
 
     def finish_run(
@@ -323,7 +431,7 @@ class Store:
         metadata: dict[str, Any],
         total_duration_ns: int | None,
     ) -> None:
-        with self._lock:
+        with self._lock, self.write_lock:
             self.db.execute(
                 "UPDATE runs SET status = ?, stop_reason = ?, completed_at = ?, last_seq = ?, "
                 "usage = ?, metadata = ?, total_duration_ns = ? WHERE id = ?",
@@ -369,7 +477,7 @@ class Store:
 
     # -- messages and steps -----------------------------------------------------------------
     def insert_message(self, agent_id: str, run_id: str, message: dict[str, Any]) -> None:
-        with self._lock:
+        with self._lock, self.write_lock:
             self.db.execute(
                 "INSERT INTO messages (id, agent_id, run_id, data) VALUES (?, ?, ?, ?)",
                 (message["id"], agent_id, run_id, json.dumps(message)),
@@ -391,7 +499,7 @@ class Store:
         return [json.loads(r[0]) for r in page.finish(rows)]
 
     def insert_steps(self, steps: list[dict[str, Any]]) -> None:
-        with self._lock:
+        with self._lock, self.write_lock:
             self.db.executemany(
                 "INSERT INTO steps (id, run_id, data) VALUES (?, ?, ?)",
                 [(s["id"], s["run_id"], json.dumps(s)) for s in steps],

@@ -154,24 +154,33 @@ def test_resent_otid_reattaches(client: Letta, agent_id: str) -> None:
 
 
 def test_fifty_concurrent_runs_do_not_block(client: Letta, server) -> None:
+    """Behaviour, not speed: the 50 runs are in flight at the same time (their server-side
+    running intervals overlap), which a server that ran them one after another could not do."""
     agents = [client.agents.create(model=HANDLE).id for _ in range(50)]
     slow = bg(client, agents[0], "silent 0.0")  # warm up
     assert slow[-2].stop_reason == "end_turn"
-    out: dict[int, float] = {}
+    run_ids: dict[int, str] = {}
 
     def one(i: int) -> None:
-        c = Letta(base_url=server.base_url, max_retries=0, timeout=30)
-        t0 = time.monotonic()
-        got = bg(c, agents[i], "long 20 25")
+        c = Letta(base_url=server.base_url, max_retries=0, timeout=60)
+        got = bg(c, agents[i], "long 10 100")  # 1 s of sleeping per run
         assert got[-2].stop_reason == "end_turn"
-        out[i] = time.monotonic() - t0
+        run_ids[i] = got[0].run_id
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(50)]
-    t0 = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
-    assert len(out) == 50
-    # each run sleeps 0.5 s in total; run serially that would be 25 s
-    assert time.monotonic() - t0 < 8
+        t.join(120)
+    assert len(run_ids) == 50
+    events = []
+    for run_id in run_ids.values():
+        run = client.runs.retrieve(run_id)
+        assert run.status == "completed" and run.completed_at is not None
+        events += [(run.created_at.timestamp(), 1),
+                   (run.completed_at.replace(tzinfo=run.created_at.tzinfo).timestamp(), -1)]
+    in_flight = peak = 0
+    for _, delta in sorted(events, key=lambda e: (e[0], e[1])):
+        in_flight += delta
+        peak = max(peak, in_flight)
+    assert peak >= 25, f"at most {peak} of 50 runs were running at once"
