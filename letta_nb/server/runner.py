@@ -26,6 +26,7 @@ from typing import Any
 
 from letta_nb.server import schemas
 from letta_nb.server.brains.base import (
+    WORKDIR_PARAM,
     Assistant,
     Brain,
     Fail,
@@ -35,6 +36,7 @@ from letta_nb.server.brains.base import (
     ToolResult,
     Turn,
     TurnContext,
+    accepts_workdir,
 )
 from letta_nb.server.ids import derive_otid, new_id, new_tool_call_id
 from letta_nb.server.storage import FrameBatch, FrameWriter, Page, Store
@@ -540,7 +542,7 @@ class Engine:
                                step_id=step["id"], run_id=run.id),
             "tool_call": dict(full), "tool_calls": [dict(full)],
         })
-        result = await self._execute(brain, call.name, call.arguments, call_id)
+        result = await self._execute(brain, agent, call.name, call.arguments, call_id)
         self._check_cancel(run)
         frame = self._persist_tool_return(agent["id"], run.id, step["id"], call.name, call_id,
                                           result.status, result.tool_return)
@@ -548,15 +550,25 @@ class Engine:
         return result
 
     async def _execute(
-        self, brain: Brain, name: str, arguments: dict[str, Any], call_id: str
+        self, brain: Brain, agent: dict[str, Any], name: str, arguments: dict[str, Any],
+        call_id: str,
     ) -> ToolResult:
-        """Run a tool off the event loop; exceptions become an error tool return."""
+        """Run a tool off the event loop; exceptions become an error tool return.
+
+        A tool declaring a ``workdir`` parameter gets the agent's folder here (overriding any
+        such argument), so the brain never has to put a server path into visible arguments.
+        """
         func = brain.tools.get(name) or self._custom_tool(name)
         if func is None:
             return ToolResult(call_id, name, "error", f"Error: tool {name!r} does not exist.",
                               dict(arguments))
+        kwargs = dict(arguments)
+        if accepts_workdir(func):
+            workdir = self.workdir_root / agent["id"]
+            workdir.mkdir(parents=True, exist_ok=True)
+            kwargs[WORKDIR_PARAM] = str(workdir.resolve())
         try:
-            out = await asyncio.to_thread(func, **arguments)
+            out = await asyncio.to_thread(func, **kwargs)
         except Exception as exc:
             return ToolResult(call_id, name, "error",
                               f"Error executing function {name}: {type(exc).__name__}: {exc}",
@@ -591,7 +603,7 @@ class Engine:
                                       result.status, result.tool_return)
         elif decision.approve:
             brain = self.brains[agent["model"]]
-            result = await self._execute(brain, name, pending["arguments"], call_id)
+            result = await self._execute(brain, agent, name, pending["arguments"], call_id)
             self._check_cancel(run)
             frame = self._persist_tool_return(agent["id"], run.id, pending["step_id"], name,
                                               call_id, result.status, result.tool_return)

@@ -8,9 +8,11 @@ lets the demo brain stay deterministic and lets tests script exact runs.
 Generator protocol (`Brain.respond` and `Brain.resume_after_approval`):
 
 * yield ``Reasoning(text)`` / ``Assistant(text)``: one streamed delta. Consecutive deltas of the
-  same kind within a step form one message (one message id); any other event closes it.
+  same kind within a step form one message (one message id); any other event except ``Sleep``
+  closes it.
 * yield ``Sleep(seconds)``: produce nothing for that long (the runner sleeps in small slices so
-  cancellation stays prompt, and keepalive pings flow to readers).
+  cancellation stays prompt, and keepalive pings flow to readers). It keeps the open message
+  open: ``Assistant, Sleep, Assistant`` streams one message whose deltas share one id.
 * ``result = yield ToolCall(name, arguments)``: the runner streams a ``tool_call_message``,
   runs ``tools[name]`` and streams its ``tool_return_message``; the generator receives a
   ``ToolResult``. A new step (new step id) starts after every tool return.
@@ -24,6 +26,7 @@ Generator protocol (`Brain.respond` and `Brain.resume_after_approval`):
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +87,19 @@ class TurnContext:
 
 
 Tool = Callable[..., str]
+
+# A tool function with a parameter of this name gets the agent's workdir (an absolute path
+# string) from the runner at execution time. It is never part of the call's visible arguments,
+# so approval cards and frame counts do not depend on where the server keeps its files.
+WORKDIR_PARAM = "workdir"
+
+
+def accepts_workdir(func: Callable[..., Any]) -> bool:
+    """Whether ``func`` declares the ``workdir`` parameter the runner fills in."""
+    try:
+        return WORKDIR_PARAM in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class Brain(Protocol):

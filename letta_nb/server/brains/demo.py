@@ -22,8 +22,9 @@ or approval request like Letta does: a name frame plus 8-character argument frag
   21-delta answer quoting the returned sums and shares. Frames: 1 + 4 + 8 + 1 + 21 + 3 = 38.
 * ``/gated``: 6 reasoning deltas, then ``write_report`` (approval-gated) with a report drafted
   from the data; the run ends with ``requires_approval``. Frames: 1 + 6 + A + 3, where A
-  is the approval_request frame count above; it depends on the length of the workdir path
-  in the arguments. The follow-up run calls ``resume_after_approval``: approved, it
+  is the approval_request frame count above (the arguments are ``title`` and ``body`` only:
+  the runner supplies the workdir, so the count does not depend on where the server runs).
+  The follow-up run calls ``resume_after_approval``: approved, it
   confirms the written file (``reports/coffee-sales-summary.md`` in the agent's workdir):
   ping + tool_return + 16 deltas + 3 = 21 frames; denied, it says nothing was written and
   quotes the user's reason (the runner sends ``"Error: request to call tool denied. User
@@ -507,7 +508,9 @@ def _answer(name: str, result: ToolResult | None) -> str:
 
 
 def _write_report_call(ctx: TurnContext, title: str, body: str) -> ToolCall:
-    return ToolCall("write_report", {"title": title, "body": body, t.WORKDIR_ARG: str(ctx.workdir)})
+    # The runner passes the agent's workdir itself (``base.WORKDIR_PARAM``): the visible
+    # arguments, and so the approval card and the frame count, hold no server path.
+    return ToolCall("write_report", {"title": title, "body": body})
 
 
 def _approved_text(ctx: TurnContext, result: ToolResult) -> str:

@@ -6,9 +6,10 @@ Bad arguments raise ``ValueError`` with a one-line message; the runner turns tha
 tool return with status "error".
 
 Calling convention: the runner calls ``TOOLS[name](**arguments)`` with the arguments of the
-``ToolCall`` exactly as the brain yielded them. ``write_report`` needs to know where to write,
-so it takes a ``workdir`` argument that the brain fills in from ``TurnContext.workdir``; it is
-approval-gated, so the file only appears when the runner executes the call after approval.
+``ToolCall`` as the brain yielded them. ``write_report`` needs to know where to write, so it
+declares a ``workdir`` parameter, which the runner fills in with the agent's folder
+(``base.WORKDIR_PARAM``; it is not in the visible arguments); it is approval-gated, so the
+file only appears when the runner executes the call after approval.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ FREQS = {"day": "D", "week": "W", "month": "M", "quarter": "Q"}
 # Averages of prices and ratings are meaningful; their sums are not.
 MEAN_METRICS = frozenset({"unit_price", "customer_rating"})
 CORR_METHODS = ("pearson", "spearman")
-WORKDIR_ARG = "workdir"  # injected by the brain into write_report's arguments
+WORKDIR_ARG = "workdir"  # write_report's parameter the runner fills in (base.WORKDIR_PARAM)
 REPORTS_DIR = "reports"
 
 _ALIASES = {
@@ -302,7 +303,7 @@ def write_report(title: str, body: str, workdir: str) -> str:
     if not isinstance(body, str) or not body.strip():
         raise ValueError("body must be a non-empty string")
     if not isinstance(workdir, str) or not Path(workdir).is_absolute():
-        raise ValueError("workdir must be an absolute path (the brain injects it)")
+        raise ValueError("workdir must be an absolute path (the runner passes it)")
     relative = f"{REPORTS_DIR}/{report_filename(title)}"
     path = Path(workdir) / relative
     path.parent.mkdir(parents=True, exist_ok=True)
