@@ -246,8 +246,8 @@ class LettaMagics(Magics):
         else:
             if self.last_handle is None:
                 raise ConfigurationError("no run started here yet: `%letta cancel RUN_ID`")
+            result = self.last_handle.cancel()  # waits (bounded) for a starting run's id
             run_id = self.last_handle.run_id
-            result = self.last_handle.cancel()
         print(f"cancel {run_id}: {result}")
 
     def _cmd_chunks(self, args: Any) -> None:

@@ -228,29 +228,31 @@ def test_thread_pump_limits_real_comm_traffic(monkeypatch: pytest.MonkeyPatch) -
     f = FakeFollower()
     pump = ThreadPump(idle_exit=1.0)
     view = RunView(f, agent="demo", pump=pump)
-    sent.clear()
-    f.say("start", msg_id="m")
-    deadline = time.monotonic() + 5
-    while not view.messages.children and time.monotonic() < deadline:
-        time.sleep(0.01)
-    item_id = view.messages.children[0].model_id
-    t0 = time.monotonic()
-    n = 0
-    while time.monotonic() - t0 < 1.0:
-        f.say(" tok", msg_id="m")
-        n += 1
-    f.stop()
-    deadline = time.monotonic() + 5
-    while "completed" not in view.header.value and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.2)
-    msg_updates = [d for d in sent if "value" in d.get("state", {})
-                   and "tok" in str(d["state"]["value"])]
-    assert n > 1000
-    assert 3 <= len(msg_updates) <= 14, len(msg_updates)
-    assert view.messages.children[0].model_id == item_id
-    assert view.messages.children[0].value.count("tok") == min(n, 4000 // 4)
-    view.close()
+    try:
+        sent.clear()
+        f.say("start", msg_id="m")
+        deadline = time.monotonic() + 5
+        while not view.messages.children and time.monotonic() < deadline:
+            time.sleep(0.01)
+        item_id = view.messages.children[0].model_id
+        t0 = time.monotonic()
+        n = 0
+        while time.monotonic() - t0 < 1.0:
+            f.say(" tok", msg_id="m")
+            n += 1
+        f.stop()
+        deadline = time.monotonic() + 5
+        while "completed" not in view.header.value and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        msg_updates = [d for d in sent if "value" in d.get("state", {})
+                       and "tok" in str(d["state"]["value"])]
+        assert n > 1000
+        assert 3 <= len(msg_updates) <= 14, len(msg_updates)
+        assert view.messages.children[0].model_id == item_id
+        assert view.messages.children[0].value.count("tok") == min(n, 4000 // 4)
+    finally:
+        view.close()
 
 
 def test_transcript_swap_rebuilds_view() -> None:
