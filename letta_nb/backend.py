@@ -2,8 +2,11 @@
 
 Works against any Letta server (Cloud, self-hosted, the embedded one): only public endpoints.
 Sends never retry inside the SDK (a retried POST starts a second run); every message item carries
-a client `otid` so a deliberate retry of the same send can be recognised. SDK objects become
-plain dicts by reading pydantic's `__dict__` (no `model_dump` per frame: this is the hot path).
+a client `otid` so a deliberate retry of the same send can be recognised. Streams are read as the
+SDK's `Stream[object]`: each frame arrives as its plain JSON dict (the SDK's SSE decoding and
+error handling, without its per-frame pydantic union validation, which is about half of the
+SDK's per-frame cost: see docs/benchmarks.md). Other SDK objects become plain dicts by reading
+pydantic's `__dict__`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from letta_client import (
     APIStatusError,
     APITimeoutError,
     Letta,
+    Stream,
 )
 from pydantic import BaseModel
 
@@ -40,7 +44,7 @@ from .core.errors import (
 )
 from .core.secrets import mask, redact, register_secret
 
-_PLAIN = (str, int, float, bool, type(None))
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 def new_otid() -> str:
@@ -55,11 +59,9 @@ def _plain(obj: BaseModel) -> dict[str, Any]:
         data = {**data, **extra}
     for key, value in data.items():
         kind = value.__class__
-        if kind in _PLAIN:
+        if kind in _PLAIN or kind is datetime:  # `date` stays a datetime: no per-frame format
             continue
-        if kind is datetime:
-            data[key] = value.isoformat()
-        elif isinstance(value, BaseModel):
+        if isinstance(value, BaseModel):
             data[key] = _plain(value)
         elif kind is list:
             data[key] = [_plain(v) if isinstance(v, BaseModel) else v for v in value]
@@ -68,7 +70,10 @@ def _plain(obj: BaseModel) -> dict[str, Any]:
 
 def to_chunk(item: Any) -> Chunk:
     """SDK streaming object → Chunk (the message_type the server sent, even for unknown types)."""
-    data = _plain(item) if isinstance(item, BaseModel) else dict(item)
+    if item.__class__ is dict:  # a frame's JSON object (Stream[object]): used as is
+        data = item
+    else:
+        data = _plain(item) if isinstance(item, BaseModel) else dict(item)
     return Chunk(data.get("message_type") or "unknown", data, data.get("run_id"),
                  data.get("seq_id"))
 
@@ -237,10 +242,10 @@ class Backend:
             items.append(item)
         read = timeout if timeout is not None else self.stream_timeout
         return self._stream(
-            lambda: self._once.agents.messages.create(
+            lambda: self._once.agents.messages.with_raw_response.create(
                 agent_id, messages=items, streaming=True, background=background,  # type: ignore[arg-type]
                 stream_tokens=stream_tokens, include_pings=include_pings,
-                timeout=httpx.Timeout(read, connect=5.0)),
+                timeout=httpx.Timeout(read, connect=5.0)).parse(to=Stream[object]),
             f"send to agent {agent_id}", None)
 
     def resume(self, run_id: str, starting_after: int = 0, *, batch_size: int | None = None,
@@ -251,8 +256,8 @@ class Backend:
             kw["batch_size"] = batch_size
         read = timeout if timeout is not None else self.stream_timeout
         return self._stream(
-            lambda: self._client.runs.messages.stream(
-                run_id, timeout=httpx.Timeout(read, connect=5.0), **kw),
+            lambda: self._client.runs.messages.with_raw_response.stream(
+                run_id, timeout=httpx.Timeout(read, connect=5.0), **kw).parse(to=Stream[object]),
             f"run {run_id}", run_id)
 
     def approve(self, agent_id: str, approvals: list[dict[str, Any]], *,

@@ -110,16 +110,17 @@ class Follower:
 
     # ---- listeners -----------------------------------------------------------------------
     def add_listener(self, fn: Callable[[Follower], Any]) -> None:
-        self._listeners.append(fn)
+        self._listeners = [*self._listeners, fn]  # copy-on-write: the reader iterates freely
 
     def remove_listener(self, fn: Callable[[Follower], Any]) -> None:
-        if fn in self._listeners:
-            self._listeners.remove(fn)
+        self._listeners = [f for f in self._listeners if f is not fn]
 
     def _notify(self) -> None:
-        for fn in tuple(self._listeners):
-            with contextlib.suppress(Exception):
+        for fn in self._listeners:
+            try:  # noqa: SIM105 - plain try is cheaper per frame than suppress()
                 fn(self)
+            except Exception:  # a broken view must not kill the reader
+                pass
 
     def _set_status(self, status: str, *, error: str | None = None) -> None:
         self.status = status

@@ -149,8 +149,10 @@ class Transcript:
         entry = self._index.get(key) if msg_id else None
         if entry is None:
             date = data.get("date")
-            entry = Entry(kind, run_id, id=msg_id, step_id=data.get("step_id"),
-                          date=None if date is None else str(date), seq_first=seq)
+            if date is not None:  # the backend leaves SDK datetimes as they are (hot path)
+                date = date.isoformat() if hasattr(date, "isoformat") else str(date)
+            entry = Entry(kind, run_id, id=msg_id, step_id=data.get("step_id"), date=date,
+                          seq_first=seq)
             self._add(entry)
             if msg_id:
                 self._index[key] = entry

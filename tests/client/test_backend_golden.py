@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -30,6 +31,8 @@ def _set(value):
         return {k: _set(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
         return [_set(v) for v in value]
+    if isinstance(value, datetime):  # the backend leaves `date` as the SDK's datetime
+        return value.isoformat()
     return value
 
 

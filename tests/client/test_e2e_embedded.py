@@ -77,8 +77,7 @@ def test_approval_continues_in_the_same_transcript(session: Session) -> None:
     assert h.wait(30) == "completed", h.error
     assert h.runs == [first, h.run_id] and h.run_id != first
     assert "approval requested: write_report" in h.transcript
-    assert "← write_report" in h.transcript or "← resume" in h.transcript or \
-        "reports/" in h.transcript
+    assert "← write_report [success]" in h.transcript and "reports/" in h.transcript
     again = session.send("/gated", key="e2e-gated")
     assert again.status == "completed" and again.runs == h.runs
 

@@ -47,7 +47,7 @@ def test_random_cuts_never_lose_duplicate_or_resend(golden_dir: Path, seed: int)
     assert len(fake.posts) == 1  # never a second run
     assert not fake.violations  # never resumed at/after the end
     expected = _uncut(golden_dir / LONG)
-    assert f.transcript.to_records() == expected.to_records()
+    assert f.transcript.to_records() == expected.to_records(), (fake.resumes, f.warning)
     assert render_text(f.transcript) == render_text(expected)
     assert f.last_seq == 303 and f.runs == [expected.run_id]
 
