@@ -65,27 +65,35 @@ class RunView(widgets.VBox):
         self._throttle = Throttle(max_hz, clock)
         self._lock = threading.RLock()
         self._pump = pump if pump is not None else shared_pump()
+        self._pump_keeps = isinstance(self._pump, ThreadPump)
         self._context = _kernel.ParentContext()
         self._dirty = True
         self._urgent = False
         self._seen_status: str | None = None
         self._last_flush = float("-inf")
+        self._hold = float("-inf")  # no normal flush before this (widget-update budget)
+        self._header_key: tuple[Any, ...] | None = None
+        self._header_at = float("-inf")
         self._done = False
         self._flushing = False
         self.flushes = 0
 
         self.header = widgets.HTML()
         self.messages = TranscriptView(tail=tail_chars)
-        self.approval = ApprovalCard(self._answer, self._lock)
+        # The approval card (7 widgets, ~18 comms) is built on first need: most runs never ask,
+        # and every widget costs a comm_open on the path to the first rendered frame.
+        self._approval: ApprovalCard | None = None
         self.cancel_button = widgets.Button(description="Cancel", icon="stop",
                                             tooltip="Cancel the run on the server")
         self.detach_button = widgets.Button(description="Detach", icon="unlink",
                                             tooltip="Stop following here; the run continues")
         self.notice = widgets.HTML()
-        self.cancel_button.on_click(lambda _b: self.cancel())
+        # A click runs on the kernel's shell thread: the HTTP call goes to a worker so a slow
+        # server (or a run still starting) never freezes the notebook.
+        self.cancel_button.on_click(lambda _b: self._cancel_in_background())
         self.detach_button.on_click(lambda _b: self.detach())
         controls = widgets.HBox([self.cancel_button, self.detach_button, self.notice])
-        super().__init__([self.header, self.messages, self.approval, controls])
+        super().__init__([self.header, self.messages, controls])
         self.add_class("lnb-run")
 
         self.flush()  # what is known now (e.g. a cached transcript) shows at once
@@ -112,6 +120,17 @@ class RunView(widgets.VBox):
         if old is not None and old is not self:
             old.close()  # its output was replaced by the re-run; stop feeding it
 
+    @property
+    def approval(self) -> ApprovalCard:
+        """The Approve / Deny card, shown above the controls (created on first use)."""
+        with self._lock:
+            card = self._approval
+            if card is None:
+                card = self._approval = ApprovalCard(self._answer, self._lock)
+                *head, controls = self.children
+                self.children = (*head, card, controls)
+            return card
+
     # ---- repr (nbval compares text/plain: nothing random or time-dependent) ---------------
     def __repr__(self) -> str:
         return f"<letta_nb run view: agent {self.agent}>" if self.agent else \
@@ -121,6 +140,11 @@ class RunView(widgets.VBox):
     def notify(self) -> None:
         """Called from the reader thread after a change: mark dirty, wake the pump."""
         status = getattr(self.follower, "status", None)
+        if self._dirty and status == self._seen_status and self._pump_keeps:
+            # Already marked, and the pump thread keeps a dirty view until it flushes it:
+            # nothing to do per frame. Safe without the lock because flush() clears _dirty
+            # *before* it reads the follower's state.
+            return
         with self._lock:
             self._dirty = True
             if status != self._seen_status:
@@ -134,7 +158,7 @@ class RunView(widgets.VBox):
             if self._urgent:
                 return 0.0
             if self._dirty:
-                return self._throttle.wait_time()
+                return max(self._throttle.wait_time(), self._hold - self._clock())
             if getattr(self.follower, "status", None) in ACTIVE:
                 return max(0.0, self._last_flush + HEADER_REFRESH - self._clock())
             return None
@@ -146,7 +170,7 @@ class RunView(widgets.VBox):
             if self._urgent:
                 self._throttle.ready()  # restart the window: the next normal flush waits
             elif self._dirty:
-                if not self._throttle.ready():
+                if self._clock() < self._hold or not self._throttle.ready():
                     return
             elif self._clock() < self._last_flush + HEADER_REFRESH:
                 return
@@ -167,11 +191,28 @@ class RunView(widgets.VBox):
             self._urgent = False
             self._seen_status = status
             self._last_flush = self._clock()
+            sent = 0
             header = header_html(f, self.agent)
-            if self.header.value != header:
+            # Counters (elapsed, seq, frames/s) refresh once per HEADER_REFRESH; status,
+            # warning, error or run changes go out at once.
+            key = (status, getattr(f, "warning", None), getattr(f, "error", None),
+                   getattr(f, "run_id", None))
+            if self.header.value != header and (
+                    key != self._header_key
+                    or self._last_flush >= self._header_at + HEADER_REFRESH):
                 self.header.value = header
-            self.messages.sync(getattr(f, "transcript", None), final=final)
-            self.approval.sync(getattr(f, "approval", None))
+                self._header_key = key
+                self._header_at = self._last_flush
+                sent += 1
+            sent += self.messages.sync(getattr(f, "transcript", None), final=final)
+            # max_hz bounds widget updates (comm messages), not flushes: a flush that sent k
+            # updates holds the next normal one for k intervals (at most one second).
+            if sent > 1:
+                interval = self._throttle.interval
+                self._hold = self._last_flush + min(sent * interval, 1.0)
+            state = getattr(f, "approval", None)
+            if state is not None or self._approval is not None:
+                self.approval.sync(state)
             if final:
                 for button in (self.cancel_button, self.detach_button):
                     if not button.disabled:
@@ -186,6 +227,13 @@ class RunView(widgets.VBox):
     def _answer(self, approve: bool, reason: str | None) -> None:
         self.follower.answer(approve, reason)
         self.notify()
+
+    def _cancel_in_background(self) -> threading.Thread:
+        self.cancel_button.disabled = True
+        self._show_notice("cancelling…")
+        worker = threading.Thread(target=self.cancel, name="letta-nb-cancel", daemon=True)
+        worker.start()
+        return worker
 
     def cancel(self) -> None:
         """Cancel the run on the server (the follower then reads its final frames)."""

@@ -143,7 +143,9 @@ def test_second_approval_request_gets_fresh_buttons() -> None:
 
 def test_cancel_is_server_side_detach_is_local() -> None:
     view, f, _ = make_view()
-    view.cancel_button.click()
+    worker = view._cancel_in_background()  # what a click does: off the shell thread
+    assert view.cancel_button.disabled
+    worker.join(5.0)
     assert f.calls == [("cancel",)]
     assert "cancel requested" in view.notice.value
     view2, f2, _ = make_view()
