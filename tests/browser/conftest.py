@@ -78,6 +78,17 @@ def lab(chromium_path: str) -> Iterator[Lab]:
             yield server
         finally:
             stop_lab(server)
+            _stop_letta_server(server.state_dir)
+
+
+def _stop_letta_server(state_dir: Path) -> None:
+    """`%letta connect` in a kernel starts a detached server (own session, outlives the lab)."""
+    from letta_nb.server.launcher import stop_server
+
+    try:
+        stop_server(state_dir / "server")
+    except OSError as exc:
+        print(f"[browser] could not stop the letta-nb server: {exc}")
 
 
 @pytest.fixture(scope="session")
