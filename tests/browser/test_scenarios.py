@@ -158,13 +158,14 @@ def tutorial_gated_cell(path: Path) -> int:
 
 
 def tutorial_live_cells(path: Path) -> list[tuple[int, int, int]]:
-    """(cell index, N, DELAY_MS) of the tutorial's `%%letta` cells running `/long N D>0`."""
+    """(cell index, N, DELAY_MS) of the tutorial's live (widget, not `--wait`) `%%letta`
+    cells sending `/long N D` with D > 0."""
     nb = nbformat.read(path, as_version=4)
     found = []
     for i, c in enumerate(nb.cells):
-        m = re.search(r"^%%letta\b.*\n\s*/long\s+(\d+)\s+(\d+)\s*$", c.source, re.M)
-        if c.cell_type == "code" and m and int(m.group(2)) > 0:
-            found.append((i, int(m.group(1)), int(m.group(2))))
+        m = re.fullmatch(r"%%letta\b([^\n]*)\n\s*/long\s+(\d+)\s+(\d+)\s*", c.source.strip())
+        if c.cell_type == "code" and m and "--wait" not in m.group(1) and int(m.group(3)) > 0:
+            found.append((i, int(m.group(2)), int(m.group(3))))
     return found
 
 
