@@ -606,7 +606,8 @@ class Engine:
             result = await self._execute(brain, agent, name, pending["arguments"], call_id)
             self._check_cancel(run)
             frame = self._persist_tool_return(agent["id"], run.id, pending["step_id"], name,
-                                              call_id, result.status, result.tool_return)
+                                              call_id, result.status, result.tool_return,
+                                              sandbox=True)
             self.emit(run, dict(frame))
         else:
             text = "Error: request to call tool denied."
@@ -644,13 +645,13 @@ class Engine:
 
     def _persist_tool_return(
         self, agent_id: str, run_id: str, step_id: str, name: str, call_id: str, status: str,
-        text: str,
+        text: str, *, sandbox: bool = False,
     ) -> dict[str, Any]:
         mid = new_id("message")
         frame = {
             **schemas.envelope(mid, "tool_return_message", otid=derive_otid(mid),
                                step_id=step_id, run_id=run_id, name=name),
-            **schemas.tool_return_payload(call_id, status, text),
+            **schemas.tool_return_payload(call_id, status, text, sandbox=sandbox),
         }
         self._persist(agent_id, run_id, frame)
         return frame
@@ -683,7 +684,10 @@ class Engine:
         else:
             status = "completed"
             self.emit(run, schemas.stop_reason_frame(stop))
-            self.emit(run, schemas.usage_frame(usage))
+            frame = schemas.usage_frame(usage)
+            if not run.stream_tokens:  # recorded: whole-message runs report zero cache tokens
+                frame.update(cached_input_tokens=0, cache_write_tokens=0, reasoning_tokens=0)
+            self.emit(run, frame)
             self.emit(run, DONE)
         if run.steps:
             run.steps[-1]["stop_reason"] = stop

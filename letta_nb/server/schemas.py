@@ -98,22 +98,25 @@ def error_message(run_id: str, error_type: str, message: str, detail: str | None
 
 
 def tool_return_payload(
-    tool_call_id: str, status: str, tool_return: str
+    tool_call_id: str, status: str, tool_return: str, *, sandbox: bool = False
 ) -> dict[str, Any]:
+    """``sandbox``: an approved call the server executed; Letta then reports empty stdout and
+    stderr lists (``[]``), where in-step tool calls and client returns carry nulls."""
+    out: list[str] | None = [] if sandbox else None
     return {
         "tool_return": tool_return,
         "status": status,
         "tool_call_id": tool_call_id,
-        "stdout": None,
-        "stderr": None,
+        "stdout": out,
+        "stderr": out,
         "tool_returns": [
             {
                 "type": "tool",
                 "tool_return": tool_return,
                 "status": status,
                 "tool_call_id": tool_call_id,
-                "stdout": None,
-                "stderr": None,
+                "stdout": [] if sandbox else None,
+                "stderr": [] if sandbox else None,
             }
         ],
     }
@@ -159,7 +162,7 @@ def step_json(step: dict[str, Any], model: str) -> dict[str, Any]:
         "provider_category": "base",
         "model": model.split("/")[-1],
         "model_handle": model,
-        "model_endpoint": None,
+        "model_endpoint": MODEL_ENDPOINT,
         "context_window_limit": CONTEXT_WINDOW,
         "completion_tokens": step["completion_tokens"],
         "prompt_tokens": step["prompt_tokens"],
@@ -184,6 +187,7 @@ def step_json(step: dict[str, Any], model: str) -> dict[str, Any]:
 
 
 CONTEXT_WINDOW = 30000
+MODEL_ENDPOINT = "letta_nb://embedded"  # a string, as Letta's (its brains need no URL)
 
 
 def llm_config(handle: str) -> dict[str, Any]:
@@ -191,7 +195,7 @@ def llm_config(handle: str) -> dict[str, Any]:
         "model": handle.split("/")[-1],
         "display_name": handle,
         "model_endpoint_type": "openai",
-        "model_endpoint": None,
+        "model_endpoint": MODEL_ENDPOINT,
         "provider_name": "letta_nb",
         "provider_category": "base",
         "model_wrapper": None,

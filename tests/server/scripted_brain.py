@@ -33,8 +33,9 @@ def boom() -> str:
 
 
 class ScriptedBrain:
-    """Directives: ``echo <words>``, ``long N [DELAY_MS]``, ``tool``, ``gated``, ``fail``,
-    ``silent S``, ``think``, ``boom``, ``custom NAME``. Anything else echoes the text."""
+    """Directives: ``echo <words>``, ``long N [DELAY_MS]``, ``tool``, ``gated``, ``approve``,
+    ``fail``, ``fail500``, ``silent S``, ``slowend S``, ``think``, ``boom``, ``custom NAME``.
+    Anything else echoes the text."""
 
     handle = HANDLE
     tools: Mapping[str, Any] = {"add": add, "dangerous_op": dangerous_op, "boom": boom}
@@ -62,6 +63,13 @@ class ScriptedBrain:
             result = yield ToolCall(words[1], {"target": "x", "reason": "y"})
             assert result is not None
             yield Assistant(f"custom said {result.tool_return}")
+        elif cmd == "approve":  # a bare gated call, like the golden fake model's APPROVE
+            yield ToolCall("dangerous_op", {"target": "prod-db", "reason": "user asked"})
+        elif cmd == "fail500":  # a bare model failure, like the golden FAIL500
+            yield Fail("llm_error", "An error occurred with the LLM request.")
+        elif cmd == "slowend":  # one delta, then S seconds of silence before the end
+            yield Assistant("w0000")
+            yield Sleep(float(words[1]))
         elif cmd == "fail":
             yield Assistant("partial")
             yield Fail("llm_error", "An error occurred with the LLM request.")
