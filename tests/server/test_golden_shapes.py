@@ -370,3 +370,56 @@ def test_01_agent_state_keys(golden: Path, http: httpx.Client, agent: str) -> No
     assert_same([s for s in rest_shape(ours) if s.split(":")[0] not in unsupported],
                 [s for s in rest_shape(rec) if s.split(":")[0] not in unsupported], "AgentState")
     assert [k for k in ours] == [k for k in rec]
+
+
+# -- otid derivation and date formats -----------------------------------------------------------
+DATE_FORMATS = {  # field -> the recorded format (digits as 9)
+    "date": "9999-99-99T99:99:99+99:99",
+    "created_at": "9999-99-99T99:99:99.999999Z",
+    "updated_at": "9999-99-99T99:99:99.999999Z",
+    "completed_at": "9999-99-99T99:99:99.999999",
+}
+
+
+def date_formats(text: str) -> set[tuple[str, str]]:
+    import re
+
+    return {(k, re.sub(r"\d", "9", v))
+            for k, v in re.findall(r'"(date|created_at|updated_at|completed_at)": ?"([^"]+)"',
+                                   text)}
+
+
+def test_otid_derivation_and_dates_match_recordings(golden: Path, http: httpx.Client,
+                                                    agent: str) -> None:
+    import json
+
+    from letta_nb.server.ids import derive_otid
+
+    checked = 0
+    for path in golden.glob("*/*.sse"):
+        for _, data in split_sse(path.read_text()):
+            if not data.startswith("{"):
+                continue
+            frame = json.loads(data)
+            mid, otid = frame.get("id"), frame.get("otid")
+            if mid and otid and mid.startswith("message-") and otid != mid:
+                assert derive_otid(mid) == otid, (path.name, mid, otid)
+                checked += 1
+    assert checked > 1000
+    recorded = set()
+    for path in [*golden.glob("*/*.json"), *golden.glob("*/*.sse")]:
+        recorded |= {f for f in date_formats(path.read_text()) if f[0] in DATE_FORMATS}
+    assert set(DATE_FORMATS.items()) <= recorded  # (plus HTTP Date headers)
+    assert {f for f in recorded if "GMT" not in f[1]} == set(DATE_FORMATS.items())
+    body = send(http, agent, "tool").text
+    run = http.get(f"/v1/runs/{run_id_of(body)}").text
+    msgs = http.get(f"/v1/runs/{run_id_of(body)}/messages").text
+    me = http.get(f"/v1/agents/{agent}").text
+    assert date_formats(body + run + msgs + me) == set(DATE_FORMATS.items())
+    for _, data in split_sse(body):
+        frame = json.loads(data) if data.startswith("{") else {}
+        if frame.get("message_type") in ("assistant_message", "tool_call_message",
+                                         "tool_return_message"):
+            assert frame["otid"] == derive_otid(frame["id"])
+        if frame.get("message_type") == "approval_request_message":
+            assert frame["otid"] == frame["id"]
