@@ -368,7 +368,7 @@ def test_cancel_long_run(page: Page, lab: Lab, make_notebook: Callable[..., str]
 def test_outputs_stay_in_their_own_cells(
     page: Page, lab: Lab, make_notebook: Callable[..., str]
 ) -> None:
-    long_n, short_n = 400, 30
+    long_n, short_n = 300, 30
     path = make_notebook([
         CONNECT,
         letta_cell(f"/long {long_n} 25"),
