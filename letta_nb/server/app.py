@@ -5,9 +5,11 @@ from __future__ import annotations
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -16,7 +18,9 @@ from letta_nb.server.brains.registry import default_brains
 from letta_nb.server.config import ServerConfig
 from letta_nb.server.errors import ApiError, api_error_handler
 from letta_nb.server.routes import agents, health, messages, models, runs, tools
+from letta_nb.server.routes.common import BODIES, body_schema
 from letta_nb.server.runner import Engine
+from letta_nb.server.schemas import SERVER_VERSION
 from letta_nb.server.storage import Store
 
 OPEN_PATHS = ("/v1/health", "/v1/health/")
@@ -79,4 +83,38 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     for module in (health, agents, messages, runs, tools, models):
         app.include_router(module.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+ERROR_BODY = {"type": "object", "required": ["detail"], "properties": {"detail": {}}}
+ERROR_STATUSES = {"400": "Bad request", "401": "Unauthorized", "404": "Not found",
+                  "405": "Method not allowed", "409": "Conflict (e.g. a pending approval)",
+                  "410": "Expired", "422": "Invalid request", "502": "The run failed"}
+STREAMING = {"/v1/agents/{agent_id}/messages", "/v1/agents/{agent_id}/messages/stream",
+             "/v1/runs/{run_id}/stream"}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus what the handlers read by hand: JSON bodies, SSE responses and
+    Letta's ``{"detail": …}`` error bodies, so schema-driven testers see the real contract."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=SERVER_VERSION, routes=app.routes)
+    for path, ops in schema.get("paths", {}).items():
+        for method, op in ops.items():
+            fields = BODIES.get((method, path))
+            if fields is not None:
+                op["requestBody"] = {"required": False, "content": {
+                    "application/json": {"schema": body_schema(fields)}}}
+            responses = op.setdefault("responses", {})
+            for status, text in ERROR_STATUSES.items():
+                responses.setdefault(status, {"description": text})
+                responses[status]["content"] = {"application/json": {"schema": ERROR_BODY}}
+            if path in STREAMING:
+                ok = responses.setdefault("200", {"description": "OK"})
+                ok.setdefault("content", {}).update({
+                    "text/event-stream": {"schema": {"type": "string"}},
+                    "application/json": {"schema": {"type": "object"}}})
+    app.openapi_schema = schema
+    return schema

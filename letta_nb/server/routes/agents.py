@@ -12,7 +12,7 @@ from letta_nb.server import schemas
 from letta_nb.server.brains.registry import resolve
 from letta_nb.server.errors import ApiError, not_found
 from letta_nb.server.ids import new_id
-from letta_nb.server.routes.common import engine, flag, json_body, page, require_agent
+from letta_nb.server.routes.common import check_body, engine, flag, json_body, page, require_agent
 
 router = APIRouter()
 _TOOL_NS = uuid.UUID("2f1d6d59-7d3c-4d55-9a49-3b7c86b7a1d1")
@@ -59,8 +59,10 @@ def _includes(request: Request) -> set[str]:
 @router.post("/v1/agents/")
 async def create_agent(request: Request) -> dict[str, Any]:
     eng = engine(request)
-    body = await json_body(request)
+    body = check_body(await json_body(request), "post", "/v1/agents/")
     requested = body.get("model") or (body.get("llm_config") or {}).get("handle")
+    if requested is not None and not isinstance(requested, str):
+        raise ApiError(422, "llm_config.handle must be a string")
     handle = resolve(eng.brains, requested)
     if handle is None:
         offered = ", ".join(eng.brains) or "none"

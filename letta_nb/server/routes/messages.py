@@ -11,7 +11,15 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from letta_nb.server import schemas
 from letta_nb.server.errors import ApiError
-from letta_nb.server.routes.common import config, engine, flag, json_body, page, require_agent
+from letta_nb.server.routes.common import (
+    check_body,
+    config,
+    engine,
+    flag,
+    json_body,
+    page,
+    require_agent,
+)
 from letta_nb.server.runner import PENDING_MESSAGE
 from letta_nb.server.sse import SSE_HEADERS, SSE_MEDIA_TYPE, read_foreground, read_run
 from letta_nb.server.storage import Page
@@ -49,7 +57,7 @@ def _check_approval(
 async def _send(request: Request, agent_id: str, *, force_streaming: bool) -> Response:
     eng = engine(request)
     cfg = config(request)
-    body = await json_body(request)
+    body = check_body(await json_body(request), "post", "/v1/agents/{agent_id}/messages")
     agent = require_agent(request, agent_id)
     streaming = force_streaming or flag(body.get("streaming"), False)
     background = flag(body.get("background"), False)
@@ -76,11 +84,14 @@ async def _send(request: Request, agent_id: str, *, force_streaming: bool) -> Re
         failure = ("internal_error", PENDING_MESSAGE, PENDING_MESSAGE)
     if agent["model"] not in eng.brains:
         raise ApiError(400, f"Model {agent['model']!r} is not available on this server.")
+    try:
+        max_steps = int(body.get("max_steps") or DEFAULT_MAX_STEPS)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ApiError(422, "max_steps must be an integer") from exc
     run = eng.start(
         agent, turn, background=background, streaming=streaming, include_pings=include_pings,
-        stream_tokens=flag(body.get("stream_tokens"), False),
-        max_steps=int(body.get("max_steps") or DEFAULT_MAX_STEPS), otid_key=key,
-        failure=failure,
+        stream_tokens=flag(body.get("stream_tokens"), False), max_steps=max(1, max_steps),
+        otid_key=key, failure=failure,
     )
     if streaming and background:
         return _stream(read_run(eng, run.id, 0, include_pings=include_pings,
@@ -139,7 +150,7 @@ async def cancel(request: Request, agent_id: str) -> dict[str, Any]:
     """Cancel the given runs, or every active run of the agent plus one awaiting approval."""
     eng = engine(request)
     agent = require_agent(request, agent_id)
-    body = await json_body(request)
+    body = check_body(await json_body(request), "post", "/v1/agents/{agent_id}/messages/cancel")
     run_ids = body.get("run_ids")
     if not run_ids:
         run_ids = [r.id for r in eng.live.values() if r.agent_id == agent_id]

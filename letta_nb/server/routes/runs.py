@@ -11,10 +11,11 @@ from fastapi.responses import StreamingResponse
 from letta_nb.server import schemas
 from letta_nb.server.errors import ApiError, not_found
 from letta_nb.server.ids import is_valid_run_id
-from letta_nb.server.routes.common import config, engine, flag, json_body, page
+from letta_nb.server.routes.common import check_body, config, engine, flag, json_body, page
 from letta_nb.server.sse import SSE_HEADERS, SSE_MEDIA_TYPE, read_run
 
 router = APIRouter()
+MAX_SEQ = 2**62
 
 
 def _require_run(request: Request, run_id: str) -> dict[str, Any]:
@@ -66,7 +67,7 @@ async def retrieve_run(request: Request, run_id: str) -> dict[str, Any]:
 async def resume_stream(request: Request, run_id: str) -> StreamingResponse:
     """Replay frames after ``starting_after`` and tail until the end; never hangs on a done run."""
     cfg = config(request)
-    body = await json_body(request)
+    body = check_body(await json_body(request), "post", "/v1/runs/{run_id}/stream")
     row = _require_run(request, run_id)
     if not row["background"]:
         raise ApiError(400, "INVALID_ARGUMENT: Run was not created in background mode, so it "
@@ -77,9 +78,11 @@ async def resume_stream(request: Request, run_id: str) -> StreamingResponse:
                             "expired.")
     try:
         starting_after = int(body.get("starting_after") or 0)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ApiError(422, "starting_after must be an integer") from exc
-    stream = read_run(engine(request), run_id, max(0, starting_after),
+    # Clamp into SQLite's integer range: past the end is simply the end (never a 500).
+    starting_after = min(max(0, starting_after), MAX_SEQ)
+    stream = read_run(engine(request), run_id, starting_after,
                       include_pings=flag(body.get("include_pings"), True),
                       keepalive=cfg.keepalive_interval)
     return StreamingResponse(stream, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
