@@ -8,6 +8,7 @@ always inside the starting cell's context so updates never land in another cell.
 
 from __future__ import annotations
 
+import contextvars
 import html
 import threading
 import time
@@ -231,7 +232,10 @@ class RunView(widgets.VBox):
     def _cancel_in_background(self) -> threading.Thread:
         self.cancel_button.disabled = True
         self._show_notice("cancelling…")
-        worker = threading.Thread(target=self.cancel, name="letta-nb-cancel", daemon=True)
+        # The click's own context (its parent message), as if the handler had run inline.
+        ctx = contextvars.copy_context()
+        worker = threading.Thread(target=ctx.run, args=(self.cancel,), name="letta-nb-cancel",
+                                  daemon=True)
         worker.start()
         return worker
 
