@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,7 +19,7 @@ from letta_nb.server.brains.registry import default_brains
 from letta_nb.server.config import ServerConfig
 from letta_nb.server.errors import ApiError, api_error_handler
 from letta_nb.server.routes import agents, health, messages, models, runs, tools
-from letta_nb.server.routes.common import BODIES, body_schema
+from letta_nb.server.routes.common import BODIES, REQUIRED_FIELDS, body_schema
 from letta_nb.server.runner import Engine
 from letta_nb.server.schemas import SERVER_VERSION
 from letta_nb.server.storage import Store
@@ -70,9 +71,12 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.add_exception_handler(ApiError, api_error_handler)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # Starlette names only the first matching route's methods
+            headers["Allow"] = ", ".join(_allowed_methods(app, request))
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+                            headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -87,10 +91,21 @@ def create_app(config: ServerConfig) -> FastAPI:
     return app
 
 
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method documented at this path (for a correct 405 ``Allow`` header)."""
+    path = request.url.path
+    methods: set[str] = set()
+    for template, ops in app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\{[^/]+\}", "[^/]+", template), path):
+            methods |= {m.upper() for m in ops}
+    return sorted(methods)
+
+
 ERROR_BODY = {"type": "object", "required": ["detail"], "properties": {"detail": {}}}
 ERROR_STATUSES = {"400": "Bad request", "401": "Unauthorized", "404": "Not found",
                   "405": "Method not allowed", "409": "Conflict (e.g. a pending approval)",
                   "410": "Expired", "422": "Invalid request", "502": "The run failed"}
+RUN_ID_PATTERN = "^run-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 STREAMING = {"/v1/agents/{agent_id}/messages", "/v1/agents/{agent_id}/messages/stream",
              "/v1/runs/{run_id}/stream"}
 
@@ -105,8 +120,17 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         for method, op in ops.items():
             fields = BODIES.get((method, path))
             if fields is not None:
-                op["requestBody"] = {"required": False, "content": {
-                    "application/json": {"schema": body_schema(fields)}}}
+                body = body_schema(fields)
+                required = REQUIRED_FIELDS.get((method, path))
+                if required:
+                    body["required"] = list(required)
+                    for name in required:  # required means present and not null
+                        body["properties"][name] = {**fields[name], "minLength": 1}
+                op["requestBody"] = {"required": bool(required), "content": {
+                    "application/json": {"schema": body}}}
+            for param in op.get("parameters", []):
+                if param.get("name") == "run_id" and param.get("in") == "path":
+                    param["schema"] = {"type": "string", "pattern": RUN_ID_PATTERN}
             responses = op.setdefault("responses", {})
             for status, text in ERROR_STATUSES.items():
                 responses.setdefault(status, {"description": text})

@@ -43,3 +43,15 @@ def test_wrong_send_and_resume_types_are_422(http: httpx.Client, agent_id: str) 
     assert huge.status_code == 200 and huge.text == ""  # past the end: closes, no 500
     r = http.post(f"/v1/agents/{agent_id}/messages/cancel", json={"run_ids": "abc"})
     assert r.status_code == 422
+
+
+def test_405_allow_lists_every_method_of_the_path(http: httpx.Client) -> None:
+    r = http.request("OPTIONS", "/v1/agents/")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST"
+    r = http.get("/v1/runs/run-00000000-0000-4000-8000-000000001234/stream")
+    assert r.status_code == 405 and r.headers["allow"] == "POST" and "detail" in r.json()
+
+
+def test_tool_source_with_nul_bytes_is_a_400(http: httpx.Client) -> None:
+    r = http.post("/v1/tools/", json={"source_code": "def f():\x00 pass"})
+    assert r.status_code == 400 and isinstance(r.json()["detail"], str)

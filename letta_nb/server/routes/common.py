@@ -50,6 +50,12 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("post", "/v1/agents/{agent_id}/messages/cancel"): {"run_ids": _STRS},
 }
+_TOOL = {"source_code": _STR, "description": _STR, "tags": _STRS, "json_schema": _OBJ,
+         "default_requires_approval": _BOOL, "source_type": _STR}
+BODIES[("post", "/v1/tools/")] = BODIES[("put", "/v1/tools/")] = _TOOL
+BODIES[("patch", "/v1/tools/{tool_id}")] = _TOOL
+REQUIRED_FIELDS = {("post", "/v1/tools/"): ("source_code",),
+                   ("put", "/v1/tools/"): ("source_code",)}
 BODIES[("post", "/v1/agents/{agent_id}/messages/stream")] = BODIES[
     ("post", "/v1/agents/{agent_id}/messages")]
 

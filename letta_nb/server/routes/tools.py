@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from letta_nb.server import schemas
 from letta_nb.server.errors import ApiError, not_found
 from letta_nb.server.ids import new_id
-from letta_nb.server.routes.common import engine, json_body, page
+from letta_nb.server.routes.common import check_body, engine, json_body, page
 
 router = APIRouter()
 
@@ -22,7 +22,7 @@ def tool_from_source(body: dict[str, Any], tool_id: str | None = None) -> dict[s
         raise ApiError(422, "source_code is required")
     try:
         tree = ast.parse(source)
-    except SyntaxError as exc:
+    except (SyntaxError, ValueError) as exc:  # ValueError: e.g. NUL bytes in the source
         raise ApiError(400, f"source_code is not valid Python: {exc}") from exc
     funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
     if not funcs:
@@ -48,7 +48,7 @@ def tool_from_source(body: dict[str, Any], tool_id: str | None = None) -> dict[s
 @router.post("/v1/tools/")
 async def create_tool(request: Request) -> dict[str, Any]:
     store = engine(request).store
-    tool = tool_from_source(await json_body(request))
+    tool = tool_from_source(check_body(await json_body(request), "post", "/v1/tools/"))
     if store.tool_by_name(tool["name"]) is not None:
         raise ApiError(409, f"A tool named {tool['name']!r} already exists", retry=False)
     store.insert_tool(tool)
@@ -58,7 +58,7 @@ async def create_tool(request: Request) -> dict[str, Any]:
 @router.put("/v1/tools/")
 async def upsert_tool(request: Request) -> dict[str, Any]:
     store = engine(request).store
-    body = await json_body(request)
+    body = check_body(await json_body(request), "put", "/v1/tools/")
     tool = tool_from_source(body)
     existing = store.tool_by_name(tool["name"])
     if existing is None:
@@ -90,7 +90,7 @@ async def update_tool(request: Request, tool_id: str) -> dict[str, Any]:
     tool = store.get_tool(tool_id)
     if tool is None:
         raise not_found("Tool", tool_id)
-    body = await json_body(request)
+    body = check_body(await json_body(request), "patch", "/v1/tools/{tool_id}")
     if body.get("source_code"):
         tool = tool_from_source({**tool, **body}, tool_id)
     for key in ("description", "tags", "default_requires_approval"):
