@@ -33,11 +33,15 @@ def send(message: str, agent: str | None = None, **kw: Any) -> RunHandle:
     return current().send(message, agent, **kw)
 
 
-def attach(run_id: str, starting_after: int = 0, **kw: Any) -> RunHandle:
-    """Follow an existing run from `starting_after` (exclusive)."""
+def attach(run_id: str, starting_after: int = 0, *, batch_size: int | None = None,
+           **kw: Any) -> RunHandle:
+    """Follow an existing run from `starting_after` (exclusive); `batch_size` → the resume.
+
+    A run this kernel already follows (e.g. detached) continues from its own cursor.
+    """
     from .session import current
 
-    return current().attach(run_id, starting_after, **kw)
+    return current().attach(run_id, starting_after, batch_size=batch_size, **kw)
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -49,6 +49,8 @@ class Follower:
     tail_timeout = 5.0        # bound on the one resume for a tail after stop_reason + EOF
     eof_checks = 3            # EOFs without progress before asking the server for the status
     recover_delays = (0.2, 0.5, 1.0)
+    join_timeout = 5.0        # bound on waiting for a stopping/finishing reader thread
+    detach_join_timeout = 1.0  # detach returns promptly even if a read cannot be interrupted
 
     def __init__(self, backend: Any, *, agent_id: str, transcript: Transcript | None = None,
                  stall_after: float = 60.0, max_reconnects: int = 20,
@@ -64,13 +66,18 @@ class Follower:
         self.warning: str | None = None
         self.error: str | None = None
         self.frames = 0
+        #: Resumes opened after a break or an EOF (each one, also after progress).
+        self.reconnects = 0
+        #: Frames per resume page (`Backend.resume(batch_size=...)`); None: the server's.
+        self.batch_size: int | None = None
         self.started_at: float | None = None
         self.ended_at: float | None = None
         self.background = True
         self._run_id: str | None = self.transcript.run_id
         self._listeners: list[Callable[[Follower], Any]] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._stop = threading.Event()   # the newest reader's; each reader keeps its own
+        self._local = threading.local()  # .stop: the calling reader thread's stop event
         self._settled = threading.Event()
         self._thread: threading.Thread | None = None
         self._generation = 0
@@ -107,6 +114,20 @@ class Follower:
     @property
     def settled(self) -> bool:
         return self._settled.is_set()
+
+    @property
+    def quiescent(self) -> bool:
+        """No reader can fold a frame concurrently: a transcript snapshot is consistent.
+
+        True from the reader thread itself (listeners run there) or when no reader is alive.
+        """
+        t = self._thread
+        return t is None or t is threading.current_thread() or not t.is_alive()
+
+    @property
+    def _halt(self) -> threading.Event:
+        """The calling reader's stop event: a newer launch never un-stops an older reader."""
+        return getattr(self._local, "stop", None) or self._stop
 
     # ---- listeners -----------------------------------------------------------------------
     def add_listener(self, fn: Callable[[Follower], Any]) -> None:
@@ -151,8 +172,11 @@ class Follower:
 
         self._launch(lambda: self._chain(opener, sent_at=sent_at, resend=opener))
 
-    def follow(self, run_id: str, *, starting_after: int = 0) -> None:
+    def follow(self, run_id: str, *, starting_after: int = 0,
+               batch_size: int | None = None) -> None:
         """Follow an existing run from `starting_after` (exclusive) in a thread."""
+        if batch_size is not None:
+            self.batch_size = batch_size
         tracker = self.transcript.tracker(run_id)
         tracker.last_seq = max(tracker.last_seq, starting_after)
         self._run_id = run_id
@@ -169,6 +193,7 @@ class Follower:
                     self._set_status("running")
                     self._read_tail(run_id, final=run)
                     return
+            self._set_status("running")
             self._chain(self._resumer(run_id))
 
         self._launch(body)
@@ -181,31 +206,35 @@ class Follower:
                 raise RuntimeError("this follower is already reading")
             self._generation += 1
             generation = self._generation
-            self._stop.clear()
+            stop = self._stop = threading.Event()  # an older reader keeps its own (set) one
             self._settled.clear()
             self.started_at = self.started_at or time.time()
             self.ended_at = None
             self._last_data = time.monotonic()
             ctx = contextvars.copy_context()
-            self._thread = threading.Thread(target=ctx.run, args=(self._guard, body, generation),
+            self._thread = threading.Thread(target=ctx.run,
+                                            args=(self._guard, body, generation, stop),
                                             name=f"letta-nb-follower-{self.agent_id}",
                                             daemon=True)
             self._thread.start()
         self._start_watchdog()
 
-    def _guard(self, body: Callable[[], None], generation: int) -> None:
+    def _guard(self, body: Callable[[], None], generation: int,
+               stop: threading.Event) -> None:
+        self._local.stop = stop
         try:
             body()
         except LettaNbError as exc:
-            if not self._stop.is_set():
+            if not stop.is_set():
                 self._set_status("error", error=str(exc))
         except Exception as exc:  # never a traceback from a thread; say it in one line
-            if not self._stop.is_set():
+            if not stop.is_set():
                 self._set_status("error", error=f"{type(exc).__name__}: {exc}")
         finally:
-            if generation == self._generation:  # an answer may have launched a newer reader
-                self._stream = None
-                self._settled.set()
+            with self._lock:  # atomic with _launch: never settle a newer reader's chain
+                if generation == self._generation:
+                    self._stream = None
+                    self._settled.set()
 
     # ---- the chain -----------------------------------------------------------------------
     def _chain(self, opener: Callable[[], Iterator[Chunk]], *, sent_at: float | None = None,
@@ -225,7 +254,7 @@ class Follower:
                 self._run_id = answering.run_id
                 self._set_status("requires_approval" if retry else "error", error=str(exc))
                 return
-            if outcome != "requires_approval" or self._stop.is_set():
+            if outcome != "requires_approval" or self._halt.is_set():
                 return
             decision = self._decide()
             if decision is None:
@@ -233,7 +262,11 @@ class Follower:
             approve, reason = decision
             state = self.approval
             assert state is not None
-            state.begin(approve, reason)
+            try:
+                state.begin(approve, reason)
+            except ApprovalError:
+                return  # a person answered first (answer()); their reader takes over
+
             opener, sent_at, resend, answering = self._answer_opener(state, approve, reason)
 
     def _decide(self) -> tuple[bool, str | None] | None:
@@ -270,11 +303,12 @@ class Follower:
         """Read one run to its end, reconnecting as needed; returns the settled status."""
         tr = self.transcript
         apply = tr.apply
+        stop = self._halt
         failures = 0
         idle_eofs = 0
         stop_reason: str | None = None
         while True:
-            if self._stop.is_set():
+            if stop.is_set():
                 return "detached"
             progressed = False
             rid = self._run_id
@@ -288,7 +322,7 @@ class Follower:
                         if rid is None:
                             continue
                         self._adopt(rid, answering)
-                    if self._stop.is_set():
+                    if stop.is_set():
                         return "detached"
                     acc = apply(chunk, rid)
                     if acc is None:
@@ -313,7 +347,7 @@ class Follower:
                         return self._finish(rid, stop_reason or "error", error=acc)
                     self._notify()
             except StreamInterrupted as exc:
-                if self._stop.is_set():
+                if stop.is_set():
                     return "detached"
                 if not self.background:
                     raise StreamInterrupted(
@@ -323,29 +357,34 @@ class Follower:
                 rid = self._run_id
                 if rid is None:
                     opener = self._recover(sent_at, resend, failures, answering)
+                    self._reconnecting(str(exc), failures)
                     continue
                 self._backoff(failures, str(exc))
+                self._reconnecting(str(exc), failures)
                 opener = self._resumer(rid)
                 continue
             except ServerUnavailable as exc:
-                if self._stop.is_set():
+                if stop.is_set():
                     return "detached"
                 if self._run_id is None:
                     raise  # the send itself failed: re-sending could start a second run
                 failures = 0 if progressed else failures + 1
                 self._backoff(failures, str(exc))
+                self._reconnecting(str(exc), failures)
                 opener = self._resumer(self._run_id)
                 continue
             finally:
-                self._stream = None
+                if self._stream is stream:
+                    self._stream = None
                 _close(stream)
             # clean EOF
-            if self._stop.is_set():
+            if stop.is_set():
                 return "detached"
             rid = self._run_id
             if rid is None:
                 raise StreamInterrupted("the server closed the stream before naming its run")
             if stop_reason is not None:
+                self._reconnecting("the stream ended after the stop reason", 0)
                 return self._read_tail(rid, stop_reason=stop_reason)
             if not self.background:
                 raise StreamInterrupted(f"the stream of run {rid} ended without a stop reason "
@@ -358,15 +397,30 @@ class Follower:
                 if idle_eofs >= self.max_reconnects:
                     raise StreamInterrupted(f"the stream of run {rid} keeps ending without data")
             self._backoff(idle_eofs, "the stream ended early")
+            self._reconnecting("the stream ended early", idle_eofs)
             opener = self._resumer(rid)
+
+    def _resume_kw(self, **kw: Any) -> dict[str, Any]:
+        if self.batch_size is not None:
+            kw["batch_size"] = self.batch_size
+        return kw
 
     def _resumer(self, rid: str) -> Callable[[], Iterator[Chunk]]:
         def opener() -> Iterator[Chunk]:
             after = self.transcript.last_seq(rid)
             self.transcript.begin_stream(rid, after)
-            return self.backend.resume(rid, after)
+            return self.backend.resume(rid, after, **self._resume_kw())
 
         return opener
+
+    def _reconnecting(self, why: str, attempt: int) -> None:
+        """Count a resume opened after a break/EOF and say so until data flows again."""
+        self.reconnects += 1
+        rid = self._run_id
+        where = f"run {rid} after seq {self.last_seq}" if rid else "the send"
+        tries = f", attempt {attempt}/{self.max_reconnects}" if attempt > 0 else ""
+        self.warning = f"reconnecting to {where} ({why}{tries}; reconnect #{self.reconnects})"
+        self._notify()
 
     def _adopt(self, rid: str, answering: ApprovalState | None) -> None:
         self._run_id = rid
@@ -386,7 +440,7 @@ class Follower:
         self.warning = f"reconnecting ({why}); attempt {attempt}/{self.max_reconnects}"
         self._notify()
         delay = min(self.backoff_cap, self.backoff_base * (2 ** (attempt - 1)))
-        self._stop.wait(delay * (0.5 + random.random() / 2))
+        self._halt.wait(delay * (0.5 + random.random() / 2))
 
     def _recover(self, sent_at: float | None, resend: Callable[[], Iterator[Chunk]] | None,
                  attempt: int, answering: ApprovalState | None) -> Callable[[], Iterator[Chunk]]:
@@ -402,7 +456,7 @@ class Follower:
             return resend
         known = set(self.transcript.runs)
         for delay in self.recover_delays:
-            if self._stop.wait(delay):
+            if self._halt.wait(delay):
                 break
             try:
                 runs = self.backend.list_runs(agent_id=self.agent_id, limit=10, order="desc")
@@ -479,15 +533,19 @@ class Follower:
         """
         error: Chunk | None = None
         done = False
+        stop = self._halt
         timeouts = failures = empty = 0
-        while not done and not self._stop.is_set():
+        while not done and not stop.is_set():
+            if timeouts or failures or empty:
+                self.reconnects += 1  # a further read of the tail after a break/EOF
             deadline = time.monotonic() + self.tail_timeout
             stream = None
             progressed = False
             try:
                 after = self.transcript.last_seq(rid)
                 self.transcript.begin_stream(rid, after)
-                stream = self.backend.resume(rid, after, timeout=self.tail_timeout)
+                stream = self.backend.resume(rid, after,
+                                             **self._resume_kw(timeout=self.tail_timeout))
                 self._stream = stream
                 for chunk in stream:
                     acc = self.transcript.apply(chunk, rid)
@@ -506,7 +564,7 @@ class Follower:
                         if done:
                             break
                         self._notify()
-                    if self._stop.is_set() or time.monotonic() > deadline:
+                    if stop.is_set() or time.monotonic() > deadline:
                         done = True  # only keepalives: we are at the end
                         break
             except StreamTimeout:
@@ -516,7 +574,8 @@ class Follower:
                 failures = 0 if progressed else failures + 1
                 self._backoff(failures, str(exc))
             finally:
-                self._stream = None
+                if self._stream is stream:
+                    self._stream = None
                 _close(stream)
             if not done and not progressed and stream is not None:
                 empty += 1  # a finished run resumed at its last seq sends only [DONE]
@@ -524,7 +583,7 @@ class Follower:
                     break
                 failures += 1
                 self._backoff(failures, "the stream ended early")
-        if self._stop.is_set():
+        if stop.is_set():
             return "detached"
         if stop_reason is None and final is not None:
             stop_reason = final.get("stop_reason")
@@ -539,9 +598,18 @@ class Follower:
             raise ApprovalError(f"run {self.run_id} has no pending approval "
                                 f"(status {self.status})")
         state.begin(approve, reason)
+        # The reader publishes requires_approval just before it exits (or asks its policy,
+        # which now loses the claim): let it finish instead of failing "already reading".
+        self._join(self.join_timeout)
         opener, sent_at, resend, answering = self._answer_opener(state, approve, reason)
-        self._launch(lambda: self._chain(opener, sent_at=sent_at, resend=resend,
-                                         answering=answering))
+        try:
+            self._launch(lambda: self._chain(opener, sent_at=sent_at, resend=resend,
+                                             answering=answering))
+        except RuntimeError:
+            state.failed("the previous reader did not finish", retryable=True)
+            self._run_id = state.run_id
+            self._set_status("requires_approval")
+            raise
 
     def cancel(self) -> str:
         """Cancel the run on the server; the reader then sees `stop_reason: cancelled`."""
@@ -562,14 +630,59 @@ class Follower:
         return result
 
     def detach(self) -> None:
-        """Stop reading locally; the run goes on and the cursor stays resumable."""
+        """Stop reading locally; the run goes on and the cursor stays resumable.
+
+        Waits (bounded) for the reader to stop, so the "detached" listeners see a transcript
+        no reader is still folding into (the cursor snapshot is consistent).
+        """
         self._stop.set()
         stream = self._stream
         if stream is not None and hasattr(stream, "close"):
             stream.close()
+        self._join(self.detach_join_timeout)
         if self.status not in SETTLED:
             self._set_status("detached")
         self._settled.set()
+
+    def resume(self) -> bool:
+        """Continue a detached or errored chain from its cursor (no new run); False if not.
+
+        Nothing is re-read or skipped: the reader resumes the newest run after the
+        transcript's own seq. Reading, finished and `--no-background` chains are left alone,
+        and so is an approval answer whose run was never named (it may or may not exist).
+        """
+        if self.status not in ("detached", "error") or not self.background:
+            return False
+        state = self.approval
+        if self._run_id is None and state is not None and state.state == SENDING:
+            return False
+        rid = self._run_id or self.transcript.run_id
+        if rid is None:
+            return False
+        self._join(self.join_timeout)
+        self.error = None
+        self.warning = None
+        self._stall_warned = False
+        self.follow(rid, starting_after=self.transcript.last_seq(rid))
+        return True
+
+    def drop_connection(self) -> bool:
+        """Close the live connection as a network cut would; the reader resumes by itself.
+
+        For demos and tests of the reconnect path (`reconnects` counts it). False when no
+        connection is open right now.
+        """
+        stream = self._stream
+        if stream is None or self._settled.is_set() or not hasattr(stream, "close"):
+            return False
+        stream.close()
+        return True
+
+    def _join(self, timeout: float) -> None:
+        """Wait (bounded) for the reader thread to end, unless called from it."""
+        t = self._thread
+        if t is not None and t is not threading.current_thread() and t.is_alive():
+            t.join(timeout)
 
     def wait(self, timeout: float | None = None) -> str:
         """Block until the chain settles (terminal, approval, detached, error) or `timeout`.

@@ -131,7 +131,7 @@ def _frame_name(data: Mapping[str, Any]) -> str | None:
 
 
 def _chunk_rows(backend: Any, run_id: str, end: int | None,
-                timeout: float | None) -> list[dict[str, Any]]:
+                timeout: float | None, batch_size: int | None = None) -> list[dict[str, Any]]:
     """Stored frames of one run with their effective seq; stops at `end` when given."""
     rows: list[dict[str, Any]] = []
     deadline = None if timeout is None else time.monotonic() + LIVE_READ_LIMIT
@@ -139,6 +139,8 @@ def _chunk_rows(backend: Any, run_id: str, end: int | None,
     kw: dict[str, Any] = {"include_pings": False}
     if timeout is not None:
         kw["timeout"] = timeout
+    if batch_size is not None:
+        kw["batch_size"] = batch_size
     stream = backend.resume(run_id, 0, **kw)
     try:
         for chunk in stream:
@@ -184,12 +186,13 @@ def _chunks_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame[CHUNK_COLUMNS]
 
 
-def chunks_frame(run_id: str) -> pd.DataFrame:
+def chunks_frame(run_id: str, batch_size: int | None = None) -> pd.DataFrame:
     """Every stored frame of a run, replayed from the server (seq-less frames get their seq).
 
     A run this kernel follows is read up to its cursor; a live run followed by nobody here is
     read until `LIVE_READ_TIMEOUT` seconds of silence or `LIVE_READ_LIMIT` seconds in all; a
-    finished run is read to its end.
+    finished run is read to its end. `batch_size` is passed to the server's resume (frames
+    per page of the stored replay).
     """
     session = _session()
     backend = session.backend
@@ -202,7 +205,7 @@ def chunks_frame(run_id: str) -> pd.DataFrame:
         status = backend.get_run(run_id).get("status")
         if status not in FINAL_STATUSES:
             timeout = LIVE_READ_TIMEOUT
-    return _chunks_table(_chunk_rows(backend, run_id, end, timeout))
+    return _chunks_table(_chunk_rows(backend, run_id, end, timeout, batch_size))
 
 
 # ---- usage -----------------------------------------------------------------------------------

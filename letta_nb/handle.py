@@ -72,6 +72,15 @@ class RunHandle:
         return self.follower.approval
 
     @property
+    def reconnects(self) -> int:
+        """Resumes opened after a break or an EOF so far (see `Follower.reconnects`)."""
+        return self.follower.reconnects
+
+    @property
+    def warning(self) -> str | None:
+        return self.follower.warning
+
+    @property
     def transcript(self) -> str:
         """Deterministic text of the whole chain (no ids, no times)."""
         return render_text(self.follower.transcript)

@@ -2,8 +2,11 @@
 
 Re-running a cell must never start a second run: `send` looks its cursor up first. A finished
 cursor is rendered from its cached transcript with no server call that could start a run; an
-unfinished one is re-attached (the follower already reading it, or a new one resuming from the
-cursor's seq). Cursors are written on status changes and at most every ~2 s while streaming.
+unfinished one is re-attached (the follower already reading it, a detached or errored one
+revived from its own cursor, or a new one resuming from the cursor's seq). The cheap cursor
+state is written on status changes and at most every ~2 s while streaming; the transcript
+records only at settle points (approval, end, detach, error), with the seqs they reflect, so a
+kernel that dies mid-run resumes from those seqs and re-reads the rest from the server.
 """
 
 from __future__ import annotations
@@ -126,22 +129,26 @@ class Session:
             if live is not None and live.agent_id == agent_id:
                 if policy is not None:
                     live.policy = policy
+                live.resume()  # detached/errored: continue from its cursor
                 return RunHandle(self, live, key)
             cur = self.store.get(key)
             if cur is None or cur.agent_id != agent_id or cur.run_id is None:
                 return None
             live = self._followers.get(cur.run_id)
             if live is not None:
+                live.resume()
                 return RunHandle(self, live, key)
-            transcript = Transcript.from_records(cur.records, cur.seqs)
+            seqs = cur.resume_seqs  # the records' own seqs: newer `seqs` would skip frames
+            transcript = Transcript.from_records(cur.records, seqs)
             for rid in cur.runs:  # keep the chain's run order even for runs with no entries
                 transcript.tracker(rid)
             follower = self._new_follower(agent_id, transcript, policy)
-            if cur.status in DONE:
+            done = cur.status in DONE and cur.records_current
+            if done:
                 self._restore(follower, cur)
             self._register(key, follower, cur)
-            if cur.status not in DONE:
-                follower.follow(cur.run_id, starting_after=cur.seqs.get(cur.run_id, 0))
+            if not done:
+                follower.follow(cur.run_id, starting_after=seqs.get(cur.run_id, 0))
             return RunHandle(self, follower, key)
 
     def _restore(self, follower: Follower, cur: Cursor) -> None:
@@ -168,11 +175,20 @@ class Session:
         return RunHandle(self, follower, key)
 
     def attach(self, run_id: str, starting_after: int = 0, *,
-               agent: str | dict[str, Any] | None = None) -> RunHandle:
-        """Follow any existing run (one follower per run per kernel)."""
+               agent: str | dict[str, Any] | None = None,
+               batch_size: int | None = None) -> RunHandle:
+        """Follow any existing run (one follower per run per kernel).
+
+        A run this kernel already follows keeps its follower; a detached or errored one
+        continues from its own cursor (`starting_after` is ignored then: the follower knows
+        exactly what it has, so nothing is skipped or read twice).
+        """
         with self._lock:
             live = self._followers.get(run_id)
             if live is not None:
+                if batch_size is not None:
+                    live.batch_size = batch_size
+                live.resume()
                 return RunHandle(self, live, self._keys.get(id(live), f"run:{run_id}"))
         if agent is None:
             agent_id = self.backend.get_run(run_id).get("agent_id")
@@ -185,7 +201,7 @@ class Session:
         cur = Cursor(key=key, agent_id=agent_id, runs=[run_id], status="running")
         with self._lock:
             self._register(key, follower, cur)
-        follower.follow(run_id, starting_after=starting_after)
+        follower.follow(run_id, starting_after=starting_after, batch_size=batch_size)
         return RunHandle(self, follower, key)
 
     def follower_for(self, run_id: str) -> Follower | None:
@@ -206,24 +222,32 @@ class Session:
 
         def persist(f: Follower) -> None:
             runs = f.transcript.runs
-            changed = f.status != state["status"] or len(runs) != state["runs"]
+            status = f.status
+            changed = status != state["status"] or len(runs) != state["runs"]
             now = time.monotonic()
             if not changed and now - state["last"] < PERSIST_EVERY:
                 return
-            state.update(last=now, status=f.status, runs=len(runs))
+            first = state["status"] is None  # a new chain: never inherit old records
+            state.update(last=now, status=status, runs=len(runs))
             for rid in runs:
                 self._followers.setdefault(rid, f)
-            self.store.put(self._cursor(key, f, message))
+            # Records (O(transcript)) only at settle points, and only from a consistent
+            # snapshot; otherwise the cheap state, and the stored records keep their seqs.
+            settle = changed and (first or status in SETTLED) and f.quiescent
+            self.store.put(self._cursor(key, f, message, records=settle), records=settle)
 
         follower.add_listener(persist)
         persist(follower)
 
-    def _cursor(self, key: str, f: Follower, message: str = "") -> Cursor:
+    def _cursor(self, key: str, f: Follower, message: str = "", *,
+                records: bool = True) -> Cursor:
         tr = f.transcript
         stop = tr.stop_reason
-        return Cursor(key=key, agent_id=f.agent_id, runs=list(tr.runs), seqs=tr.seq_state(),
-                      status=f.status, stop_reason=stop, records=tr.to_records(),
-                      message=message)
+        seqs = tr.seq_state()
+        return Cursor(key=key, agent_id=f.agent_id, runs=list(tr.runs), seqs=seqs,
+                      status=f.status, stop_reason=stop,
+                      records=tr.to_records() if records else [], message=message,
+                      record_seqs=dict(seqs) if records else None)
 
     def cursor_of(self, handle: RunHandle) -> Cursor:
         """The handle's cursor as it is now (the stored one may lag by up to ~2 s)."""

@@ -4,6 +4,11 @@ A cursor is what makes re-running a cell resume instead of restart: the agent, t
 runs (an approval starts a new run), the last seq of each, the status and the cached
 transcript. The file lives in the user's state directory (mode 0600) so a kernel restart
 finds it again.
+
+The cheap state (runs, seqs, status) and the transcript records are stored apart: the session
+writes the state often and the records only at settle points, so a long run costs no O(n)
+encode every few seconds. The records carry their own seq state (`record_seqs`): a resume
+after a crash starts from there, never from the newer `seqs` (that would skip frames).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ CREATE TABLE IF NOT EXISTS cursors (
     updated_at REAL NOT NULL
 )
 """
+_STATE_FIELDS = ("key", "agent_id", "runs", "seqs", "status", "stop_reason", "message",
+                 "updated_at")
 
 
 @dataclass(slots=True)
@@ -39,6 +46,20 @@ class Cursor:
     records: list[dict[str, Any]] = field(default_factory=list)
     message: str = ""
     updated_at: float = field(default_factory=time.time)
+    #: The seq state `records` reflect (None: the same as `seqs`). Resume from these.
+    record_seqs: dict[str, int] | None = None
+
+    @property
+    def resume_seqs(self) -> dict[str, int]:
+        """Per-run seqs that match the cached records: where a rebuilt transcript resumes."""
+        return self.seqs if self.record_seqs is None else self.record_seqs
+
+    @property
+    def records_current(self) -> bool:
+        """The cached records cover every seq of the cursor (nothing to re-read)."""
+        if self.record_seqs is None:
+            return True
+        return all(self.record_seqs.get(r, 0) >= s for r, s in self.seqs.items())
 
     @property
     def run_id(self) -> str | None:
@@ -54,12 +75,29 @@ class Cursor:
             "key": self.key, "agent_id": self.agent_id, "runs": self.runs, "seqs": self.seqs,
             "status": self.status, "stop_reason": self.stop_reason, "records": self.records,
             "message": self.message, "updated_at": self.updated_at,
+            "record_seqs": self.record_seqs,
         }, separators=(",", ":"), default=str)
 
+    def state_json(self) -> str:
+        """The cheap part (no records): O(runs), whatever the transcript's size."""
+        return json.dumps({k: getattr(self, k) for k in _STATE_FIELDS},
+                          separators=(",", ":"), default=str)
+
+    def records_json(self) -> str:
+        seqs = self.seqs if self.record_seqs is None else self.record_seqs
+        return json.dumps({"records": self.records, "seqs": seqs}, separators=(",", ":"),
+                          default=str)
+
     @classmethod
-    def from_json(cls, text: str) -> Cursor:
+    def from_json(cls, text: str, records: str | None = None) -> Cursor:
+        """A stored body (with `records` inside: older files) or state + records columns."""
         raw: Mapping[str, Any] = json.loads(text)
-        return cls(**{k: raw[k] for k in cls.__slots__ if k in raw})  # type: ignore[attr-defined]
+        cur = cls(**{k: raw[k] for k in cls.__slots__ if k in raw})  # type: ignore[attr-defined]
+        if "records" not in raw:  # split storage: the records column, with its own seqs
+            cached = json.loads(records) if records else {"records": [], "seqs": {}}
+            cur.records = cached["records"]
+            cur.record_seqs = {str(k): int(v) for k, v in cached["seqs"].items()}
+        return cur
 
 
 def cell_key(*, notebook: str | None, cell_id: str | None, agent: str, source: str,
@@ -108,6 +146,9 @@ class CursorStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(_SCHEMA)
+            cols = {row[1] for row in db.execute("PRAGMA table_info(cursors)")}
+            if "records" not in cols:  # older files: records lived inside body
+                db.execute("ALTER TABLE cursors ADD COLUMN records TEXT")
             db.commit()
             os.chmod(self.path, 0o600)
             self._db = db
@@ -118,26 +159,46 @@ class CursorStore:
             cur = self._mem.get(key)
             if cur is not None:
                 return cur
-            row = self._conn().execute("SELECT body FROM cursors WHERE key=?", (key,)).fetchone()
+            row = self._conn().execute("SELECT body, records FROM cursors WHERE key=?",
+                                       (key,)).fetchone()
             if row is None:
                 return None
-            cur = Cursor.from_json(row[0])
+            cur = Cursor.from_json(row[0], row[1])
             self._mem[key] = cur
             return cur
 
-    def put(self, cursor: Cursor, *, persist: bool = True) -> None:
+    def put(self, cursor: Cursor, *, persist: bool = True, records: bool = True) -> None:
+        """Store `cursor`; `records=False` writes only its cheap state.
+
+        Then the records (and their `record_seqs`) already stored are kept, in memory and on
+        disk, whatever `cursor.records` holds: the cost does not grow with the transcript.
+        """
         cursor.updated_at = time.time()
         with self._lock:
+            if not records:
+                prev = self._mem.get(cursor.key)
+                cursor.records = prev.records if prev is not None else []
+                cursor.record_seqs = dict(prev.resume_seqs) if prev is not None else {}
             self._mem[cursor.key] = cursor
-            if persist:
-                db = self._conn()
+            if not persist:
+                return
+            db = self._conn()
+            if records:
+                db.execute(
+                    "INSERT INTO cursors(key, body, updated_at, records) VALUES(?,?,?,?) "
+                    "ON CONFLICT(key) DO UPDATE SET body=excluded.body, "
+                    "updated_at=excluded.updated_at, records=excluded.records",
+                    (cursor.key, cursor.state_json(), cursor.updated_at,
+                     cursor.records_json()),
+                )
+            else:
                 db.execute(
                     "INSERT INTO cursors(key, body, updated_at) VALUES(?,?,?) "
                     "ON CONFLICT(key) DO UPDATE SET body=excluded.body, "
                     "updated_at=excluded.updated_at",
-                    (cursor.key, cursor.to_json(), cursor.updated_at),
+                    (cursor.key, cursor.state_json(), cursor.updated_at),
                 )
-                db.commit()
+            db.commit()
 
     def delete(self, key: str) -> None:
         with self._lock:
@@ -151,18 +212,20 @@ class CursorStore:
             for cur in self._mem.values():
                 if run_id in cur.runs:
                     return cur
-            for (body,) in self._conn().execute(
-                "SELECT body FROM cursors ORDER BY updated_at DESC"
-            ):
-                cur = Cursor.from_json(body)
-                if run_id in cur.runs:
-                    return cur
+            for (key, body) in self._conn().execute(
+                "SELECT key, body FROM cursors ORDER BY updated_at DESC"
+            ).fetchall():
+                if run_id in json.loads(body).get("runs", ()):
+                    row = self._conn().execute(
+                        "SELECT body, records FROM cursors WHERE key=?", (key,)).fetchone()
+                    return Cursor.from_json(row[0], row[1])
         return None
 
     def all(self) -> list[Cursor]:
         with self._lock:
-            rows = self._conn().execute("SELECT body FROM cursors ORDER BY updated_at").fetchall()
-        seen = {c.key: c for c in (Cursor.from_json(b) for (b,) in rows)}
+            rows = self._conn().execute(
+                "SELECT body, records FROM cursors ORDER BY updated_at").fetchall()
+        seen = {c.key: c for c in (Cursor.from_json(b, r) for (b, r) in rows)}
         seen.update(self._mem)
         return sorted(seen.values(), key=lambda c: c.updated_at)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -49,11 +50,22 @@ class FakeRun:
 
 
 class CutStream(httpx.SyncByteStream):
-    """The body, possibly cut at `cut` bytes by an error or a clean EOF."""
+    """The body, possibly cut at `cut` bytes by an error or a clean EOF.
+
+    Like a socket, `close()` from another thread ends a read blocked in a hold with
+    `httpx.ReadError` (`Response.close()` calls it).
+    """
 
     def __init__(self, body: bytes, cut: int | None, error: type[Exception] | None,
-                 pause: Callable[[int], None] | None = None) -> None:
+                 pause: Callable[[int], None] | None = None,
+                 hold: tuple[int, threading.Event] | None = None) -> None:
         self.body, self.cut, self.error, self.pause = body, cut, error, pause
+        self.hold = hold
+        self.closed = threading.Event()
+        self.held = threading.Event()  # set once the reader waits in the hold
+
+    def close(self) -> None:
+        self.closed.set()
 
     def __iter__(self) -> Iterator[bytes]:
         end = len(self.body) if self.cut is None else self.cut
@@ -62,6 +74,13 @@ class CutStream(httpx.SyncByteStream):
             step = min(end - pos, 700)
             if self.pause is not None:
                 self.pause(pos)
+            if self.hold is not None and pos >= self.hold[0]:
+                gate = self.hold[1]
+                self.held.set()
+                while not gate.is_set() and not self.closed.is_set():
+                    gate.wait(0.01)
+            if self.closed.is_set():
+                raise httpx.ReadError("the client closed the connection")
             yield self.body[pos:pos + step]
             pos += step
         if self.cut is not None and self.error is not None:
@@ -84,6 +103,9 @@ class FakeLetta:
         self.order: list[str] = []
         self.posts: list[dict[str, Any]] = []      # run-creating POST bodies
         self.resumes: list[tuple[str, int]] = []
+        self.batch_sizes: list[int | None] = []    # batch_size of each resume POST
+        self.streams: list[CutStream] = []
+        self._hold: tuple[int, threading.Event] | None = None
         self.violations: list[str] = []
         self.cancelled: list[str] = []
         self.pending: list[dict[str, Any]] | None = None
@@ -110,6 +132,7 @@ class FakeLetta:
             return self._post_messages(body)
         m = re.fullmatch(r"/v1/runs/([^/]+)/stream", path)
         if m and request.method == "POST":
+            self.batch_sizes.append(body.get("batch_size"))
             return self._resume(m.group(1), int(body.get("starting_after") or 0))
         m = re.fullmatch(r"/v1/runs/([^/]+)", path)
         if m and request.method == "GET":
@@ -168,4 +191,14 @@ class FakeLetta:
             cut = self.rng.randrange(0, len(body))
             error = None if self.rng.random() < self.clean_eof_rate else self.rng.choice(
                 self.errors)
-        return httpx.Response(200, headers=SSE, stream=CutStream(body, cut, error, self.pause))
+        hold, self._hold = self._hold, None
+        stream = CutStream(body, cut, error, self.pause, hold)
+        self.streams.append(stream)
+        return httpx.Response(200, headers=SSE, stream=stream)
+
+    def hold_next(self, at: int) -> threading.Event:
+        """The next served stream waits at byte `at` until the returned event is set (or the
+        client closes it); only that one stream."""
+        gate = threading.Event()
+        self._hold = (at, gate)
+        return gate

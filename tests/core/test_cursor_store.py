@@ -65,3 +65,46 @@ def test_cell_keys() -> None:
     by_src = cell_key(notebook=None, cell_id=None, agent="x", source="hi\n")
     assert by_src == cell_key(notebook=None, cell_id=None, agent="x", source="hi")
     assert by_src != cell_key(notebook=None, cell_id=None, agent="y", source="hi")
+
+
+def test_cheap_puts_keep_the_records_and_their_seqs(tmp_path: Path) -> None:
+    db = tmp_path / "cursors.db"
+    store = CursorStore(db)
+    cur = _cursor()
+    store.put(cur)  # a settle point: records with the seqs they reflect
+    later = Cursor(key=cur.key, agent_id="agent-1", runs=["run-1"], seqs={"run-1": 90},
+                   status="running", records=[{"not": "written"}])
+    store.put(later, records=False)  # streaming: O(runs), the records stay as they were
+    assert store.get(cur.key).records == cur.records
+    store.close()
+    loaded = CursorStore(db).get(cur.key)
+    assert loaded.seqs == {"run-1": 90} and loaded.status == "running"
+    assert loaded.records == cur.records and loaded.record_seqs == {"run-1": 4}
+    assert loaded.resume_seqs == {"run-1": 4} and not loaded.records_current
+
+
+def test_state_without_records_resumes_from_zero(tmp_path: Path) -> None:
+    store = CursorStore(tmp_path / "cursors.db")
+    store.put(Cursor(key="k", agent_id="a", runs=["run-1"], seqs={"run-1": 7}), records=False)
+    store.close()
+    loaded = CursorStore(tmp_path / "cursors.db").get("k")
+    assert loaded.records == [] and loaded.resume_seqs == {}
+
+
+def test_older_files_with_records_in_the_body_still_load(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "cursors.db"
+    cur = _cursor()
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE cursors (key TEXT PRIMARY KEY, body TEXT NOT NULL, "
+                 "updated_at REAL NOT NULL)")
+    legacy = cur.to_json().replace(',"record_seqs":null', "")
+    conn.execute("INSERT INTO cursors VALUES (?,?,?)", (cur.key, legacy, 1.0))
+    conn.commit()
+    conn.close()
+    store = CursorStore(db)
+    loaded = store.get(cur.key)
+    assert loaded.records == cur.records and loaded.record_seqs is None
+    assert loaded.resume_seqs == loaded.seqs == {"run-1": 4} and loaded.records_current
+    assert store.find_by_run("run-1").records == cur.records

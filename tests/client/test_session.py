@@ -1,0 +1,195 @@
+"""Session over the fake server: revive detached/errored followers, batch_size, crash resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fake_letta import AGENT, FakeLetta
+from lnb_golden import read_frames, to_chunks
+
+import letta_nb.session as session_mod
+from letta_nb.backend import Backend
+from letta_nb.core.cursor import CursorStore
+from letta_nb.core.transcript import Transcript
+from letta_nb.follower import Follower
+from letta_nb.session import Session
+
+LONG = "05_replay_finished_run/01_replay_from_0_batch_1000.sse"
+ASK = "06_approval/01_approval_request_1.sse"
+APPROVE = "06_approval/05_approve.sse"
+BOUND = 120.0  # a hang guard only: waits return as soon as the chain settles
+
+
+@pytest.fixture(autouse=True)
+def _fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Follower, "backoff_base", 0.001)
+    monkeypatch.setattr(Follower, "backoff_cap", 0.005)
+    monkeypatch.setattr(Follower, "recover_delays", (0.0, 0.0))
+
+
+def _session(fake: FakeLetta, db: Path) -> Session:
+    backend = Backend("http://fake", None, max_retries=0, http_client=fake.client())
+    return Session(backend, agent={"id": AGENT, "name": "golden agent"},
+                   store=CursorStore(db))
+
+
+def _uncut(path: Path) -> list[dict]:
+    tr = Transcript()
+    chunks = to_chunks(read_frames(path))
+    for c in chunks:
+        tr.apply(c, chunks[0].run_id)
+    return tr.to_records()
+
+
+def _until(pred, what: str) -> None:
+    """Poll for a state the test needs (a hang guard, not a timing assertion)."""
+    import time
+
+    deadline = time.monotonic() + BOUND
+    while not pred():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
+
+
+def _held(fake: FakeLetta, index: int = 0) -> None:
+    _until(lambda: len(fake.streams) > index and fake.streams[index].held.is_set(),
+           "the stream never reached its hold")
+
+
+def test_resend_after_detach_continues_the_same_run(golden_dir: Path, tmp_path: Path) -> None:
+    fake = FakeLetta([golden_dir / LONG])
+    fake.hold_next(20000)
+    s = _session(fake, tmp_path / "c.db")
+    h = s.send("LONG")
+    _held(fake)
+    h.detach()
+    seq = h.follower.last_seq
+    assert h.status == "detached" and 0 < seq < 303
+    fake.runs[h.run_id].status = "running"
+    again = s.send("LONG")  # re-running the cell
+    assert again.follower is h.follower
+    assert again.wait(BOUND) == "completed", again.error
+    assert len(fake.posts) == 1 and fake.resumes == [(h.run_id, seq)]
+    assert h.follower.transcript.to_records() == _uncut(golden_dir / LONG)
+    assert not fake.violations
+
+
+def test_attach_after_detach_continues_with_batch_size(golden_dir: Path,
+                                                       tmp_path: Path) -> None:
+    fake = FakeLetta([golden_dir / LONG])
+    fake.hold_next(20000)
+    s = _session(fake, tmp_path / "c.db")
+    h = s.send("LONG")
+    _held(fake)
+    h.detach()
+    seq = h.follower.last_seq
+    fake.runs[h.run_id].status = "running"
+    again = s.attach(h.run_id, starting_after=seq, batch_size=16)
+    assert again.follower is h.follower
+    assert again.wait(BOUND) == "completed", again.error
+    assert fake.resumes == [(h.run_id, seq)] and fake.batch_sizes == [16]
+    assert h.follower.transcript.to_records() == _uncut(golden_dir / LONG)
+
+
+def test_errored_follower_is_revived_and_counts_reconnects(golden_dir: Path,
+                                                           tmp_path: Path) -> None:
+    fake = FakeLetta([golden_dir / LONG])
+    fake.hold_next(20000)
+    s = _session(fake, tmp_path / "c.db")
+    h = s.send("LONG")
+    _held(fake)
+    seq = h.follower.last_seq
+    fake.status_overrides[r"/runs/[^/]+/stream$"] = 503  # every resume fails: it gives up
+    assert h.follower.drop_connection()
+    assert h.wait(BOUND) == "error" and "gave up" in h.error
+    assert h.reconnects == h.follower.max_reconnects + 1
+    fake.status_overrides.clear()
+    fake.runs[h.run_id].status = "running"
+    again = s.send("LONG")
+    assert again.follower is h.follower
+    assert again.wait(BOUND) == "completed", again.error
+    assert again.error is None and again.warning is None
+    assert fake.resumes == [(h.run_id, seq)] and len(fake.posts) == 1
+    assert h.follower.transcript.to_records() == _uncut(golden_dir / LONG)
+
+
+def test_attach_and_chunks_frame_pass_batch_size(golden_dir: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeLetta([golden_dir / LONG])
+    s = _session(fake, tmp_path / "c.db")
+    rid = s.send("LONG", wait=True, timeout=BOUND).run_id
+    fresh = _session(fake, tmp_path / "other.db")
+    h = fresh.attach(rid, batch_size=16)
+    assert h.wait(BOUND) == "completed" and fake.batch_sizes == [16]
+    assert h.follower.transcript.to_records() == _uncut(golden_dir / LONG)
+    monkeypatch.setattr(session_mod, "_current", fresh)
+    import letta_nb
+
+    frame = letta_nb.chunks_frame(rid, batch_size=8)
+    assert fake.batch_sizes[-1] == 8 and frame["seq_id"].max() == 303
+
+
+def test_streaming_writes_no_transcript_until_a_settle_point(
+        golden_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(session_mod, "PERSIST_EVERY", 0.0)  # a cheap write per frame
+    calls = []
+    original = Transcript.to_records
+    monkeypatch.setattr(Transcript, "to_records",
+                        lambda self: calls.append(1) or original(self))
+    fake = FakeLetta([golden_dir / LONG])
+    s = _session(fake, tmp_path / "c.db")
+    h = s.send("LONG", wait=True, timeout=BOUND)
+    assert h.status == "completed" and h.follower.frames > 300
+    assert len(calls) <= 2  # the new chain and its end, not once per write
+    stored = CursorStore(tmp_path / "c.db").get(h.key)
+    assert stored.status == "completed" and stored.records_current
+    assert stored.records == _uncut(golden_dir / LONG)
+
+
+def test_kernel_crash_mid_run_resumes_from_the_records_seqs(
+        golden_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(session_mod, "PERSIST_EVERY", 0.0)
+    fake = FakeLetta([golden_dir / LONG])
+    gate = fake.hold_next(20000)
+    db = tmp_path / "c.db"
+    s = _session(fake, db)
+    h = s.send("LONG")
+    _held(fake)
+    rid = h.run_id
+    on_disk = CursorStore(db).get(h.key)  # what a crashed kernel leaves behind
+    assert on_disk.status == "running" and on_disk.seqs[rid] > 0
+    assert on_disk.record_seqs == {} and on_disk.records == []
+    crashed = _session(fake, db)  # a new kernel over the same cursor file
+    again = crashed.send("LONG")
+    assert again.wait(BOUND) == "completed", again.error
+    assert fake.resumes[-1] == (rid, 0) and len(fake.posts) == 1  # never a second run
+    assert again.follower.transcript.to_records() == _uncut(golden_dir / LONG)
+    gate.set()
+    h.detach()
+
+
+def test_kernel_crash_in_the_answer_run_keeps_the_first_runs_records(
+        golden_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(session_mod, "PERSIST_EVERY", 0.0)
+    fake = FakeLetta([golden_dir / ASK, golden_dir / APPROVE])
+    db = tmp_path / "c.db"
+    s = _session(fake, db)
+    h = s.send("APPROVE", wait=True, timeout=BOUND)
+    assert h.status == "requires_approval"
+    first = h.run_id
+    gate = fake.hold_next(2800)
+    h.approve()
+    _held(fake, 1)
+    second = h.run_id
+    on_disk = CursorStore(db).get(h.key)
+    assert on_disk.runs == [first, second] and on_disk.seqs[second] > 0
+    assert on_disk.record_seqs == {first: on_disk.seqs[first]}
+    crashed = _session(fake, db)
+    again = crashed.send("APPROVE")
+    assert again.wait(BOUND) == "completed", again.error
+    assert fake.resumes[-1] == (second, 0) and len(fake.posts) == 2
+    gate.set()
+    assert h.wait(BOUND) == "completed"
+    assert again.follower.transcript.to_records() == h.follower.transcript.to_records()
+    assert again.runs == [first, second]
