@@ -179,7 +179,12 @@ def _widget_bundle(handle: RunHandle) -> dict[str, Any] | None:
     except Exception:
         return None
     try:
-        view = RunView(handle)
+        # One live view per handle: every repr (Out[], display(h), re-displays) shares it
+        # instead of wiring yet another view to the follower.
+        view = getattr(handle, "_view", None)
+        if view is None or getattr(view, "comm", None) is None:
+            view = RunView(handle)
+            handle._view = view
         bundle = view._repr_mimebundle_()
     except Exception:
         return None

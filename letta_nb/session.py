@@ -20,11 +20,20 @@ from typing import Any
 
 from .core.approval import ApprovalState
 from .core.cursor import Cursor, CursorStore, default_state_dir
-from .core.errors import ConfigurationError, LettaNbError, NotFound
+from .core.errors import (
+    ConfigurationError,
+    LettaNbError,
+    NotFound,
+    ServerUnavailable,
+    Unauthorized,
+)
 from .core.secrets import mask, register_secret
 from .core.transcript import Transcript
 from .follower import SETTLED, Follower, Policy
 from .handle import RunHandle
+
+#: Where a key without a base URL points, as in letta-client's default environment.
+LETTA_CLOUD_URL = "https://api.letta.com"
 
 DEMO_AGENT = "demo-analyst"
 DEMO_MODEL = "letta_nb/demo"
@@ -299,6 +308,8 @@ def connect(base_url: str | None = None, api_key: str | None = None, *,
     api_key = api_key or os.environ.get("LETTA_API_KEY") or None
     register_secret(api_key)
     base_url = base_url or os.environ.get("LETTA_BASE_URL") or None
+    if base_url is None and api_key:
+        base_url = LETTA_CLOUD_URL  # a key alone means Letta Cloud, never the embedded server
     server = None
     embedded = base_url is None
     if embedded:
@@ -311,8 +322,12 @@ def connect(base_url: str | None = None, api_key: str | None = None, *,
             session.use_agent(agent)
         else:
             session.agent = session.ensure_agent()
+    except (ServerUnavailable, Unauthorized):
+        session.close()
+        raise  # a dead URL or a refused key must not become the current session
     except LettaNbError:
         if agent is not None or embedded:
+            session.close()
             raise
         session.agent = None  # a remote server without the demo model: pick one later
     with _current_lock:
