@@ -22,7 +22,7 @@ from letta_nb.server.app import create_app
 from letta_nb.server.brains.base import Brain
 from letta_nb.server.config import DEFAULT_KEEPALIVE, DEFAULT_RETENTION, ServerConfig
 
-START_TIMEOUT = 15.0
+START_TIMEOUT = 60.0  # bounded, but patient with a loaded machine
 STOP_TIMEOUT = 10.0
 
 

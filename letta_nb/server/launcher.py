@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 DISCOVERY = "server.json"
-START_TIMEOUT = 20.0
+START_TIMEOUT = 60.0  # bounded, but patient with a loaded machine
 STOP_TIMEOUT = 10.0
 
 

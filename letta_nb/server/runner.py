@@ -87,6 +87,7 @@ class LiveRun:
     stream_tokens: bool
     max_steps: int
     started: float = field(default_factory=time.monotonic)
+    ttft_ns: int | None = None  # time to the first frame of model output (not the ping)
     seq: int = 0
     committed: int = 0  # highest seq known committed (readers never get past it)
     unflushed: list[bytes] = field(default_factory=list)  # queued, not yet handed to the writer
@@ -171,11 +172,16 @@ class Engine:
             data = frame if isinstance(frame, bytes) else render(frame, run.seq, event=event)
             self._queue(run, data)
         elif run.queue is not None:
+            if run.ttft_ns is None and not (isinstance(frame, dict)
+                                            and frame.get("message_type") == "ping"):
+                run.ttft_ns = int((time.monotonic() - run.started) * 1e9)
             data = frame if isinstance(frame, bytes) else render(frame, None, event=event)
             run.queue.put_nowait(data)
 
     def _queue(self, run: LiveRun, data: bytes) -> None:
         """Buffer a numbered frame (``run.seq``); ``flush`` sends it to the writer."""
+        if run.ttft_ns is None and (run.seq > 1 or not run.include_pings):  # seq 1: the ping
+            run.ttft_ns = int((time.monotonic() - run.started) * 1e9)
         buf = run.unflushed
         if not buf:
             run.unflushed_first = run.seq
@@ -700,6 +706,7 @@ class Engine:
         self.store.finish_run(
             run.id, status=status, stop_reason=stop, last_seq=run.seq, usage=usage,
             metadata=metadata, total_duration_ns=int((time.monotonic() - run.started) * 1e9),
+            ttft_ns=run.ttft_ns,
         )
         if self.store.get_agent(agent["id"]) is not None:
             self.store.update_agent(agent["id"], last_stop_reason=stop)

@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS runs (
     otid_key TEXT,
     last_seq INTEGER NOT NULL DEFAULT 0,
     usage TEXT,
-    total_duration_ns INTEGER
+    total_duration_ns INTEGER,
+    ttft_ns INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_agent ON runs (agent_id, ord);
 CREATE INDEX IF NOT EXISTS runs_otid ON runs (agent_id, otid_key);
@@ -185,7 +186,7 @@ class FrameWriter:
 
 _RUN_COLS = (
     "ord, id, agent_id, created_at, completed_at, status, stop_reason, background, metadata, "
-    "otid_key, last_seq, usage, total_duration_ns"
+    "otid_key, last_seq, usage, total_duration_ns, ttft_ns"
 )
 
 
@@ -246,6 +247,9 @@ class Store:
         self.db.execute("PRAGMA cache_size=-65536")
         self.db.execute("PRAGMA mmap_size=268435456")
         self.db.executescript(_SCHEMA)
+        cols = {row[1] for row in self.db.execute("PRAGMA table_info(runs)")}
+        if "ttft_ns" not in cols:  # databases written before time-to-first-token was kept
+            self.db.execute("ALTER TABLE runs ADD COLUMN ttft_ns INTEGER")
 
     def close(self) -> None:
         with self._lock:
@@ -430,14 +434,15 @@ class Store:
         usage: dict[str, int] | None,
         metadata: dict[str, Any],
         total_duration_ns: int | None,
+        ttft_ns: int | None = None,
     ) -> None:
         with self._lock, self.write_lock:
             self.db.execute(
                 "UPDATE runs SET status = ?, stop_reason = ?, completed_at = ?, last_seq = ?, "
-                "usage = ?, metadata = ?, total_duration_ns = ? WHERE id = ?",
+                "usage = ?, metadata = ?, total_duration_ns = ?, ttft_ns = ? WHERE id = ?",
                 (status, stop_reason, time.time(), last_seq,
                  json.dumps(usage) if usage else None, json.dumps(metadata), total_duration_ns,
-                 run_id),
+                 ttft_ns, run_id),
             )
 
     def list_runs(

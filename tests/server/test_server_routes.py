@@ -147,3 +147,19 @@ def test_default_model_is_demo_when_installed() -> None:
         c = Letta(base_url=srv.base_url, max_retries=0)
         assert c.agents.create().model == DEMO_HANDLE
         assert DEMO_HANDLE in [m.handle for m in c.models.list()]
+
+
+def test_run_times_first_token_and_duration(client: Letta, agent_id: str) -> None:
+    """`ttft_ns` (first model output, not the ping) and `total_duration_ns` feed run history."""
+    stream = client.agents.messages.create(
+        agent_id, messages=[{"role": "user", "content": "long 5 20"}], streaming=True,
+        background=True, stream_tokens=True, include_pings=True)
+    run_id = next(c.run_id for c in stream)
+    for _ in stream:
+        pass
+    run = client.runs.retrieve(run_id)
+    assert run.status == "completed"
+    assert isinstance(run.ttft_ns, int) and isinstance(run.total_duration_ns, int)
+    assert 0 < run.ttft_ns < run.total_duration_ns
+    # five tokens 20 ms apart: the first arrives well before the end, not with the stop_reason
+    assert run.total_duration_ns - run.ttft_ns >= 60_000_000
