@@ -260,9 +260,17 @@ class LettaMagics(Magics):
         session = self._session()
         agent = session.agent["name"] if session.agent else "none"
         print(f"server {session.backend.base_url} · default agent {agent}")
-        handle = self.last_handle
-        if handle is not None:
-            print(f"last run {handle.run_id} · {handle.status} · seq {handle.follower.last_seq}")
+        if session.agent:
+            for call in session.backend.pending_approval(session.agent["id"]):
+                print(f"approval pending: {call.get('name')}({call.get('arguments')}) "
+                      f"[{call.get('tool_call_id')}] — answer with the buttons, "
+                      "run.approve() or run.deny(reason)")
+        followers = session.followers()
+        if not followers:
+            print("no runs followed in this kernel yet")
+        for f in followers:
+            print(f"run {f.run_id} · {f.status} · seq {f.last_seq} · chain of {len(f.runs)}"
+                  + (f" · {f.warning}" if f.warning else ""))
 
 
 _loaded: dict[int, LettaMagics] = {}

@@ -264,6 +264,10 @@ class Session:
         message = stored.message if stored else ""
         return self._cursor(handle.key, handle.follower, message)
 
+    def followers(self) -> list[Follower]:
+        """Every run chain this kernel follows (one follower per chain), oldest first."""
+        return list(dict.fromkeys(self._followers.values()))
+
     def runs(self, **kw: Any) -> list[dict[str, Any]]:
         return self.backend.list_runs(**kw)
 

@@ -91,6 +91,8 @@ def test_wait_stops_at_an_approval_request(ip: Any) -> None:
     assert "■ requires_approval" in cap.stdout
     assert cap.stderr.count("\n") == 1 and "waiting for an approval" in cap.stderr
     handle = ip.user_ns["g"]
+    status = run(ip, "%letta status").stdout
+    assert "approval pending: write_report(" in status and "requires_approval" in status
     handle.deny("not now")
     assert handle.wait(20) == "completed"
     assert "not now" in handle.transcript
@@ -167,7 +169,8 @@ def test_line_commands(ip: Any, session: Any) -> None:
     cap = run(ip, f"%letta chunks {run_id}")
     assert "[7 rows x 9 columns]" in cap.outputs[0].data["text/plain"]  # ping+4+stop+usage
     cap = run(ip, "%letta status")
-    assert f"last run {run_id} · completed" in cap.stdout
+    assert f"run {run_id} · completed" in cap.stdout
+    assert "approval pending" not in cap.stdout
     cap = run(ip, f"%letta attach {run_id} --from 2")
     assert cap.outputs[0].data["text/plain"] == "<letta_nb run view>" or \
         "run view" in cap.outputs[0].data["text/plain"]
