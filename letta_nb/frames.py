@@ -130,7 +130,7 @@ def _frame_name(data: Mapping[str, Any]) -> str | None:
     return str(name) if name else None
 
 
-def _chunk_rows(backend: Any, run_id: str, end: int | None,
+def chunk_rows(backend: Any, run_id: str, end: int | None,
                 timeout: float | None, batch_size: int | None = None) -> list[dict[str, Any]]:
     """Stored frames of one run with their effective seq; stops at `end` when given."""
     rows: list[dict[str, Any]] = []
@@ -168,7 +168,7 @@ def _chunk_rows(backend: Any, run_id: str, end: int | None,
     return rows
 
 
-def _chunks_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+def chunks_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     def col(key: str) -> list[Any]:
         return [r.get(key) for r in rows]
 
@@ -205,7 +205,7 @@ def chunks_frame(run_id: str, batch_size: int | None = None) -> pd.DataFrame:
         status = backend.get_run(run_id).get("status")
         if status not in FINAL_STATUSES:
             timeout = LIVE_READ_TIMEOUT
-    return _chunks_table(_chunk_rows(backend, run_id, end, timeout, batch_size))
+    return chunks_table(chunk_rows(backend, run_id, end, timeout, batch_size))
 
 
 # ---- usage -----------------------------------------------------------------------------------

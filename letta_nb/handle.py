@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .core.chunks import SeqTracker
 from .core.render import render_html, render_text
 
 if TYPE_CHECKING:
@@ -18,21 +17,6 @@ if TYPE_CHECKING:
     from .core.cursor import Cursor
     from .follower import Follower
     from .session import Session
-
-_CHUNK_COLUMNS = ["run_id", "seq_id", "message_type", "id", "step_id", "date", "text", "data"]
-
-
-def _frame_text(data: Any) -> str | None:
-    for key in ("content", "reasoning", "tool_return", "hidden_reasoning", "stop_reason",
-                "message"):
-        value = data.get(key)
-        if isinstance(value, str):
-            return value
-    call = data.get("tool_call")
-    if isinstance(call, dict):
-        return call.get("arguments")
-    return None
-
 
 class RunHandle:
     """One run chain as the notebook sees it (see docs/architecture.md)."""
@@ -95,38 +79,18 @@ class RunHandle:
 
     @property
     def chunks(self) -> pd.DataFrame:
-        """Every stored frame of the chain, replayed from the server up to the cursor."""
-        import pandas as pd
+        """Every stored frame of the chain, replayed from the server up to the cursor (the
+        same table as `lnb.chunks_frame`, one run after another)."""
+        from .frames import chunk_rows, chunks_table
 
-        rows: list[dict[str, Any]] = []
         backend = self._session.backend
-        tr = self.follower.transcript
+        transcript = self.follower.transcript
+        rows: list[dict[str, Any]] = []
         for rid in self.follower.runs:
-            end = tr.last_seq(rid)
-            tracker = SeqTracker(rid)
-            if end <= 0:
-                continue
-            stream = backend.resume(rid, 0, include_pings=False)
-            try:
-                for chunk in stream:
-                    acc = tracker.accept(chunk)
-                    if acc is None:
-                        continue
-                    data = acc.data
-                    rows.append({"run_id": rid, "seq_id": acc.seq_id,
-                                 "message_type": acc.message_type, "id": data.get("id"),
-                                 "step_id": data.get("step_id"), "date": data.get("date"),
-                                 "text": _frame_text(data), "data": dict(data)})
-                    if tracker.last_seq >= end:  # never read past the cursor: it may hang
-                        break
-            finally:
-                stream.close()
-        frame = pd.DataFrame(rows, columns=_CHUNK_COLUMNS)
-        frame["seq_id"] = frame["seq_id"].astype("Int64")
-        frame["message_type"] = frame["message_type"].astype("category")
-        frame["date"] = pd.to_datetime(frame["date"], utc=True, errors="coerce",
-                                       format="ISO8601")
-        return frame
+            end = transcript.last_seq(rid)
+            if end > 0:  # never read past the cursor: past the end a real server hangs
+                rows.extend(chunk_rows(backend, rid, end, None))
+        return chunks_table(rows)
 
     # ---- control -------------------------------------------------------------------------
     def wait(self, timeout: float | None = None) -> str:

@@ -54,7 +54,7 @@ def test_empty_frames_keep_typed_columns(session: Any) -> None:
     usage = frames.usage_frame(agent="idle-agent")
     assert usage.empty and list(usage.columns) == frames.USAGE_COLUMNS
     assert str(usage["total_tokens"].dtype) == "Int64"
-    chunks = frames._chunks_table([])
+    chunks = frames.chunks_table([])
     assert list(chunks.columns) == frames.CHUNK_COLUMNS
     assert str(chunks["seq_id"].dtype) == "Int64" and is_utc(chunks["date"])
     assert isinstance(chunks["message_type"].dtype, pd.CategoricalDtype)
