@@ -110,6 +110,9 @@ class RunView(widgets.VBox):
             self._build_controls()
 
         self.flush()  # what is known now (e.g. a cached transcript) shows at once
+        # Building the view (its comm_opens, a cached transcript) is not an update: the first
+        # frames after it must not wait out a widget-update budget.
+        self._hold = float("-inf")
         ref = weakref.ref(self)
 
         def listener(_follower: Any) -> None:
