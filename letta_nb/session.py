@@ -260,7 +260,7 @@ class Session:
 
     def cursor_of(self, handle: RunHandle) -> Cursor:
         """The handle's cursor as it is now (the stored one may lag by up to ~2 s)."""
-        stored = self.store.get(handle.key)
+        stored = self.store.get(handle.key, records=False)
         message = stored.message if stored else ""
         return self._cursor(handle.key, handle.follower, message)
 

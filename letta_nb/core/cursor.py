@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -154,33 +154,40 @@ class CursorStore:
             self._db = db
         return self._db
 
-    def get(self, key: str) -> Cursor | None:
+    def get(self, key: str, *, records: bool = True) -> Cursor | None:
+        """The cursor of `key`; with `records` its cached transcript too, read from disk.
+
+        Memory keeps only the cheap state: the transcript of a chain followed in this kernel
+        lives in its follower, and a second copy here would double the kernel's memory (a
+        1,000,000-token run). The records are needed only to rebuild a chain nobody follows.
+        """
         with self._lock:
             cur = self._mem.get(key)
-            if cur is not None:
+            if cur is not None and (cur.records or not records):
                 return cur
             row = self._conn().execute("SELECT body, records FROM cursors WHERE key=?",
                                        (key,)).fetchone()
             if row is None:
-                return None
-            cur = Cursor.from_json(row[0], row[1])
-            self._mem[key] = cur
-            return cur
+                return cur
+            stored = Cursor.from_json(row[0], row[1])
+            if cur is None:
+                cur = self._mem[key] = _lean(stored)
+            return replace(cur, records=stored.records, record_seqs=stored.record_seqs)
 
     def put(self, cursor: Cursor, *, persist: bool = True, records: bool = True) -> None:
         """Store `cursor`; `records=False` writes only its cheap state.
 
-        Then the records (and their `record_seqs`) already stored are kept, in memory and on
-        disk, whatever `cursor.records` holds: the cost does not grow with the transcript.
+        Then the records (and their `record_seqs`) already stored are kept on disk, whatever
+        `cursor.records` holds: the cost does not grow with the transcript.
         """
         cursor.updated_at = time.time()
         with self._lock:
             if not records:
                 prev = self._mem.get(cursor.key)
-                cursor.records = prev.records if prev is not None else []
+                cursor.records = []
                 cursor.record_seqs = dict(prev.resume_seqs) if prev is not None else {}
-            self._mem[cursor.key] = cursor
             if not persist:
+                self._mem[cursor.key] = cursor
                 return
             db = self._conn()
             if records:
@@ -199,6 +206,7 @@ class CursorStore:
                     (cursor.key, cursor.state_json(), cursor.updated_at),
                 )
             db.commit()
+            self._mem[cursor.key] = _lean(cursor)
 
     def delete(self, key: str) -> None:
         with self._lock:
@@ -207,30 +215,13 @@ class CursorStore:
             db.execute("DELETE FROM cursors WHERE key=?", (key,))
             db.commit()
 
-    def find_by_run(self, run_id: str) -> Cursor | None:
-        with self._lock:
-            for cur in self._mem.values():
-                if run_id in cur.runs:
-                    return cur
-            for (key, body) in self._conn().execute(
-                "SELECT key, body FROM cursors ORDER BY updated_at DESC"
-            ).fetchall():
-                if run_id in json.loads(body).get("runs", ()):
-                    row = self._conn().execute(
-                        "SELECT body, records FROM cursors WHERE key=?", (key,)).fetchone()
-                    return Cursor.from_json(row[0], row[1])
-        return None
-
-    def all(self) -> list[Cursor]:
-        with self._lock:
-            rows = self._conn().execute(
-                "SELECT body, records FROM cursors ORDER BY updated_at").fetchall()
-        seen = {c.key: c for c in (Cursor.from_json(b, r) for (b, r) in rows)}
-        seen.update(self._mem)
-        return sorted(seen.values(), key=lambda c: c.updated_at)
-
     def close(self) -> None:
         with self._lock:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+def _lean(cursor: Cursor) -> Cursor:
+    """The cursor without its records (they stay on disk), keeping the seqs they reflect."""
+    return replace(cursor, records=[], record_seqs=dict(cursor.resume_seqs))
