@@ -231,6 +231,8 @@ class Follower:
             if not stop.is_set():
                 self._set_status("error", error=f"{type(exc).__name__}: {exc}")
         finally:
+            if self.frames >= TRIM_AFTER_FRAMES:
+                _release_freed_memory()  # before settling: a waiter sees the memory returned
             with self._lock:  # atomic with _launch: never settle a newer reader's chain
                 if generation == self._generation:
                     self._stream = None
@@ -708,6 +710,29 @@ class Follower:
                 self._stall_warned = True
                 self.warning = STALL_WARNING.format(idle)
                 self._notify()
+
+
+#: Runs this long leave megabytes of freed per-frame garbage in the reader thread's heap.
+TRIM_AFTER_FRAMES = 20_000
+_libc: Any = None
+
+
+def _release_freed_memory() -> None:
+    """Give the freed heap of a long stream back to the OS (glibc only; a no-op elsewhere).
+
+    Millions of short-lived frames are parsed in the reader thread's malloc arena; glibc keeps
+    those pages after they are freed, so the kernel's RSS would stay at its peak long after the
+    transcript is all that is left.
+    """
+    global _libc
+    try:
+        if _libc is None:
+            import ctypes
+
+            _libc = ctypes.CDLL("libc.so.6")
+        _libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        _libc = False
 
 
 def _close(stream: Any) -> None:

@@ -32,6 +32,8 @@ from .core.transcript import Transcript
 from .follower import SETTLED, Follower, Policy
 from .handle import RunHandle
 
+#: Transcripts longer than this (characters) are not cached in the cursor store.
+CACHE_CHARS = 1_000_000
 #: Where a key without a base URL points, as in letta-client's default environment.
 LETTA_CLOUD_URL = "https://api.letta.com"
 
@@ -151,6 +153,8 @@ class Session:
             transcript = Transcript.from_records(cur.records, seqs)
             for rid in cur.runs:  # keep the chain's run order even for runs with no entries
                 transcript.tracker(rid)
+            for rid in cur.runs[:-1]:  # earlier runs the records do not cover: replay them
+                self._replay(transcript, rid, cur.seqs.get(rid, 0))
             follower = self._new_follower(agent_id, transcript, policy)
             done = cur.status in DONE and cur.records_current
             if done:
@@ -159,6 +163,21 @@ class Session:
             if not done:
                 follower.follow(cur.run_id, starting_after=seqs.get(cur.run_id, 0))
             return RunHandle(self, follower, key)
+
+    def _replay(self, transcript: Transcript, run_id: str, end: int) -> None:
+        """Read a finished run of the chain up to `end` into `transcript` (never past it: a
+        real server hangs there)."""
+        if transcript.last_seq(run_id) >= end:
+            return
+        transcript.begin_stream(run_id, transcript.last_seq(run_id))
+        stream = self.backend.resume(run_id, transcript.last_seq(run_id), include_pings=False)
+        try:
+            for chunk in stream:
+                transcript.apply(chunk, run_id)
+                if transcript.last_seq(run_id) >= end:
+                    break
+        finally:
+            stream.close()
 
     def _restore(self, follower: Follower, cur: Cursor) -> None:
         """A finished cursor: the follower shows it, no thread, no server call."""
@@ -253,6 +272,12 @@ class Session:
         tr = f.transcript
         stop = tr.stop_reason
         seqs = tr.seq_state()
+        if records and sum(len(e.text) for e in tr.entries) > CACHE_CHARS:
+            # Too big to be worth a copy (encoding it doubles the kernel's memory for a
+            # moment): no cached records, and a rebuild replays the chain from the server.
+            return Cursor(key=key, agent_id=f.agent_id, runs=list(tr.runs), seqs=seqs,
+                          status=f.status, stop_reason=stop, records=[], message=message,
+                          record_seqs={})
         return Cursor(key=key, agent_id=f.agent_id, runs=list(tr.runs), seqs=seqs,
                       status=f.status, stop_reason=stop,
                       records=tr.to_records() if records else [], message=message,

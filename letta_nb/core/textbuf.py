@@ -2,8 +2,8 @@
 
 A million-token answer arrives as a million tiny strings; keeping them in one list costs ~60
 bytes each, and re-joining everything on each append is O(n²). Pieces are folded into blocks
-of `BLOCK` pieces, so memory stays close to the text size and the tail reads the last blocks
-only.
+of `BLOCK` pieces, merged geometrically, so memory stays close to the text size and the tail
+copies only what it returns.
 
 One thread appends (the follower), others read (renderers, `handle.transcript`). Appends take
 no lock; the fold into a block and the readers' snapshot share one, so a reader never sees a
@@ -33,8 +33,15 @@ class TextBuffer:
         self._size += len(piece)
         if len(self._parts) >= BLOCK:
             with self._lock:
-                self._blocks.append("".join(self._parts))
+                blocks = self._blocks
+                blocks.append("".join(self._parts))
                 self._parts = []
+                # Merge like a binary counter: O(log n) blocks, each character copied O(log n)
+                # times, and a long text ends up in a few large allocations instead of
+                # thousands of small ones that fragment the heap.
+                while len(blocks) > 1 and 2 * len(blocks[-1]) >= len(blocks[-2]):
+                    last = blocks.pop()
+                    blocks[-1] += last
 
     def _snapshot(self) -> tuple[list[str], list[str]]:
         with self._lock:
@@ -48,22 +55,16 @@ class TextBuffer:
         return "".join(blocks + parts)
 
     def tail(self, limit: int) -> str:
-        """The last `limit` characters, touching only the pieces it needs."""
+        """The last `limit` characters, copying only those (blocks may be megabytes)."""
         if limit <= 0:
             return ""
         blocks, parts = self._snapshot()
         pieces: list[str] = []
-        have = 0
-        for piece in reversed(parts):
-            pieces.append(piece)
-            have += len(piece)
-            if have >= limit:
+        need = limit
+        for piece in reversed([*blocks, *parts]):
+            if len(piece) >= need:
+                pieces.append(piece[-need:])
                 break
-        else:
-            for block in reversed(blocks):
-                pieces.append(block)
-                have += len(block)
-                if have >= limit:
-                    break
-        text = "".join(reversed(pieces))
-        return text[-limit:]
+            pieces.append(piece)
+            need -= len(piece)
+        return "".join(reversed(pieces))

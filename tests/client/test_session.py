@@ -193,3 +193,26 @@ def test_kernel_crash_in_the_answer_run_keeps_the_first_runs_records(
     assert h.wait(BOUND) == "completed"
     assert again.follower.transcript.to_records() == h.follower.transcript.to_records()
     assert again.runs == [first, second]
+
+
+def test_a_chain_too_big_to_cache_is_rebuilt_by_replay(
+        golden_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over CACHE_CHARS the cursor keeps no transcript copy; a new kernel replays every run of
+    the chain from the server (bounded by the cursor's seqs) and starts no run."""
+    monkeypatch.setattr(session_mod, "CACHE_CHARS", 10)
+    fake = FakeLetta([golden_dir / ASK, golden_dir / APPROVE])
+    db = tmp_path / "c.db"
+    s = _session(fake, db)
+    h = s.send("APPROVE", wait=True, timeout=BOUND)
+    assert h.status == "requires_approval"
+    h.approve()
+    assert h.wait(BOUND) == "completed", h.error
+    first, second = h.runs
+    on_disk = CursorStore(db).get(h.key)
+    assert on_disk.status == "completed" and on_disk.records == [] and on_disk.record_seqs == {}
+    again = _session(fake, db).send("APPROVE")  # a new kernel over the same cursor file
+    assert again.wait(BOUND) == "completed", again.error
+    assert len(fake.posts) == 2  # the question and the approval: nothing re-sent
+    assert (first, 0) in fake.resumes and (second, 0) in fake.resumes
+    assert again.runs == [first, second]
+    assert again.follower.transcript.to_records() == h.follower.transcript.to_records()

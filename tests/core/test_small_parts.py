@@ -100,3 +100,18 @@ def test_textbuf_memory_stays_near_the_text_size() -> None:
     held = sum(sys.getsizeof(b) for b in buf._blocks) + sum(sys.getsizeof(p)
                                                             for p in buf._parts)
     assert held < 1.2 * size + 64 * 1024  # ~text size, not 60 bytes per piece
+
+
+def test_textbuffer_merges_blocks_geometrically_and_tails_exactly() -> None:
+    """A long text lives in O(log n) large blocks (no heap fragmentation); tail stays exact."""
+    from letta_nb.core.textbuf import BLOCK, TextBuffer
+
+    buf = TextBuffer()
+    pieces = [f" w{i}" for i in range(BLOCK * 300 + 7)]
+    for piece in pieces:
+        buf.append(piece)
+    whole = "".join(pieces)
+    assert str(buf) == whole and len(buf) == len(whole)
+    assert len(buf._blocks) <= 10  # 300 folds of BLOCK pieces: at most log2(300) + 1 blocks
+    for limit in (1, 5, 4000, 123_456, len(whole), len(whole) + 10):
+        assert buf.tail(limit) == whole[-limit:]
