@@ -40,9 +40,21 @@ def server_process(workdir: Path) -> Iterator[tuple[str, int]]:
     """A ``letta-nb server`` subprocess on a free port; yields its base URL and pid."""
     port_file = workdir / "port"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "letta_nb.cli", "server", "--port", "0", "--db",
-         str(workdir / "bench.sqlite3"), "--port-file", str(port_file)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "letta_nb.cli",
+            "server",
+            "--port",
+            "0",
+            "--db",
+            str(workdir / "bench.sqlite3"),
+            "--port-file",
+            str(port_file),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -85,9 +97,16 @@ def count_frames(chunks: Iterator[bytes]) -> tuple[int, float | None, bytes]:
 def live_run(http: httpx.Client, agent_id: str, n: int) -> tuple[str, int, float]:
     """Start ``/long n`` in the background and read its POST stream live to the end."""
     t0 = time.perf_counter()
-    with http.stream("POST", f"/v1/agents/{agent_id}/messages", json={
-        "messages": [{"role": "user", "content": f"/long {n}"}], "streaming": True,
-        "background": True, "stream_tokens": True}) as resp:
+    with http.stream(
+        "POST",
+        f"/v1/agents/{agent_id}/messages",
+        json={
+            "messages": [{"role": "user", "content": f"/long {n}"}],
+            "streaming": True,
+            "background": True,
+            "stream_tokens": True,
+        },
+    ) as resp:
         frames, _, head = count_frames(resp.iter_raw())
     secs = time.perf_counter() - t0
     i = head.index(b'"run_id":"') + 10
@@ -110,9 +129,11 @@ def main() -> None:
     size, small = args.size, 2_000
     rows: list[tuple[str, str, str]] = []
     load = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="letta-nb-bench-") as tmp, \
-            server_process(Path(tmp)) as (url, pid), \
-            httpx.Client(base_url=url, timeout=300) as http:
+    with (
+        tempfile.TemporaryDirectory(prefix="letta-nb-bench-") as tmp,
+        server_process(Path(tmp)) as (url, pid),
+        httpx.Client(base_url=url, timeout=300) as http,
+    ):
         agent_id = http.post("/v1/agents/", json={"model": "letta_nb/demo"}).json()["id"]
         live_run(http, agent_id, 1000)  # warm-up
         rates, per_cpu, big = [], [], ""
@@ -122,27 +143,46 @@ def main() -> None:
             assert frames == size, (frames, size)
             rates.append(frames / secs)
             per_cpu.append(frames / max(cpu_seconds(pid) - cpu0, 1e-9))
-        rows.append((f"live ingest ({size:,}-frame run, read live over HTTP)",
-                     f"{statistics.median(rates):,.0f} frames/s "
-                     f"({min(rates):,.0f}-{max(rates):,.0f})", ">= 20,000 frames/s"))
-        rows.append(("  server CPU cost of that (both threads, less noisy)",
-                     f"{statistics.median(per_cpu):,.0f} frames/CPU-s", "(informative)"))
+        rows.append(
+            (
+                f"live ingest ({size:,}-frame run, read live over HTTP)",
+                f"{statistics.median(rates):,.0f} frames/s ({min(rates):,.0f}-{max(rates):,.0f})",
+                ">= 20,000 frames/s",
+            )
+        )
+        rows.append(
+            (
+                "  server CPU cost of that (both threads, less noisy)",
+                f"{statistics.median(per_cpu):,.0f} frames/CPU-s",
+                "(informative)",
+            )
+        )
         run_small, _, _ = live_run(http, agent_id, small - EXTRA_FRAMES)
         for label, run_id in ((f"{small:,}", run_small), (f"{size:,}", big)):
             speeds = [n / t for n, t, _ in (replay(http, run_id) for _ in range(args.runs))]
-            rows.append((f"replay of a finished {label}-frame run",
-                         f"{statistics.median(speeds):,.0f} frames/s "
-                         f"(best {max(speeds):,.0f})", ">= 35,000 frames/s"))
+            rows.append(
+                (
+                    f"replay of a finished {label}-frame run",
+                    f"{statistics.median(speeds):,.0f} frames/s (best {max(speeds):,.0f})",
+                    ">= 35,000 frames/s",
+                )
+            )
         for label, after in (("start", 0), ("middle", size // 2), ("end", size - 1)):
             firsts = []
             for _ in range(5):
-                with http.stream("POST", f"/v1/runs/{big}/stream",
-                                 json={"starting_after": after}) as r:
+                with http.stream(
+                    "POST", f"/v1/runs/{big}/stream", json={"starting_after": after}
+                ) as r:
                     t0 = time.perf_counter()
                     next(r.iter_raw())
                     firsts.append((time.perf_counter() - t0) * 1000)
-            rows.append((f"resume first frame, {label} of {size:,}-frame run",
-                         f"{statistics.median(firsts):.2f} ms (median of 5)", "<= 10 ms"))
+            rows.append(
+                (
+                    f"resume first frame, {label} of {size:,}-frame run",
+                    f"{statistics.median(firsts):.2f} ms (median of 5)",
+                    "<= 10 ms",
+                )
+            )
     width = max(len(r[0]) for r in rows)
     print(f"load average at start: {load:.1f} on {os.cpu_count()} CPUs; median of {args.runs}")
     print(f"{'measure':<{width}}  {'result':<32}  target")

@@ -13,8 +13,17 @@ if TYPE_CHECKING:
     from .handle import RunHandle
     from .session import Session
 
-__all__ = ["__version__", "attach", "chunks_frame", "connect", "load_ipython_extension",
-           "runs_frame", "send", "unload_ipython_extension", "usage_frame"]
+__all__ = [
+    "__version__",
+    "attach",
+    "chunks_frame",
+    "connect",
+    "load_ipython_extension",
+    "runs_frame",
+    "send",
+    "unload_ipython_extension",
+    "usage_frame",
+]
 
 _FRAMES = ("runs_frame", "chunks_frame", "usage_frame")
 
@@ -33,8 +42,9 @@ def send(message: str, agent: str | None = None, **kw: Any) -> RunHandle:
     return current().send(message, agent, **kw)
 
 
-def attach(run_id: str, starting_after: int = 0, *, batch_size: int | None = None,
-           **kw: Any) -> RunHandle:
+def attach(
+    run_id: str, starting_after: int = 0, *, batch_size: int | None = None, **kw: Any
+) -> RunHandle:
     """Follow an existing run from `starting_after` (exclusive); `batch_size` → the resume.
 
     A run this kernel already follows (e.g. detached) continues from its own cursor.

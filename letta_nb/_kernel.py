@@ -24,7 +24,8 @@ T = TypeVar("T")
 #: The starting cell's parent while `ParentContext.run` executes worker code in this context;
 #: read by the ipykernel 6 `get_parent` shim (see `_route_comm_parent`).
 _cell_parent: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "letta_nb_cell_parent", default=None)
+    "letta_nb_cell_parent", default=None
+)
 
 
 def get_ipython() -> Any | None:
@@ -86,8 +87,9 @@ def cell_identity(parent: Mapping[str, Any] | None = None) -> CellIdentity:
         parent = current_parent()
     meta = (parent or {}).get("metadata") or {}
     cell_id = meta.get("cellId") if isinstance(meta, Mapping) else None
-    return CellIdentity(notebook=notebook_path() if cell_id else None,
-                        cell_id=str(cell_id) if cell_id else None)
+    return CellIdentity(
+        notebook=notebook_path() if cell_id else None, cell_id=str(cell_id) if cell_id else None
+    )
 
 
 @contextlib.contextmanager

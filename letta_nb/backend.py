@@ -74,8 +74,9 @@ def to_chunk(item: Any) -> Chunk:
         data = item
     else:
         data = _plain(item) if isinstance(item, BaseModel) else dict(item)
-    return Chunk(data.get("message_type") or "unknown", data, data.get("run_id"),
-                 data.get("seq_id"))
+    return Chunk(
+        data.get("message_type") or "unknown", data, data.get("run_id"), data.get("seq_id")
+    )
 
 
 def _error_chunk(body: Any, run_id: str | None) -> Chunk:
@@ -129,9 +130,15 @@ class ChunkStream:
 class Backend:
     """A connection to one Letta server (see docs/architecture.md, "Backend")."""
 
-    def __init__(self, base_url: str, api_key: str | None = None, *,
-                 http_client: httpx.Client | None = None, stream_timeout: float = 90.0,
-                 max_retries: int = 2) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        http_client: httpx.Client | None = None,
+        stream_timeout: float = 90.0,
+        max_retries: int = 2,
+    ) -> None:
         register_secret(api_key)
         register_secret(os.environ.get("LETTA_API_KEY"))  # the SDK falls back to it
         self.base_url = base_url.rstrip("/")
@@ -139,8 +146,13 @@ class Backend:
         self.stream_timeout = stream_timeout
         #: True when the server re-attaches a re-sent otid to its run (the embedded server).
         self.reattaches_otid = False
-        self._client = Letta(base_url=self.base_url, api_key=api_key, max_retries=max_retries,
-                             http_client=http_client, timeout=httpx.Timeout(30.0, connect=5.0))
+        self._client = Letta(
+            base_url=self.base_url,
+            api_key=api_key,
+            max_retries=max_retries,
+            http_client=http_client,
+            timeout=httpx.Timeout(30.0, connect=5.0),
+        )
         self._once = self._client.with_options(max_retries=0)
 
     def __repr__(self) -> str:
@@ -158,7 +170,8 @@ class Backend:
             if code in (401, 403):
                 err: LettaNbError = Unauthorized(
                     f"the Letta server at {url} refused the API key (HTTP {code}) for {what}",
-                    hint="set LETTA_API_KEY or pass api_key= to connect()")
+                    hint="set LETTA_API_KEY or pass api_key= to connect()",
+                )
             elif code == 404:
                 err = NotFound(f"{what} was not found on {url}")
             elif code == 409:
@@ -166,17 +179,20 @@ class Backend:
                 if isinstance(inner, dict) and inner.get("code") == "PENDING_APPROVAL":
                     err = PendingApproval(
                         f"the agent is waiting for an approval ({what}): approve or deny the "
-                        "pending tool call first")
+                        "pending tool call first"
+                    )
                 else:
                     err = Conflict(f"{what}: the server reported a conflict: {detail}")
             elif code == 410:
-                err = Expired(f"{what} is past the server's stream retention and cannot be "
-                              f"replayed: {detail}")
+                err = Expired(
+                    f"{what} is past the server's stream retention and cannot be replayed: {detail}"
+                )
             elif code in (400, 422):
                 err = ConfigurationError(f"the server rejected {what} (HTTP {code}): {detail}")
             elif code >= 500:
-                err = ServerUnavailable(f"the Letta server at {url} failed on {what} "
-                                        f"(HTTP {code}): {detail}")
+                err = ServerUnavailable(
+                    f"the Letta server at {url} failed on {what} (HTTP {code}): {detail}"
+                )
             else:
                 err = ConfigurationError(f"{what} failed (HTTP {code}): {detail}")
         elif isinstance(exc, APITimeoutError | httpx.TimeoutException):
@@ -184,13 +200,14 @@ class Backend:
         elif isinstance(exc, APIConnectionError | httpx.ConnectError):
             cause = exc.__cause__ if isinstance(exc, APIConnectionError) else exc
             if isinstance(cause, httpx.ConnectError):
-                err = ServerUnavailable(f"cannot reach the Letta server at {url} ({what})",
-                                        hint="is it running? check base_url / LETTA_BASE_URL")
+                err = ServerUnavailable(
+                    f"cannot reach the Letta server at {url} ({what})",
+                    hint="is it running? check base_url / LETTA_BASE_URL",
+                )
             else:
                 err = StreamInterrupted(f"connection to {url} broke ({what})")
         elif isinstance(exc, httpx.TransportError):
-            err = StreamInterrupted(f"the stream from {url} broke ({what}): "
-                                    f"{type(exc).__name__}")
+            err = StreamInterrupted(f"the stream from {url} broke ({what}): {type(exc).__name__}")
         else:
             err = ConfigurationError(f"{what} failed: {type(exc).__name__}: {exc}")
         err.args = (redact(str(err.args[0])), *err.args[1:])
@@ -208,8 +225,9 @@ class Backend:
         holder._gen = self._iterate(open_fn, what, run_id, holder)
         return holder
 
-    def _iterate(self, open_fn: Callable[[], Any], what: str, run_id: str | None,
-                 holder: ChunkStream) -> Iterator[Chunk]:
+    def _iterate(
+        self, open_fn: Callable[[], Any], what: str, run_id: str | None, holder: ChunkStream
+    ) -> Iterator[Chunk]:
         try:
             stream = open_fn()
         except (APIStatusError, APIConnectionError, httpx.HTTPError) as exc:
@@ -231,9 +249,17 @@ class Backend:
         finally:
             stream.close()
 
-    def start(self, agent_id: str, messages: list[dict[str, Any]], *, otid: str,
-              background: bool = True, stream_tokens: bool = True, include_pings: bool = True,
-              timeout: float | None = None) -> ChunkStream:
+    def start(
+        self,
+        agent_id: str,
+        messages: list[dict[str, Any]],
+        *,
+        otid: str,
+        background: bool = True,
+        stream_tokens: bool = True,
+        include_pings: bool = True,
+        timeout: float | None = None,
+    ) -> ChunkStream:
         """POST a message as a (background) stream; `otid` on every item, no SDK retry."""
         items = []
         for i, msg in enumerate(messages):
@@ -243,13 +269,27 @@ class Backend:
         read = timeout if timeout is not None else self.stream_timeout
         return self._stream(
             lambda: self._once.agents.messages.with_raw_response.create(
-                agent_id, messages=items, streaming=True, background=background,  # type: ignore[arg-type]
-                stream_tokens=stream_tokens, include_pings=include_pings,
-                timeout=httpx.Timeout(read, connect=5.0)).parse(to=Stream[object]),
-            f"send to agent {agent_id}", None)
+                agent_id,
+                messages=items,
+                streaming=True,
+                background=background,  # type: ignore[arg-type]
+                stream_tokens=stream_tokens,
+                include_pings=include_pings,
+                timeout=httpx.Timeout(read, connect=5.0),
+            ).parse(to=Stream[object]),
+            f"send to agent {agent_id}",
+            None,
+        )
 
-    def resume(self, run_id: str, starting_after: int = 0, *, batch_size: int | None = None,
-               include_pings: bool = True, timeout: float | None = None) -> ChunkStream:
+    def resume(
+        self,
+        run_id: str,
+        starting_after: int = 0,
+        *,
+        batch_size: int | None = None,
+        include_pings: bool = True,
+        timeout: float | None = None,
+    ) -> ChunkStream:
         """Stored frames of `run_id` after `starting_after`, then the live tail."""
         kw: dict[str, Any] = {"starting_after": starting_after, "include_pings": include_pings}
         if batch_size is not None:
@@ -257,11 +297,13 @@ class Backend:
         read = timeout if timeout is not None else self.stream_timeout
         return self._stream(
             lambda: self._client.runs.messages.with_raw_response.stream(
-                run_id, timeout=httpx.Timeout(read, connect=5.0), **kw).parse(to=Stream[object]),
-            f"run {run_id}", run_id)
+                run_id, timeout=httpx.Timeout(read, connect=5.0), **kw
+            ).parse(to=Stream[object]),
+            f"run {run_id}",
+            run_id,
+        )
 
-    def approve(self, agent_id: str, approvals: list[dict[str, Any]], *,
-                otid: str) -> ChunkStream:
+    def approve(self, agent_id: str, approvals: list[dict[str, Any]], *, otid: str) -> ChunkStream:
         """Answer pending tool calls; the server starts a new run for the answer."""
         return self.start(agent_id, [{"type": "approval", "approvals": approvals}], otid=otid)
 
@@ -278,8 +320,9 @@ class Backend:
 
     def resolve_agent(self, name_or_id: str) -> dict[str, Any]:
         if name_or_id.startswith("agent-"):
-            agent = self._call(lambda: self._client.agents.retrieve(name_or_id),
-                               f"agent '{name_or_id}'")
+            agent = self._call(
+                lambda: self._client.agents.retrieve(name_or_id), f"agent '{name_or_id}'"
+            )
             return _agent_row(agent)
         found = [a for a in self.list_agents(name=name_or_id) if a["name"] == name_or_id]
         if found:
@@ -288,15 +331,18 @@ class Backend:
         raise NotFound(f"unknown agent '{name_or_id}' (known: {known})")
 
     def create_agent(self, name: str, model: str = "letta_nb/demo", **kw: Any) -> dict[str, Any]:
-        agent = self._call(lambda: self._client.agents.create(name=name, model=model, **kw),
-                           f"creating agent '{name}'")
+        agent = self._call(
+            lambda: self._client.agents.create(name=name, model=model, **kw),
+            f"creating agent '{name}'",
+        )
         return _agent_row(agent)
 
     def pending_approval(self, agent_id: str) -> list[dict[str, Any]]:
         """The complete pending tool calls (streamed argument deltas may be partial)."""
         agent = self._call(
             lambda: self._client.agents.retrieve(agent_id, include=["agent.pending_approval"]),
-            f"agent {agent_id}")
+            f"agent {agent_id}",
+        )
         pending = getattr(agent, "pending_approval", None)
         if pending is None:
             return []
@@ -304,23 +350,37 @@ class Backend:
         calls = raw.get("tool_calls") or raw.get("tool_call")
         if isinstance(calls, dict):
             calls = [calls]
-        return [{"tool_call_id": c.get("tool_call_id"), "name": c.get("name"),
-                 "arguments": c.get("arguments") or ""}
-                for c in calls or [] if isinstance(c, dict)]
+        return [
+            {
+                "tool_call_id": c.get("tool_call_id"),
+                "name": c.get("name"),
+                "arguments": c.get("arguments") or "",
+            }
+            for c in calls or []
+            if isinstance(c, dict)
+        ]
 
     def cancel(self, agent_id: str, run_ids: list[str] | None) -> dict[str, str]:
         kw: dict[str, Any] = {"run_ids": run_ids} if run_ids else {}
-        result = self._call(lambda: self._client.agents.messages.cancel(agent_id, **kw),
-                            f"cancel on agent {agent_id}")
+        result = self._call(
+            lambda: self._client.agents.messages.cancel(agent_id, **kw),
+            f"cancel on agent {agent_id}",
+        )
         return {str(k): str(v) for k, v in dict(result or {}).items()}
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         run = self._call(lambda: self._client.runs.retrieve(run_id), f"run {run_id}")
         return run.model_dump(mode="json")
 
-    def list_runs(self, *, agent_id: str | None = None, active: bool | None = None,
-                  statuses: list[str] | None = None, limit: int = 100,
-                  order: str = "desc") -> list[dict[str, Any]]:
+    def list_runs(
+        self,
+        *,
+        agent_id: str | None = None,
+        active: bool | None = None,
+        statuses: list[str] | None = None,
+        limit: int = 100,
+        order: str = "desc",
+    ) -> list[dict[str, Any]]:
         """One page only: the real server's `after` cursor is broken, auto-pagination repeats."""
         kw: dict[str, Any] = {"limit": limit, "order": order}
         if agent_id is not None:
@@ -337,13 +397,16 @@ class Backend:
         return usage.model_dump(mode="json")
 
     def run_messages(self, run_id: str, limit: int = 1000) -> list[dict[str, Any]]:
-        page = self._call(lambda: self._client.runs.messages.list(run_id, order="asc",
-                                                                  limit=limit), f"run {run_id}")
+        page = self._call(
+            lambda: self._client.runs.messages.list(run_id, order="asc", limit=limit),
+            f"run {run_id}",
+        )
         return [m.model_dump(mode="json") for m in page.items]
 
     def run_steps(self, run_id: str, limit: int = 1000) -> list[dict[str, Any]]:
-        page = self._call(lambda: self._client.runs.steps.list(run_id, limit=limit),
-                          f"run {run_id}")
+        page = self._call(
+            lambda: self._client.runs.steps.list(run_id, limit=limit), f"run {run_id}"
+        )
         return [s.model_dump(mode="json") for s in page.items]
 
     def close(self) -> None:
@@ -356,5 +419,9 @@ def _agent_row(agent: Any) -> dict[str, Any]:
     if model is None:
         llm = getattr(agent, "llm_config", None)
         model = getattr(llm, "handle", None) or getattr(llm, "model", None)
-    return {"id": agent.id, "name": agent.name, "model": model,
-            "created_at": created.isoformat() if isinstance(created, datetime) else created}
+    return {
+        "id": agent.id,
+        "name": agent.name,
+        "model": model,
+        "created_at": created.isoformat() if isinstance(created, datetime) else created,
+    }

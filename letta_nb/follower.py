@@ -31,8 +31,7 @@ from .core.errors import (
 from .core.transcript import Transcript
 
 #: Statuses after which the reader thread is idle (wait() returns).
-SETTLED = frozenset({"requires_approval", "completed", "failed", "cancelled", "detached",
-                     "error"})
+SETTLED = frozenset({"requires_approval", "completed", "failed", "cancelled", "detached", "error"})
 Policy = Callable[[list[dict[str, Any]]], "bool | None"]
 STALL_WARNING = "no data for {:.0f} s: the run may be stalled (Cancel stops it server-side)"
 
@@ -46,15 +45,22 @@ class Follower:
 
     backoff_base = 0.1
     backoff_cap = 2.0
-    tail_timeout = 5.0        # bound on the one resume for a tail after stop_reason + EOF
-    eof_checks = 3            # EOFs without progress before asking the server for the status
+    tail_timeout = 5.0  # bound on the one resume for a tail after stop_reason + EOF
+    eof_checks = 3  # EOFs without progress before asking the server for the status
     recover_delays = (0.2, 0.5, 1.0)
-    join_timeout = 5.0        # bound on waiting for a stopping/finishing reader thread
+    join_timeout = 5.0  # bound on waiting for a stopping/finishing reader thread
     detach_join_timeout = 1.0  # detach returns promptly even if a read cannot be interrupted
 
-    def __init__(self, backend: Any, *, agent_id: str, transcript: Transcript | None = None,
-                 stall_after: float = 60.0, max_reconnects: int = 20,
-                 policy: Policy | None = None) -> None:
+    def __init__(
+        self,
+        backend: Any,
+        *,
+        agent_id: str,
+        transcript: Transcript | None = None,
+        stall_after: float = 60.0,
+        max_reconnects: int = 20,
+        policy: Policy | None = None,
+    ) -> None:
         self.backend = backend
         self.agent_id = agent_id
         self.transcript = transcript if transcript is not None else Transcript()
@@ -76,7 +82,7 @@ class Follower:
         self._run_id: str | None = self.transcript.run_id
         self._listeners: list[Callable[[Follower], Any]] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()   # the newest reader's; each reader keeps its own
+        self._stop = threading.Event()  # the newest reader's; each reader keeps its own
         self._local = threading.local()  # .stop: the calling reader thread's stop event
         self._settled = threading.Event()
         self._thread: threading.Thread | None = None
@@ -87,8 +93,10 @@ class Follower:
         self._stall_warned = False
 
     def __repr__(self) -> str:
-        return (f"<Follower agent={self.agent_id} run={self.run_id} status={self.status} "
-                f"seq={self.last_seq}>")
+        return (
+            f"<Follower agent={self.agent_id} run={self.run_id} status={self.status} "
+            f"seq={self.last_seq}>"
+        )
 
     # ---- read-only state -----------------------------------------------------------------
     @property
@@ -152,9 +160,15 @@ class Follower:
         self._notify()
 
     # ---- starting ------------------------------------------------------------------------
-    def start(self, messages: list[dict[str, Any]], *, otid: str | None = None,
-              background: bool = True, stream_tokens: bool = True,
-              timeout: float | None = None) -> None:
+    def start(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        otid: str | None = None,
+        background: bool = True,
+        stream_tokens: bool = True,
+        timeout: float | None = None,
+    ) -> None:
         """Send `messages` and follow the new run in a thread."""
         from .backend import new_otid  # lazy: keep `follower` importable without the SDK
 
@@ -164,16 +178,21 @@ class Follower:
         sent_at = time.time()
 
         def opener() -> Iterator[Chunk]:
-            kw: dict[str, Any] = {"otid": otid, "background": background,
-                                  "stream_tokens": stream_tokens, "include_pings": True}
+            kw: dict[str, Any] = {
+                "otid": otid,
+                "background": background,
+                "stream_tokens": stream_tokens,
+                "include_pings": True,
+            }
             if timeout is not None:
                 kw["timeout"] = timeout
             return self.backend.start(self.agent_id, messages, **kw)
 
         self._launch(lambda: self._chain(opener, sent_at=sent_at, resend=opener))
 
-    def follow(self, run_id: str, *, starting_after: int = 0,
-               batch_size: int | None = None) -> None:
+    def follow(
+        self, run_id: str, *, starting_after: int = 0, batch_size: int | None = None
+    ) -> None:
         """Follow an existing run from `starting_after` (exclusive) in a thread."""
         if batch_size is not None:
             self.batch_size = batch_size
@@ -201,8 +220,12 @@ class Follower:
     def _launch(self, body: Callable[[], None]) -> None:
         with self._lock:
             current = self._thread
-            if current is not None and current.is_alive() and not self._settled.is_set() \
-                    and current is not threading.current_thread():
+            if (
+                current is not None
+                and current.is_alive()
+                and not self._settled.is_set()
+                and current is not threading.current_thread()
+            ):
                 raise RuntimeError("this follower is already reading")
             self._generation += 1
             generation = self._generation
@@ -212,15 +235,16 @@ class Follower:
             self.ended_at = None
             self._last_data = time.monotonic()
             ctx = contextvars.copy_context()
-            self._thread = threading.Thread(target=ctx.run,
-                                            args=(self._guard, body, generation, stop),
-                                            name=f"letta-nb-follower-{self.agent_id}",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=ctx.run,
+                args=(self._guard, body, generation, stop),
+                name=f"letta-nb-follower-{self.agent_id}",
+                daemon=True,
+            )
             self._thread.start()
         self._start_watchdog()
 
-    def _guard(self, body: Callable[[], None], generation: int,
-               stop: threading.Event) -> None:
+    def _guard(self, body: Callable[[], None], generation: int, stop: threading.Event) -> None:
         self._local.stop = stop
         try:
             body()
@@ -239,14 +263,20 @@ class Follower:
                     self._settled.set()
 
     # ---- the chain -----------------------------------------------------------------------
-    def _chain(self, opener: Callable[[], Iterator[Chunk]], *, sent_at: float | None = None,
-               resend: Callable[[], Iterator[Chunk]] | None = None,
-               answering: ApprovalState | None = None) -> None:
+    def _chain(
+        self,
+        opener: Callable[[], Iterator[Chunk]],
+        *,
+        sent_at: float | None = None,
+        resend: Callable[[], Iterator[Chunk]] | None = None,
+        answering: ApprovalState | None = None,
+    ) -> None:
         """Read runs until a terminal state; a policy may answer approvals in between."""
         while True:
             try:
-                outcome = self._read_run(opener, sent_at=sent_at, resend=resend,
-                                         answering=answering)
+                outcome = self._read_run(
+                    opener, sent_at=sent_at, resend=resend, answering=answering
+                )
             except LettaNbError as exc:
                 if answering is None or answering.state != SENDING:
                     raise
@@ -299,9 +329,14 @@ class Follower:
         self._set_status("starting")
         return opener, time.time(), opener, state
 
-    def _read_run(self, opener: Callable[[], Iterator[Chunk]], *, sent_at: float | None,
-                  resend: Callable[[], Iterator[Chunk]] | None,
-                  answering: ApprovalState | None) -> str:
+    def _read_run(
+        self,
+        opener: Callable[[], Iterator[Chunk]],
+        *,
+        sent_at: float | None,
+        resend: Callable[[], Iterator[Chunk]] | None,
+        answering: ApprovalState | None,
+    ) -> str:
         """Read one run to its end, reconnecting as needed; returns the settled status."""
         tr = self.transcript
         apply = tr.apply
@@ -354,7 +389,8 @@ class Follower:
                 if not self.background:
                     raise StreamInterrupted(
                         f"{exc} — a --no-background run cannot be resumed; its run "
-                        f"{rid or '(unknown)'} may still be working on the server") from None
+                        f"{rid or '(unknown)'} may still be working on the server"
+                    ) from None
                 failures = 0 if progressed else failures + 1
                 rid = self._run_id
                 if rid is None:
@@ -389,8 +425,10 @@ class Follower:
                 self._reconnecting("the stream ended after the stop reason", 0)
                 return self._read_tail(rid, stop_reason=stop_reason)
             if not self.background:
-                raise StreamInterrupted(f"the stream of run {rid} ended without a stop reason "
-                                        "(a --no-background run cannot be resumed)")
+                raise StreamInterrupted(
+                    f"the stream of run {rid} ended without a stop reason "
+                    "(a --no-background run cannot be resumed)"
+                )
             idle_eofs = 0 if progressed else idle_eofs + 1
             if idle_eofs >= self.eof_checks:
                 run = self.backend.get_run(rid)
@@ -436,7 +474,8 @@ class Follower:
             rid = self._run_id
             raise StreamInterrupted(
                 f"gave up after {self.max_reconnects} reconnects ({why}); run {rid} can be "
-                f"resumed from seq {self.last_seq} (re-run the cell or lnb.attach)")
+                f"resumed from seq {self.last_seq} (re-run the cell or lnb.attach)"
+            )
         if attempt <= 0:
             return
         self.warning = f"reconnecting ({why}); attempt {attempt}/{self.max_reconnects}"
@@ -444,8 +483,13 @@ class Follower:
         delay = min(self.backoff_cap, self.backoff_base * (2 ** (attempt - 1)))
         self._halt.wait(delay * (0.5 + random.random() / 2))
 
-    def _recover(self, sent_at: float | None, resend: Callable[[], Iterator[Chunk]] | None,
-                 attempt: int, answering: ApprovalState | None) -> Callable[[], Iterator[Chunk]]:
+    def _recover(
+        self,
+        sent_at: float | None,
+        resend: Callable[[], Iterator[Chunk]] | None,
+        attempt: int,
+        answering: ApprovalState | None,
+    ) -> Callable[[], Iterator[Chunk]]:
         """The send broke before any frame: find its run, or re-send with the same otid.
 
         The embedded server re-attaches a re-sent message otid to its run (not an approval's);
@@ -464,8 +508,11 @@ class Follower:
                 runs = self.backend.list_runs(agent_id=self.agent_id, limit=10, order="desc")
             except (StreamInterrupted, ServerUnavailable):
                 continue
-            fresh = [r for r in runs if r.get("id") not in known
-                     and _epoch(r.get("created_at")) >= sent_at - 5.0]
+            fresh = [
+                r
+                for r in runs
+                if r.get("id") not in known and _epoch(r.get("created_at")) >= sent_at - 5.0
+            ]
             rid = self._own_run(fresh) if fresh else None
             if rid is not None:
                 self._adopt(rid, answering)
@@ -498,8 +545,14 @@ class Follower:
         return unknown
 
     # ---- endings -------------------------------------------------------------------------
-    def _finish(self, rid: str, stop_reason: str | None, *, error: Chunk | None = None,
-                status: str | None = None) -> str:
+    def _finish(
+        self,
+        rid: str,
+        stop_reason: str | None,
+        *,
+        error: Chunk | None = None,
+        status: str | None = None,
+    ) -> str:
         if status is None:
             status = status_for_stop_reason(stop_reason) if stop_reason else "failed"
             if error is not None and status == "completed":
@@ -526,8 +579,9 @@ class Follower:
             full = []
         return full or calls
 
-    def _read_tail(self, rid: str, *, stop_reason: str | None = None,
-                   final: dict[str, Any] | None = None) -> str:
+    def _read_tail(
+        self, rid: str, *, stop_reason: str | None = None, final: dict[str, Any] | None = None
+    ) -> str:
         """Bounded resume for what follows a stop_reason (usage, error), or of a finished run.
 
         Every read has a short timeout and an idle deadline: past the end the real server
@@ -546,8 +600,9 @@ class Follower:
             try:
                 after = self.transcript.last_seq(rid)
                 self.transcript.begin_stream(rid, after)
-                stream = self.backend.resume(rid, after,
-                                             **self._resume_kw(timeout=self.tail_timeout))
+                stream = self.backend.resume(
+                    rid, after, **self._resume_kw(timeout=self.tail_timeout)
+                )
                 self._stream = stream
                 for chunk in stream:
                     acc = self.transcript.apply(chunk, rid)
@@ -597,16 +652,16 @@ class Follower:
         """Answer the pending approval (once); the answer's new run is followed here."""
         state = self.approval
         if state is None or self.status != "requires_approval":
-            raise ApprovalError(f"run {self.run_id} has no pending approval "
-                                f"(status {self.status})")
+            raise ApprovalError(f"run {self.run_id} has no pending approval (status {self.status})")
         state.begin(approve, reason)
         # The reader publishes requires_approval just before it exits (or asks its policy,
         # which now loses the claim): let it finish instead of failing "already reading".
         self._join(self.join_timeout)
         opener, sent_at, resend, answering = self._answer_opener(state, approve, reason)
         try:
-            self._launch(lambda: self._chain(opener, sent_at=sent_at, resend=resend,
-                                             answering=answering))
+            self._launch(
+                lambda: self._chain(opener, sent_at=sent_at, resend=resend, answering=answering)
+            )
         except RuntimeError:
             state.failed("the previous reader did not finish", retryable=True)
             self._run_id = state.run_id
@@ -616,8 +671,7 @@ class Follower:
     def cancel(self) -> str:
         """Cancel the run on the server; the reader then sees `stop_reason: cancelled`."""
         deadline = time.monotonic() + 5.0
-        while self._run_id is None and not self._settled.is_set() and \
-                time.monotonic() < deadline:
+        while self._run_id is None and not self._settled.is_set() and time.monotonic() < deadline:
             time.sleep(0.05)
         rid = self._run_id
         if rid is None:
@@ -697,8 +751,9 @@ class Follower:
     # ---- stall watchdog ------------------------------------------------------------------
     def _start_watchdog(self) -> None:
         ctx = contextvars.copy_context()
-        threading.Thread(target=ctx.run, args=(self._watch,), daemon=True,
-                         name="letta-nb-stall-watch").start()
+        threading.Thread(
+            target=ctx.run, args=(self._watch,), daemon=True, name="letta-nb-stall-watch"
+        ).start()
 
     def _watch(self) -> None:
         interval = max(0.01, min(1.0, self.stall_after / 4))

@@ -20,20 +20,61 @@ from .core.errors import LettaNbError, StreamInterrupted
 
 RUN_STATUSES = ("created", "running", "completed", "failed", "cancelled")
 STOP_REASONS = tuple(STATUS_BY_STOP_REASON)
-MESSAGE_TYPES = ("reasoning_message", "hidden_reasoning_message", "assistant_message",
-                 "tool_call_message", "tool_return_message", "approval_request_message",
-                 "approval_response_message", "user_message", "system_message", "stop_reason",
-                 "usage_statistics", "error_message", "ping")
+MESSAGE_TYPES = (
+    "reasoning_message",
+    "hidden_reasoning_message",
+    "assistant_message",
+    "tool_call_message",
+    "tool_return_message",
+    "approval_request_message",
+    "approval_response_message",
+    "user_message",
+    "system_message",
+    "stop_reason",
+    "usage_statistics",
+    "error_message",
+    "ping",
+)
 #: How long `chunks_frame` listens to a run that is still live and followed by nobody here.
 LIVE_READ_TIMEOUT = 2.0
 LIVE_READ_LIMIT = 10.0
 
-RUN_COLUMNS = ["run_id", "agent", "status", "stop_reason", "created_at", "completed_at",
-               "duration", "ttft", "background", "run_type", "agent_id"]
-CHUNK_COLUMNS = ["run_id", "seq_id", "message_type", "id", "step_id", "date", "name", "text",
-                 "data"]
-USAGE_COLUMNS = ["run_id", "agent", "status", "created_at", "completed_at", "duration",
-                 "prompt_tokens", "completion_tokens", "total_tokens", "agent_id"]
+RUN_COLUMNS = [
+    "run_id",
+    "agent",
+    "status",
+    "stop_reason",
+    "created_at",
+    "completed_at",
+    "duration",
+    "ttft",
+    "background",
+    "run_type",
+    "agent_id",
+]
+CHUNK_COLUMNS = [
+    "run_id",
+    "seq_id",
+    "message_type",
+    "id",
+    "step_id",
+    "date",
+    "name",
+    "text",
+    "data",
+]
+USAGE_COLUMNS = [
+    "run_id",
+    "agent",
+    "status",
+    "created_at",
+    "completed_at",
+    "duration",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "agent_id",
+]
 AGENT_COLUMNS = ["name", "id", "model", "created_at"]
 
 
@@ -82,24 +123,27 @@ def _runs_table(rows: list[Mapping[str, Any]], names: list[str | None]) -> pd.Da
     def col(key: str) -> list[Any]:
         return [r.get(key) for r in rows]
 
-    frame = pd.DataFrame({
-        "run_id": _strings(col("id")),
-        "agent": _strings(names),
-        "status": _category(col("status"), RUN_STATUSES),
-        "stop_reason": _category(col("stop_reason"), STOP_REASONS),
-        "created_at": _utc(col("created_at")),
-        "completed_at": _utc(col("completed_at")),
-        "duration": _nanos(col("total_duration_ns")),
-        "ttft": _nanos(col("ttft_ns")),
-        "background": pd.Series(col("background"), dtype="boolean"),
-        "run_type": _strings([(r.get("metadata") or {}).get("run_type") for r in rows]),
-        "agent_id": _strings(col("agent_id")),
-    })
+    frame = pd.DataFrame(
+        {
+            "run_id": _strings(col("id")),
+            "agent": _strings(names),
+            "status": _category(col("status"), RUN_STATUSES),
+            "stop_reason": _category(col("stop_reason"), STOP_REASONS),
+            "created_at": _utc(col("created_at")),
+            "completed_at": _utc(col("completed_at")),
+            "duration": _nanos(col("total_duration_ns")),
+            "ttft": _nanos(col("ttft_ns")),
+            "background": pd.Series(col("background"), dtype="boolean"),
+            "run_type": _strings([(r.get("metadata") or {}).get("run_type") for r in rows]),
+            "agent_id": _strings(col("agent_id")),
+        }
+    )
     return frame[RUN_COLUMNS]
 
 
-def runs_frame(agent: str | None = None, active: bool | None = None,
-               limit: int = 100) -> pd.DataFrame:
+def runs_frame(
+    agent: str | None = None, active: bool | None = None, limit: int = 100
+) -> pd.DataFrame:
     """Recent runs (newest first), optionally of one agent (name or id) or only active ones."""
     session = _session()
     rows = session.runs(agent_id=_agent_id(session, agent), active=active, limit=limit)
@@ -108,14 +152,21 @@ def runs_frame(agent: str | None = None, active: bool | None = None,
 
 # ---- chunks ----------------------------------------------------------------------------------
 def _frame_text(data: Mapping[str, Any]) -> str | None:
-    for key in ("content", "reasoning", "hidden_reasoning", "tool_return", "stop_reason",
-                "message"):
+    for key in (
+        "content",
+        "reasoning",
+        "hidden_reasoning",
+        "tool_return",
+        "stop_reason",
+        "message",
+    ):
         value = data.get(key)
         if isinstance(value, str):
             return value
         if isinstance(value, list):  # content parts
-            return "".join(str(p.get("text", "")) if isinstance(p, Mapping) else str(p)
-                           for p in value)
+            return "".join(
+                str(p.get("text", "")) if isinstance(p, Mapping) else str(p) for p in value
+            )
     call = data.get("tool_call")
     if isinstance(call, Mapping):
         return call.get("arguments")
@@ -130,8 +181,9 @@ def _frame_name(data: Mapping[str, Any]) -> str | None:
     return str(name) if name else None
 
 
-def chunk_rows(backend: Any, run_id: str, end: int | None,
-                timeout: float | None, batch_size: int | None = None) -> list[dict[str, Any]]:
+def chunk_rows(
+    backend: Any, run_id: str, end: int | None, timeout: float | None, batch_size: int | None = None
+) -> list[dict[str, Any]]:
     """Stored frames of one run with their effective seq; stops at `end` when given."""
     rows: list[dict[str, Any]] = []
     deadline = None if timeout is None else time.monotonic() + LIVE_READ_LIMIT
@@ -148,11 +200,19 @@ def chunk_rows(backend: Any, run_id: str, end: int | None,
             if acc is None:
                 continue
             data = acc.data
-            rows.append({"run_id": run_id, "seq_id": acc.seq_id,
-                         "message_type": acc.message_type, "id": data.get("id"),
-                         "step_id": data.get("step_id"), "date": data.get("date"),
-                         "name": _frame_name(data), "text": _frame_text(data),
-                         "data": dict(data)})
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "seq_id": acc.seq_id,
+                    "message_type": acc.message_type,
+                    "id": data.get("id"),
+                    "step_id": data.get("step_id"),
+                    "date": data.get("date"),
+                    "name": _frame_name(data),
+                    "text": _frame_text(data),
+                    "data": dict(data),
+                }
+            )
             if end is not None and tracker.last_seq >= end:
                 break  # never read past what is known: a live run's stream would wait
             if deadline is not None and time.monotonic() > deadline:
@@ -172,17 +232,19 @@ def chunks_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     def col(key: str) -> list[Any]:
         return [r.get(key) for r in rows]
 
-    frame = pd.DataFrame({
-        "run_id": _strings(col("run_id")),
-        "seq_id": _ints(col("seq_id")),
-        "message_type": _category(col("message_type"), MESSAGE_TYPES),
-        "id": _strings(col("id")),
-        "step_id": _strings(col("step_id")),
-        "date": _utc(col("date")),
-        "name": _strings(col("name")),
-        "text": _strings(col("text")),
-        "data": pd.Series(col("data"), dtype=object),
-    })
+    frame = pd.DataFrame(
+        {
+            "run_id": _strings(col("run_id")),
+            "seq_id": _ints(col("seq_id")),
+            "message_type": _category(col("message_type"), MESSAGE_TYPES),
+            "id": _strings(col("id")),
+            "step_id": _strings(col("step_id")),
+            "date": _utc(col("date")),
+            "name": _strings(col("name")),
+            "text": _strings(col("text")),
+            "data": pd.Series(col("data"), dtype=object),
+        }
+    )
     return frame[CHUNK_COLUMNS]
 
 
@@ -209,8 +271,9 @@ def chunks_frame(run_id: str, batch_size: int | None = None) -> pd.DataFrame:
 
 
 # ---- usage -----------------------------------------------------------------------------------
-def usage_frame(run_ids: Iterable[str] | None = None, agent: str | None = None,
-                limit: int = 100) -> pd.DataFrame:
+def usage_frame(
+    run_ids: Iterable[str] | None = None, agent: str | None = None, limit: int = 100
+) -> pd.DataFrame:
     """Token usage per run: the given runs, else the `limit` newest (of `agent`)."""
     session = _session()
     backend = session.backend
@@ -234,10 +297,12 @@ def usage_frame(run_ids: Iterable[str] | None = None, agent: str | None = None,
 def agents_frame() -> pd.DataFrame:
     """The server's agents: name, id, model, creation time (UTC)."""
     rows = _session().agents()
-    frame = pd.DataFrame({
-        "name": _strings([r.get("name") for r in rows]),
-        "id": _strings([r.get("id") for r in rows]),
-        "model": _strings([r.get("model") for r in rows]),
-        "created_at": _utc([r.get("created_at") for r in rows]),
-    })
+    frame = pd.DataFrame(
+        {
+            "name": _strings([r.get("name") for r in rows]),
+            "id": _strings([r.get("id") for r in rows]),
+            "model": _strings([r.get("model") for r in rows]),
+            "created_at": _utc([r.get("created_at") for r in rows]),
+        }
+    )
     return frame[AGENT_COLUMNS]

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .follower import Follower
     from .session import Session
 
+
 class RunHandle:
     """One run chain as the notebook sees it (see docs/architecture.md)."""
 
@@ -114,16 +115,20 @@ class RunHandle:
 
     # ---- display -------------------------------------------------------------------------
     def __repr__(self) -> str:
-        return (f"<RunHandle agent={self.agent_id} run={self.run_id} status={self.status} "
-                f"seq={self.follower.last_seq}>")
+        return (
+            f"<RunHandle agent={self.agent_id} run={self.run_id} status={self.status} "
+            f"seq={self.follower.last_seq}>"
+        )
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         head = f"{self.status} · run {self.run_id or '(starting)'}"
         text = self.transcript
         bundle: dict[str, Any] = {
             "text/plain": f"{head}\n{text}" if text else head,
-            "text/html": (f'<div class="lnb-run"><div style="color:#6b7280">{head}</div>'
-                          f"{render_html(self.follower.transcript, tail=20000)}</div>"),
+            "text/html": (
+                f'<div class="lnb-run"><div style="color:#6b7280">{head}</div>'
+                f"{render_html(self.follower.transcript, tail=20000)}</div>"
+            ),
         }
         widget = _widget_bundle(self)
         if widget:

@@ -23,12 +23,24 @@ from .core.errors import ConfigurationError, LettaNbError
 
 COMMANDS = ("connect", "agents", "agent", "runs", "attach", "cancel", "chunks", "status")
 #: Which of the line magic's options each subcommand accepts.
-_OPTIONS = {"api_key_env": "connect", "active": "runs", "agent": "runs", "limit": "runs",
-            "from_seq": "attach"}
-_ARITY = {"connect": (0, 1), "agents": (0, 0), "agent": (1, 1), "runs": (0, 0),
-          "attach": (1, 1), "cancel": (0, 1), "chunks": (1, 1), "status": (0, 0)}
-_SETTLED = frozenset({"requires_approval", "completed", "failed", "cancelled", "detached",
-                      "error"})
+_OPTIONS = {
+    "api_key_env": "connect",
+    "active": "runs",
+    "agent": "runs",
+    "limit": "runs",
+    "from_seq": "attach",
+}
+_ARITY = {
+    "connect": (0, 1),
+    "agents": (0, 0),
+    "agent": (1, 1),
+    "runs": (0, 0),
+    "attach": (1, 1),
+    "cancel": (0, 1),
+    "chunks": (1, 1),
+    "status": (0, 0),
+}
+_SETTLED = frozenset({"requires_approval", "completed", "failed", "cancelled", "detached", "error"})
 
 
 def _fail(err: LettaNbError | str) -> None:
@@ -40,19 +52,27 @@ def _fail(err: LettaNbError | str) -> None:
 class LettaMagics(Magics):
     """`%%letta` sends the cell to a Letta agent; `%letta` manages the connection and runs."""
 
-    default_agent = Unicode(None, allow_none=True,
-                            help="Agent (name or id) for %%letta without --agent; None uses "
-                                 "the session's default agent.").tag(config=True)
-    wait = Bool(False, help="Block each %%letta cell until its run settles, as --wait."
-                ).tag(config=True)
-    timeout = Float(600.0, help="Bound (s) on a --wait cell; the run continues after it."
-                    ).tag(config=True)
+    default_agent = Unicode(
+        None,
+        allow_none=True,
+        help="Agent (name or id) for %%letta without --agent; None uses "
+        "the session's default agent.",
+    ).tag(config=True)
+    wait = Bool(False, help="Block each %%letta cell until its run settles, as --wait.").tag(
+        config=True
+    )
+    timeout = Float(600.0, help="Bound (s) on a --wait cell; the run continues after it.").tag(
+        config=True
+    )
     max_hz = Float(10.0, help="Maximum widget updates per second.").tag(config=True)
-    tail_chars = Int(4000, help="Characters of a long message the widget shows (the full "
-                                "text stays in Python).").tag(config=True)
-    policy = CaselessStrEnum(["ask", "approve", "deny"], default_value="ask",
-                             help="Approval requests: 'ask' shows buttons; 'approve'/'deny' "
-                                  "answer automatically.").tag(config=True)
+    tail_chars = Int(
+        4000, help="Characters of a long message the widget shows (the full text stays in Python)."
+    ).tag(config=True)
+    policy = CaselessStrEnum(
+        ["ask", "approve", "deny"],
+        default_value="ask",
+        help="Approval requests: 'ask' shows buttons; 'approve'/'deny' answer automatically.",
+    ).tag(config=True)
     runs_limit = Int(20, help="Rows %letta runs shows without --limit.").tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
@@ -68,24 +88,42 @@ class LettaMagics(Magics):
     def _view(self, handle: Any, *, key: str | None = None) -> Any:
         from .widgets import RunView
 
-        return RunView(handle, tail_chars=self.tail_chars or None, max_hz=self.max_hz,
-                       key=key)
+        return RunView(handle, tail_chars=self.tail_chars or None, max_hz=self.max_hz, key=key)
 
     # ---- %%letta -------------------------------------------------------------------------
     @magic_arguments("%letta")  # usage line reads %%letta
-    @argument("--agent", "-a", help="agent name or id (default: %%config "
-                                    "LettaMagics.default_agent, else the session's agent)")
-    @argument("--new", action="store_true",
-              help="start a fresh run even if this cell already has one")
+    @argument(
+        "--agent",
+        "-a",
+        help="agent name or id (default: %%config "
+        "LettaMagics.default_agent, else the session's agent)",
+    )
+    @argument(
+        "--new", action="store_true", help="start a fresh run even if this cell already has one"
+    )
     @argument("--key", help="explicit cursor key (default: the cell's identity)")
-    @argument("--wait", action="store_true", default=None,
-              help="block until the run ends or asks for approval; print the transcript")
-    @argument("--no-wait", dest="wait", action="store_false",
-              help="do not block, even if LettaMagics.wait is set")
-    @argument("--no-background", action="store_true",
-              help="standard streaming (no resume): pings and a 1.5x client timeout")
-    @argument("--timeout", type=float, help="seconds: bound on --wait (and the expected "
-                                            "duration of a --no-background run)")
+    @argument(
+        "--wait",
+        action="store_true",
+        default=None,
+        help="block until the run ends or asks for approval; print the transcript",
+    )
+    @argument(
+        "--no-wait",
+        dest="wait",
+        action="store_false",
+        help="do not block, even if LettaMagics.wait is set",
+    )
+    @argument(
+        "--no-background",
+        action="store_true",
+        help="standard streaming (no resume): pings and a 1.5x client timeout",
+    )
+    @argument(
+        "--timeout",
+        type=float,
+        help="seconds: bound on --wait (and the expected duration of a --no-background run)",
+    )
     @argument("--auto-approve", action="store_true", help="approve tool calls automatically")
     @argument("--auto-deny", action="store_true", help="deny tool calls automatically")
     @argument("--out", metavar="VAR", help="store the RunHandle in the variable VAR")
@@ -123,12 +161,24 @@ class LettaMagics(Magics):
         agent = args.agent or self.default_agent or None
         row = session.resolve(agent)
         ident = _kernel.cell_identity()
-        key = cell_key(notebook=ident.notebook, cell_id=ident.cell_id, agent=row["id"],
-                       source=message, explicit=args.key)
+        key = cell_key(
+            notebook=ident.notebook,
+            cell_id=ident.cell_id,
+            agent=row["id"],
+            source=message,
+            explicit=args.key,
+        )
         timeout = args.timeout if args.timeout is not None else self.timeout
-        handle = session.send(message, row, key=key, new=args.new,
-                              background=not args.no_background, wait=False,
-                              timeout=args.timeout, policy=self._policy(args))
+        handle = session.send(
+            message,
+            row,
+            key=key,
+            new=args.new,
+            background=not args.no_background,
+            wait=False,
+            timeout=args.timeout,
+            policy=self._policy(args),
+        )
         self.last_handle = handle
         if args.out:
             self.shell.user_ns[args.out] = handle
@@ -144,11 +194,15 @@ class LettaMagics(Magics):
         if text:
             print(text)
         if status not in _SETTLED:
-            _fail(f"still {status} after {timeout:g} s; the run goes on (re-run the cell to "
-                  f"resume it)")
+            _fail(
+                f"still {status} after {timeout:g} s; the run goes on (re-run the cell to "
+                f"resume it)"
+            )
         elif status == "requires_approval":
-            _fail("the run is waiting for an approval: use the buttons below, "
-                  "--auto-approve / --auto-deny, or the handle's .approve() / .deny()")
+            _fail(
+                "the run is waiting for an approval: use the buttons below, "
+                "--auto-approve / --auto-deny, or the handle's .approve() / .deny()"
+            )
             if _kernel.in_kernel():
                 display(self._view(handle, key=key))
         elif status in ("failed", "error") and handle.error:
@@ -158,13 +212,21 @@ class LettaMagics(Magics):
     @magic_arguments("letta")
     @argument("command", choices=COMMANDS, help="what to do (see below)")
     @argument("args", nargs="*", help="URL, NAME or RUN_ID, depending on the command")
-    @argument("--api-key-env", metavar="VAR",
-              help="connect: read the API key from environment variable VAR")
+    @argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="connect: read the API key from environment variable VAR",
+    )
     @argument("--active", action="store_true", help="runs: only created/running runs")
     @argument("--agent", "-a", help="runs: only this agent's runs")
     @argument("--limit", type=int, help="runs: at most N rows")
-    @argument("--from", dest="from_seq", type=int, metavar="SEQ",
-              help="attach: resume after this seq (default 0: the whole run)")
+    @argument(
+        "--from",
+        dest="from_seq",
+        type=int,
+        metavar="SEQ",
+        help="attach: resume after this seq (default 0: the whole run)",
+    )
     @line_magic("letta")
     def letta_line(self, line: str) -> Any:
         """Connection, agents and runs.
@@ -187,8 +249,11 @@ class LettaMagics(Magics):
                 raise UsageError(f"{flag} only applies to `%letta {owner}`")
         low, high = _ARITY[command]
         if not low <= len(args.args) <= high:
-            want = "no argument" if high == 0 else ("one argument" if low == high else
-                                                    "at most one argument")
+            want = (
+                "no argument"
+                if high == 0
+                else ("one argument" if low == high else "at most one argument")
+            )
             raise UsageError(f"`%letta {command}` takes {want}, got {len(args.args)}")
         if args.limit is not None and args.limit <= 0:
             raise UsageError("--limit must be a positive number")
@@ -225,8 +290,13 @@ class LettaMagics(Magics):
     def _cmd_runs(self, args: Any) -> None:
         from .frames import runs_frame
 
-        display(runs_frame(args.agent, active=True if args.active else None,
-                           limit=args.limit or self.runs_limit))
+        display(
+            runs_frame(
+                args.agent,
+                active=True if args.active else None,
+                limit=args.limit or self.runs_limit,
+            )
+        )
 
     def _cmd_attach(self, args: Any) -> None:
         handle = self._session().attach(args.args[0], args.from_seq or 0)
@@ -262,15 +332,19 @@ class LettaMagics(Magics):
         print(f"server {session.backend.base_url} · default agent {agent}")
         if session.agent:
             for call in session.backend.pending_approval(session.agent["id"]):
-                print(f"approval pending: {call.get('name')}({call.get('arguments')}) "
-                      f"[{call.get('tool_call_id')}] — answer with the buttons, "
-                      "run.approve() or run.deny(reason)")
+                print(
+                    f"approval pending: {call.get('name')}({call.get('arguments')}) "
+                    f"[{call.get('tool_call_id')}] — answer with the buttons, "
+                    "run.approve() or run.deny(reason)"
+                )
         followers = session.followers()
         if not followers:
             print("no runs followed in this kernel yet")
         for f in followers:
-            print(f"run {f.run_id} · {f.status} · seq {f.last_seq} · chain of {len(f.runs)}"
-                  + (f" · {f.warning}" if f.warning else ""))
+            print(
+                f"run {f.run_id} · {f.status} · seq {f.last_seq} · chain of {len(f.runs)}"
+                + (f" · {f.warning}" if f.warning else "")
+            )
 
 
 _loaded: dict[int, LettaMagics] = {}

@@ -54,15 +54,21 @@ class Session:
     expected_duration = 120.0
     stall_after = 60.0
 
-    def __init__(self, backend: Any, *, agent: dict[str, Any] | None = None,
-                 store: CursorStore | None = None, server: Any = None) -> None:
+    def __init__(
+        self,
+        backend: Any,
+        *,
+        agent: dict[str, Any] | None = None,
+        store: CursorStore | None = None,
+        server: Any = None,
+    ) -> None:
         self.backend = backend
         self.store = store if store is not None else CursorStore()
         self.server = server  # an in-process server kept alive with the session
         self.agent = agent
         self._agents: dict[str, dict[str, Any]] = {}
-        self._followers: dict[str, Follower] = {}   # run id → follower
-        self._keys: dict[int, str] = {}              # id(follower) → cursor key
+        self._followers: dict[str, Follower] = {}  # run id → follower
+        self._keys: dict[int, str] = {}  # id(follower) → cursor key
         self._by_key: dict[str, Follower] = {}
         self._lock = threading.RLock()
         if agent:
@@ -85,8 +91,7 @@ class Session:
             return agent
         if agent is None:
             if self.agent is None:
-                raise ConfigurationError("no default agent: pass agent= or use "
-                                         "`%letta agent NAME`")
+                raise ConfigurationError("no default agent: pass agent= or use `%letta agent NAME`")
             return self.agent
         found = self._agents.get(agent)
         if found is None:
@@ -113,14 +118,23 @@ class Session:
         return self._remember(self.backend.create_agent(name, model=model))
 
     # ---- sending -------------------------------------------------------------------------
-    def send(self, message: str, agent: str | dict[str, Any] | None = None, *,
-             key: str | None = None, new: bool = False, background: bool = True,
-             wait: bool = False, timeout: float | None = None,
-             policy: str | Policy | None = None) -> RunHandle:
+    def send(
+        self,
+        message: str,
+        agent: str | dict[str, Any] | None = None,
+        *,
+        key: str | None = None,
+        new: bool = False,
+        background: bool = True,
+        wait: bool = False,
+        timeout: float | None = None,
+        policy: str | Policy | None = None,
+    ) -> RunHandle:
         """Send `message` (or re-attach the cell's run: see the module doc)."""
         if policy not in (None, "approve", "deny") and not callable(policy):
-            raise ConfigurationError(f"policy must be 'approve', 'deny' or a callable, "
-                                     f"not {policy!r}")
+            raise ConfigurationError(
+                f"policy must be 'approve', 'deny' or a callable, not {policy!r}"
+            )
         row = self.resolve(agent)
         agent_id = row["id"]
         if key is None:
@@ -128,8 +142,9 @@ class Session:
             key = f"py:{digest}"
         handle = None if new else self._reattach(key, agent_id, policy)
         if handle is None:
-            handle = self._start(key, row, message, background=background, timeout=timeout,
-                                 policy=policy)
+            handle = self._start(
+                key, row, message, background=background, timeout=timeout, policy=policy
+            )
         if wait:
             handle.wait(timeout)
         return handle
@@ -186,11 +201,18 @@ class Session:
         follower.started_at = follower.ended_at = cur.updated_at
         follower._settled.set()
         if cur.status == "requires_approval" and cur.run_id:
-            follower.approval = ApprovalState(cur.run_id,
-                                              follower.transcript.pending_tool_calls())
+            follower.approval = ApprovalState(cur.run_id, follower.transcript.pending_tool_calls())
 
-    def _start(self, key: str, agent: dict[str, Any], message: str, *, background: bool,
-               timeout: float | None, policy: Any) -> RunHandle:
+    def _start(
+        self,
+        key: str,
+        agent: dict[str, Any],
+        message: str,
+        *,
+        background: bool,
+        timeout: float | None,
+        policy: Any,
+    ) -> RunHandle:
         follower = self._new_follower(agent["id"], Transcript(), policy)
         cur = Cursor(key=key, agent_id=agent["id"], message=message, status="starting")
         with self._lock:
@@ -198,13 +220,19 @@ class Session:
         client_timeout = None
         if not background:  # no resume possible: pings + 1.5× the expected duration
             client_timeout = 1.5 * (timeout if timeout is not None else self.expected_duration)
-        follower.start([{"role": "user", "content": message}], background=background,
-                       timeout=client_timeout)
+        follower.start(
+            [{"role": "user", "content": message}], background=background, timeout=client_timeout
+        )
         return RunHandle(self, follower, key)
 
-    def attach(self, run_id: str, starting_after: int = 0, *,
-               agent: str | dict[str, Any] | None = None,
-               batch_size: int | None = None) -> RunHandle:
+    def attach(
+        self,
+        run_id: str,
+        starting_after: int = 0,
+        *,
+        agent: str | dict[str, Any] | None = None,
+        batch_size: int | None = None,
+    ) -> RunHandle:
         """Follow any existing run (one follower per run per kernel).
 
         A run this kernel already follows keeps its follower; a detached or errored one
@@ -237,8 +265,13 @@ class Session:
 
     # ---- followers and cursors -----------------------------------------------------------
     def _new_follower(self, agent_id: str, transcript: Transcript, policy: Any) -> Follower:
-        return Follower(self.backend, agent_id=agent_id, transcript=transcript,
-                        stall_after=self.stall_after, policy=policy)
+        return Follower(
+            self.backend,
+            agent_id=agent_id,
+            transcript=transcript,
+            stall_after=self.stall_after,
+            policy=policy,
+        )
 
     def _register(self, key: str, follower: Follower, cur: Cursor) -> None:
         self._by_key[key] = follower
@@ -267,21 +300,35 @@ class Session:
         follower.add_listener(persist)
         persist(follower)
 
-    def _cursor(self, key: str, f: Follower, message: str = "", *,
-                records: bool = True) -> Cursor:
+    def _cursor(self, key: str, f: Follower, message: str = "", *, records: bool = True) -> Cursor:
         tr = f.transcript
         stop = tr.stop_reason
         seqs = tr.seq_state()
         if records and sum(len(e.text) for e in tr.entries) > CACHE_CHARS:
             # Too big to be worth a copy (encoding it doubles the kernel's memory for a
             # moment): no cached records, and a rebuild replays the chain from the server.
-            return Cursor(key=key, agent_id=f.agent_id, runs=list(tr.runs), seqs=seqs,
-                          status=f.status, stop_reason=stop, records=[], message=message,
-                          record_seqs={})
-        return Cursor(key=key, agent_id=f.agent_id, runs=list(tr.runs), seqs=seqs,
-                      status=f.status, stop_reason=stop,
-                      records=tr.to_records() if records else [], message=message,
-                      record_seqs=dict(seqs) if records else None)
+            return Cursor(
+                key=key,
+                agent_id=f.agent_id,
+                runs=list(tr.runs),
+                seqs=seqs,
+                status=f.status,
+                stop_reason=stop,
+                records=[],
+                message=message,
+                record_seqs={},
+            )
+        return Cursor(
+            key=key,
+            agent_id=f.agent_id,
+            runs=list(tr.runs),
+            seqs=seqs,
+            status=f.status,
+            stop_reason=stop,
+            records=tr.to_records() if records else [],
+            message=message,
+            record_seqs=dict(seqs) if records else None,
+        )
 
     def cursor_of(self, handle: RunHandle) -> Cursor:
         """The handle's cursor as it is now (the stored one may lag by up to ~2 s)."""
@@ -327,9 +374,13 @@ def _embedded() -> tuple[str, Any]:
     return server.base_url, server
 
 
-def connect(base_url: str | None = None, api_key: str | None = None, *,
-            agent: str | None = None, backend_factory: Callable[..., Any] | None = None
-            ) -> Session:
+def connect(
+    base_url: str | None = None,
+    api_key: str | None = None,
+    *,
+    agent: str | None = None,
+    backend_factory: Callable[..., Any] | None = None,
+) -> Session:
     """Explicit args → LETTA_BASE_URL / LETTA_API_KEY → the embedded server with a demo agent."""
     from .backend import Backend
 

@@ -20,8 +20,10 @@ if _HELPERS not in sys.path:  # lnb_golden: the pure SSE reader shared by core a
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
     if not GOLDEN_DIR.is_dir():
-        pytest.skip(f"golden recordings not found at {GOLDEN_DIR} (expected ../shared/"
-                    "letta-golden next to the repo)")
+        pytest.skip(
+            f"golden recordings not found at {GOLDEN_DIR} (expected ../shared/"
+            "letta-golden next to the repo)"
+        )
     return GOLDEN_DIR
 
 

@@ -34,8 +34,7 @@ class ApprovalState:
         with self._lock:
             if self.state != PENDING:
                 raise ApprovalError(
-                    f"the approval request of run {self.run_id} was already answered "
-                    f"({self.state})"
+                    f"the approval request of run {self.run_id} was already answered ({self.state})"
                 )
             self.state = SENDING
             self._approve = approve
@@ -56,8 +55,11 @@ class ApprovalState:
         """The `approvals=[...]` list Letta expects: one entry per pending tool_call_id."""
         out: list[dict[str, Any]] = []
         for call in self.tool_calls:
-            item: dict[str, Any] = {"type": "approval", "tool_call_id": call["tool_call_id"],
-                                    "approve": approve}
+            item: dict[str, Any] = {
+                "type": "approval",
+                "tool_call_id": call["tool_call_id"],
+                "approve": approve,
+            }
             if reason:
                 item["reason"] = reason
             out.append(item)

@@ -31,8 +31,16 @@ CREATE TABLE IF NOT EXISTS cursors (
     updated_at REAL NOT NULL
 )
 """
-_STATE_FIELDS = ("key", "agent_id", "runs", "seqs", "status", "stop_reason", "message",
-                 "updated_at")
+_STATE_FIELDS = (
+    "key",
+    "agent_id",
+    "runs",
+    "seqs",
+    "status",
+    "stop_reason",
+    "message",
+    "updated_at",
+)
 
 
 @dataclass(slots=True)
@@ -71,22 +79,34 @@ class Cursor:
         return self.seqs.get(rid, 0) if rid else 0
 
     def to_json(self) -> str:
-        return json.dumps({
-            "key": self.key, "agent_id": self.agent_id, "runs": self.runs, "seqs": self.seqs,
-            "status": self.status, "stop_reason": self.stop_reason, "records": self.records,
-            "message": self.message, "updated_at": self.updated_at,
-            "record_seqs": self.record_seqs,
-        }, separators=(",", ":"), default=str)
+        return json.dumps(
+            {
+                "key": self.key,
+                "agent_id": self.agent_id,
+                "runs": self.runs,
+                "seqs": self.seqs,
+                "status": self.status,
+                "stop_reason": self.stop_reason,
+                "records": self.records,
+                "message": self.message,
+                "updated_at": self.updated_at,
+                "record_seqs": self.record_seqs,
+            },
+            separators=(",", ":"),
+            default=str,
+        )
 
     def state_json(self) -> str:
         """The cheap part (no records): O(runs), whatever the transcript's size."""
-        return json.dumps({k: getattr(self, k) for k in _STATE_FIELDS},
-                          separators=(",", ":"), default=str)
+        return json.dumps(
+            {k: getattr(self, k) for k in _STATE_FIELDS}, separators=(",", ":"), default=str
+        )
 
     def records_json(self) -> str:
         seqs = self.seqs if self.record_seqs is None else self.record_seqs
-        return json.dumps({"records": self.records, "seqs": seqs}, separators=(",", ":"),
-                          default=str)
+        return json.dumps(
+            {"records": self.records, "seqs": seqs}, separators=(",", ":"), default=str
+        )
 
     @classmethod
     def from_json(cls, text: str, records: str | None = None) -> Cursor:
@@ -100,8 +120,14 @@ class Cursor:
         return cur
 
 
-def cell_key(*, notebook: str | None, cell_id: str | None, agent: str, source: str,
-             explicit: str | None = None) -> str:
+def cell_key(
+    *,
+    notebook: str | None,
+    cell_id: str | None,
+    agent: str,
+    source: str,
+    explicit: str | None = None,
+) -> str:
     """Identity of a cell's cursor: --key, else JupyterLab's cellId + notebook, else a hash.
 
     nbclient/nbval send no cellId, so the fallback hashes agent + cell source: re-running the
@@ -119,8 +145,9 @@ def default_state_dir() -> Path:
     env = os.environ.get("LETTA_NB_STATE_DIR")
     if env:
         return Path(env).expanduser()
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local",
-                                                            "state")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
     return Path(base) / "letta_nb"
 
 
@@ -165,8 +192,11 @@ class CursorStore:
             cur = self._mem.get(key)
             if cur is not None and (cur.records or not records):
                 return cur
-            row = self._conn().execute("SELECT body, records FROM cursors WHERE key=?",
-                                       (key,)).fetchone()
+            row = (
+                self._conn()
+                .execute("SELECT body, records FROM cursors WHERE key=?", (key,))
+                .fetchone()
+            )
             if row is None:
                 return cur
             stored = Cursor.from_json(row[0], row[1])
@@ -195,8 +225,7 @@ class CursorStore:
                     "INSERT INTO cursors(key, body, updated_at, records) VALUES(?,?,?,?) "
                     "ON CONFLICT(key) DO UPDATE SET body=excluded.body, "
                     "updated_at=excluded.updated_at, records=excluded.records",
-                    (cursor.key, cursor.state_json(), cursor.updated_at,
-                     cursor.records_json()),
+                    (cursor.key, cursor.state_json(), cursor.updated_at, cursor.records_json()),
                 )
             else:
                 db.execute(

@@ -38,9 +38,11 @@ def entry_text(entry: Entry) -> str | None:
         return f"■ {text}"
     if kind == ct.USAGE:
         extra = entry.extra
-        return (f"  usage: {extra.get('total_tokens')} tokens "
-                f"({extra.get('prompt_tokens')} prompt, {extra.get('completion_tokens')} "
-                f"completion), {extra.get('step_count')} step(s)")
+        return (
+            f"  usage: {extra.get('total_tokens')} tokens "
+            f"({extra.get('prompt_tokens')} prompt, {extra.get('completion_tokens')} "
+            f"completion), {extra.get('step_count')} step(s)"
+        )
     if kind == ct.ERROR:
         return f"✖ error: {text}"
     if kind == ct.USER:
@@ -79,8 +81,14 @@ def entry_html(entry: Entry, tail: int | None = None) -> str:
     size = len(entry.text)
     text = entry.text.tail(tail) if tail is not None and size > tail else str(entry.text)
     cut = size - len(text)
-    prefix = (f'<span style="color:#9ca3af">… {cut:,} earlier characters (full text in '
-              f'<code>.transcript</code>)</span><br>') if cut else ""
+    prefix = (
+        (
+            f'<span style="color:#9ca3af">… {cut:,} earlier characters (full text in '
+            f"<code>.transcript</code>)</span><br>"
+        )
+        if cut
+        else ""
+    )
     body = html.escape(text)
     style = _STYLE.get(kind, "")
     if kind == ct.REASONING or kind == ct.HIDDEN_REASONING:
@@ -91,14 +99,18 @@ def entry_html(entry: Entry, tail: int | None = None) -> str:
         status = html.escape(str(entry.status))
         inner = f"← <b>{html.escape(str(entry.name))}</b> [{status}]: {prefix}{body}"
     elif kind == ct.APPROVAL_REQUEST:
-        inner = (f"approval requested: <b>{html.escape(str(entry.name))}</b>({prefix}{body})"
-                 f" <span style='color:#6b7280'>[{html.escape(str(entry.tool_call_id))}]</span>")
+        inner = (
+            f"approval requested: <b>{html.escape(str(entry.name))}</b>({prefix}{body})"
+            f" <span style='color:#6b7280'>[{html.escape(str(entry.tool_call_id))}]</span>"
+        )
     elif kind in (ct.STOP_REASON, ct.USAGE, ct.ERROR):
         inner = html.escape(entry_text(entry) or "")
     else:
         inner = prefix + body
-    return (f'<div class="lnb-{kind.replace("_", "-")}" '
-            f'style="white-space:pre-wrap;margin:2px 0;{style}">{inner}</div>')
+    return (
+        f'<div class="lnb-{kind.replace("_", "-")}" '
+        f'style="white-space:pre-wrap;margin:2px 0;{style}">{inner}</div>'
+    )
 
 
 def render_html(transcript: Transcript, *, tail: int | None = None) -> str:

@@ -64,8 +64,10 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(str(part.get("text", "")) if isinstance(part, Mapping) else str(part)
-                       for part in content)
+        return "".join(
+            str(part.get("text", "")) if isinstance(part, Mapping) else str(part)
+            for part in content
+        )
     return str(content)
 
 
@@ -140,8 +142,9 @@ class Transcript:
         if kind == ct.ERROR:
             text = str(data.get("message") or data.get("detail") or "the run failed")
             body = {k: v for k, v in data.items() if k != "message_type"}
-            self._add(Entry(kind, run_id, text=TextBuffer(text), seq_first=seq, seq_last=seq,
-                            extra=body))
+            self._add(
+                Entry(kind, run_id, text=TextBuffer(text), seq_first=seq, seq_last=seq, extra=body)
+            )
             return
 
         msg_id = data.get("id")
@@ -151,8 +154,9 @@ class Transcript:
             date = data.get("date")
             if date is not None:  # the backend leaves SDK datetimes as they are (hot path)
                 date = date.isoformat() if hasattr(date, "isoformat") else str(date)
-            entry = Entry(kind, run_id, id=msg_id, step_id=data.get("step_id"), date=date,
-                          seq_first=seq)
+            entry = Entry(
+                kind, run_id, id=msg_id, step_id=data.get("step_id"), date=date, seq_first=seq
+            )
             self._add(entry)
             if msg_id:
                 self._index[key] = entry
@@ -212,8 +216,13 @@ class Transcript:
         calls: list[dict[str, Any]] = []
         for entry in self.entries:
             if entry.run_id == rid and entry.kind == ct.APPROVAL_REQUEST:
-                calls.append({"tool_call_id": entry.tool_call_id, "name": entry.name,
-                              "arguments": str(entry.text)})
+                calls.append(
+                    {
+                        "tool_call_id": entry.tool_call_id,
+                        "name": entry.name,
+                        "arguments": str(entry.text),
+                    }
+                )
         return calls
 
     def assistant_text(self) -> str:
@@ -227,8 +236,9 @@ class Transcript:
         return {rid: t.last_seq for rid, t in self._seq.items() if rid is not None}
 
     @classmethod
-    def from_records(cls, records: Iterable[Mapping[str, Any]],
-                     seq_state: Mapping[str, int] | None = None) -> Transcript:
+    def from_records(
+        cls, records: Iterable[Mapping[str, Any]], seq_state: Mapping[str, int] | None = None
+    ) -> Transcript:
         """Restore a cached transcript (cursor store) so a resume continues after it."""
         tr = cls()
         for rec in records:

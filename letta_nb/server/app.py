@@ -40,7 +40,9 @@ class TokenGuard:
             if not hmac.compare_digest(given, self.expected):
                 reply = JSONResponse(
                     {"detail": "Unauthorized: a valid Bearer token is required."},
-                    status_code=401, headers={"x-should-retry": "false"})
+                    status_code=401,
+                    headers={"x-should-retry": "false"},
+                )
                 await reply(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -75,8 +77,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405:  # Starlette names only the first matching route's methods
             headers["Allow"] = ", ".join(_allowed_methods(app, request))
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
-                            headers=headers or None)
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=headers or None
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -102,12 +105,22 @@ def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
 
 
 ERROR_BODY = {"type": "object", "required": ["detail"], "properties": {"detail": {}}}
-ERROR_STATUSES = {"400": "Bad request", "401": "Unauthorized", "404": "Not found",
-                  "405": "Method not allowed", "409": "Conflict (e.g. a pending approval)",
-                  "410": "Expired", "422": "Invalid request", "502": "The run failed"}
+ERROR_STATUSES = {
+    "400": "Bad request",
+    "401": "Unauthorized",
+    "404": "Not found",
+    "405": "Method not allowed",
+    "409": "Conflict (e.g. a pending approval)",
+    "410": "Expired",
+    "422": "Invalid request",
+    "502": "The run failed",
+}
 RUN_ID_PATTERN = "^run-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-STREAMING = {"/v1/agents/{agent_id}/messages", "/v1/agents/{agent_id}/messages/stream",
-             "/v1/runs/{run_id}/stream"}
+STREAMING = {
+    "/v1/agents/{agent_id}/messages",
+    "/v1/agents/{agent_id}/messages/stream",
+    "/v1/runs/{run_id}/stream",
+}
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -126,8 +139,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                     body["required"] = list(required)
                     for name in required:  # required means present and not null
                         body["properties"][name] = {**fields[name], "minLength": 1}
-                op["requestBody"] = {"required": bool(required), "content": {
-                    "application/json": {"schema": body}}}
+                op["requestBody"] = {
+                    "required": bool(required),
+                    "content": {"application/json": {"schema": body}},
+                }
             for param in op.get("parameters", []):
                 if param.get("name") == "run_id" and param.get("in") == "path":
                     param["schema"] = {"type": "string", "pattern": RUN_ID_PATTERN}
@@ -137,8 +152,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 responses[status]["content"] = {"application/json": {"schema": ERROR_BODY}}
             if path in STREAMING:
                 ok = responses.setdefault("200", {"description": "OK"})
-                ok.setdefault("content", {}).update({
-                    "text/event-stream": {"schema": {"type": "string"}},
-                    "application/json": {"schema": {"type": "object"}}})
+                ok.setdefault("content", {}).update(
+                    {
+                        "text/event-stream": {"schema": {"type": "string"}},
+                        "application/json": {"schema": {"type": "object"}},
+                    }
+                )
     app.openapi_schema = schema
     return schema

@@ -35,8 +35,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedServer:
     """A running in-process server; use as a context manager or call ``stop()``."""
 
-    def __init__(self, server: uvicorn.Server, thread: threading.Thread, base_url: str,
-                 db_path: Path, tmpdir: Path | None) -> None:
+    def __init__(
+        self,
+        server: uvicorn.Server,
+        thread: threading.Thread,
+        base_url: str,
+        db_path: Path,
+        tmpdir: Path | None,
+    ) -> None:
         self._server = server
         self._thread = thread
         self.base_url = base_url
@@ -59,8 +65,12 @@ class EmbeddedServer:
     def __enter__(self) -> EmbeddedServer:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
 
@@ -80,12 +90,25 @@ def start_in_process(
         tmpdir = Path(tempfile.mkdtemp(prefix="letta-nb-server-"))
         db_path = tmpdir / "server.sqlite3"
     db_path = Path(db_path)
-    config = ServerConfig(db_path=db_path, token=token, keepalive_interval=keepalive_interval,
-                          retention_seconds=retention_seconds, brains=brains)
+    config = ServerConfig(
+        db_path=db_path,
+        token=token,
+        keepalive_interval=keepalive_interval,
+        retention_seconds=retention_seconds,
+        brains=brains,
+    )
     port = port or free_port(host)
-    server = uvicorn.Server(uvicorn.Config(
-        create_app(config), host=host, port=port, log_level="warning", access_log=False,
-        lifespan="on", timeout_graceful_shutdown=2))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+        )
+    )
     thread = threading.Thread(target=server.run, name=f"letta-nb-server-{port}", daemon=True)
     thread.start()
     base_url = f"http://{host}:{port}"

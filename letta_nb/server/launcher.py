@@ -57,18 +57,35 @@ def ensure_server(state_dir: str | Path, *, host: str = "127.0.0.1", port: int =
     log = open(state / "server.log", "ab")  # noqa: SIM115 - handed to the child process
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "letta_nb.cli", "server", "--host", host, "--port", str(port),
-             "--db", str(state / "server.sqlite3"), "--port-file", str(port_file)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-            cwd=str(state), env=_child_env(),
+            [
+                sys.executable,
+                "-m",
+                "letta_nb.cli",
+                "server",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--db",
+                str(state / "server.sqlite3"),
+                "--port-file",
+                str(port_file),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            cwd=str(state),
+            env=_child_env(),
         )
     finally:
         log.close()
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"letta-nb server exited with {proc.returncode}; see "
-                               f"{state / 'server.log'}")
+            raise RuntimeError(
+                f"letta-nb server exited with {proc.returncode}; see {state / 'server.log'}"
+            )
         if port_file.exists() and port_file.read_text().strip():
             base_url = f"http://{host}:{port_file.read_text().strip()}"
             if _healthy(base_url):

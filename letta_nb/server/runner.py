@@ -172,8 +172,9 @@ class Engine:
             data = frame if isinstance(frame, bytes) else render(frame, run.seq, event=event)
             self._queue(run, data)
         elif run.queue is not None:
-            if run.ttft_ns is None and not (isinstance(frame, dict)
-                                            and frame.get("message_type") == "ping"):
+            if run.ttft_ns is None and not (
+                isinstance(frame, dict) and frame.get("message_type") == "ping"
+            ):
                 run.ttft_ns = int((time.monotonic() - run.started) * 1e9)
             data = frame if isinstance(frame, bytes) else render(frame, None, event=event)
             run.queue.put_nowait(data)
@@ -276,8 +277,12 @@ class Engine:
             if agent and pending and pending.get("run_id") == run_id:
                 self._deny_on_cancel(agent, pending, run_id)
             self.store.finish_run(
-                run_id, status="cancelled", stop_reason="cancelled", last_seq=row["last_seq"],
-                usage=row["usage"], metadata=row["metadata"],
+                run_id,
+                status="cancelled",
+                stop_reason="cancelled",
+                last_seq=row["last_seq"],
+                usage=row["usage"],
+                metadata=row["metadata"],
                 total_duration_ns=row["total_duration_ns"],
             )
         return "cancelled"
@@ -285,12 +290,19 @@ class Engine:
     def _deny_on_cancel(self, agent: dict[str, Any], pending: dict[str, Any], run_id: str) -> None:
         """Clear a pending approval the way an explicit denial would, so the agent stays usable."""
         reason = "The run waiting for this approval was cancelled."
-        decision = Decision(tool_call_id=pending["tool_call_id"], kind="approval", approve=False,
-                            reason=reason)
+        decision = Decision(
+            tool_call_id=pending["tool_call_id"], kind="approval", approve=False, reason=reason
+        )
         self._persist_approval_response(agent["id"], run_id, [decision], pending)
         self._persist_tool_return(
-            agent["id"], run_id, new_id("step"), pending["name"], pending["tool_call_id"],
-            "error", f"Error: request to call tool denied. User reason: {reason}")
+            agent["id"],
+            run_id,
+            new_id("step"),
+            pending["name"],
+            pending["tool_call_id"],
+            "error",
+            f"Error: request to call tool denied. User reason: {reason}",
+        )
         self.store.update_agent(agent["id"], pending=None)
 
     # -- the driver -------------------------------------------------------------------------
@@ -305,8 +317,9 @@ class Engine:
         error: dict[str, Any] | None = None
         try:
             if run.include_pings:
-                ping = schemas.envelope(new_id("ping"), "ping", otid=None, step_id=None,
-                                        run_id=run.id)
+                ping = schemas.envelope(
+                    new_id("ping"), "ping", otid=None, step_id=None, run_id=run.id
+                )
                 self.emit(run, ping)
             if failure is not None:
                 error_type, message, detail = failure
@@ -320,12 +333,20 @@ class Engine:
                     gen = brain.resume_after_approval(ctx, result)
                 else:
                     text = turn.user_text or ""
-                    self._persist(agent["id"], run.id, {
-                        **schemas.envelope(new_id("message"), "user_message",
-                                           otid=turn.otids[0] if turn.otids else str(uuid.uuid4()),
-                                           step_id=step["id"], run_id=run.id),
-                        "content": text,
-                    })
+                    self._persist(
+                        agent["id"],
+                        run.id,
+                        {
+                            **schemas.envelope(
+                                new_id("message"),
+                                "user_message",
+                                otid=turn.otids[0] if turn.otids else str(uuid.uuid4()),
+                                step_id=step["id"],
+                                run_id=run.id,
+                            ),
+                            "content": text,
+                        },
+                    )
                     step["prompt_tokens"] += max(1, pieces(text))
                     gen = brain.respond(ctx, text)
                 stop, error = await self._play(run, agent, brain, gen, step)
@@ -333,8 +354,9 @@ class Engine:
             stop, error = "cancelled", None
         except Exception as exc:  # a brain or tool bug must end the run, never hang readers
             stop = "error"
-            error = schemas.error_message(run.id, "internal_error",
-                                          "An unknown error occurred with the run.", repr(exc))
+            error = schemas.error_message(
+                run.id, "internal_error", "An unknown error occurred with the run.", repr(exc)
+            )
         await self._finish(run, agent, stop, error)
 
     def _context(self, agent: dict[str, Any], run: LiveRun) -> TurnContext:
@@ -344,15 +366,31 @@ class Engine:
         for m in self.store.list_messages(_LAST_50, agent_id=agent["id"]):
             if m["message_type"] in ("user_message", "assistant_message"):
                 role = "user" if m["message_type"] == "user_message" else "assistant"
-                history.append({"role": role, "content": m.get("content", ""),
-                                "message_type": m["message_type"]})
+                history.append(
+                    {
+                        "role": role,
+                        "content": m.get("content", ""),
+                        "message_type": m["message_type"],
+                    }
+                )
         history.reverse()
-        return TurnContext(agent_id=agent["id"], agent_name=agent["name"], run_id=run.id,
-                           workdir=workdir, history=tuple(history))
+        return TurnContext(
+            agent_id=agent["id"],
+            agent_name=agent["name"],
+            run_id=run.id,
+            workdir=workdir,
+            history=tuple(history),
+        )
 
     def _new_step(self, run: LiveRun) -> dict[str, Any]:
-        step = {"id": new_id("step"), "run_id": run.id, "agent_id": run.agent_id,
-                "completion_tokens": 0, "prompt_tokens": 0, "stop_reason": None}
+        step = {
+            "id": new_id("step"),
+            "run_id": run.id,
+            "agent_id": run.agent_id,
+            "completion_tokens": 0,
+            "prompt_tokens": 0,
+            "stop_reason": None,
+        }
         run.steps.append(step)
         return step
 
@@ -381,8 +419,9 @@ class Engine:
                 if count % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
                 if isinstance(event, Assistant | Reasoning):
-                    kind = ("assistant_message" if isinstance(event, Assistant)
-                            else "reasoning_message")
+                    kind = (
+                        "assistant_message" if isinstance(event, Assistant) else "reasoning_message"
+                    )
                     if open_msg is None or open_msg.kind != kind:
                         self._close(run, open_msg, step)
                         mid = new_id("message")
@@ -400,7 +439,8 @@ class Engine:
                 open_msg = None
                 if isinstance(event, Fail):
                     return "llm_api_error", schemas.error_message(
-                        run.id, event.error_type, event.message, event.message)
+                        run.id, event.error_type, event.message, event.message
+                    )
                 elif isinstance(event, ToolCall):
                     if event.name in gated:
                         self._request_approval(run, agent, event, step)
@@ -444,8 +484,9 @@ class Engine:
 
     # -- frames of each message kind --------------------------------------------------------
     def _text_frame(self, run: LiveRun, msg: _Open, step: dict[str, Any], text: str) -> dict:
-        frame = schemas.envelope(msg.message_id, msg.kind, otid=msg.otid, step_id=step["id"],
-                                 run_id=run.id)
+        frame = schemas.envelope(
+            msg.message_id, msg.kind, otid=msg.otid, step_id=step["id"], run_id=run.id
+        )
         if msg.kind == "assistant_message":
             frame["content"] = text
         else:
@@ -466,9 +507,13 @@ class Engine:
             msg.prefix = (
                 f'data: {{"id":"{msg.message_id}","date":"{date}","name":null,'
                 f'"message_type":"{msg.kind}","otid":"{msg.otid}","sender_id":null,'
-                f'"step_id":"{step["id"]}","is_err":null,"seq_id":')
-            msg.suffix = (f',"run_id":"{run.id}","content":' if field_name else
-                          f',"run_id":"{run.id}","source":"reasoner_model","reasoning":')
+                f'"step_id":"{step["id"]}","is_err":null,"seq_id":'
+            )
+            msg.suffix = (
+                f',"run_id":"{run.id}","content":'
+                if field_name
+                else f',"run_id":"{run.id}","source":"reasoner_model","reasoning":'
+            )
             msg.end = "}\n\n" if field_name else ',"signature":null}\n\n'
         run.seq += 1
         data = f"{msg.prefix}{run.seq}{msg.suffix}{_encode_str(text)}{msg.end}".encode()
@@ -486,10 +531,18 @@ class Engine:
         self._persist(run.agent_id, run.id, frame)
 
     def _tool_call_frames(
-        self, run: LiveRun, kind: str, mid: str, otid: str, step: dict[str, Any],
-        name: str, call_id: str, arguments: str,
+        self,
+        run: LiveRun,
+        kind: str,
+        mid: str,
+        otid: str,
+        step: dict[str, Any],
+        name: str,
+        call_id: str,
+        arguments: str,
     ) -> None:
         """Stream a call as Letta does: a name delta, then argument fragments (or one frame)."""
+
         def frame(call: dict[str, Any], calls: Any) -> dict[str, Any]:
             f = schemas.envelope(mid, kind, otid=otid, step_id=step["id"], run_id=run.id)
             f["tool_call"] = call
@@ -501,13 +554,19 @@ class Engine:
             self.emit(run, frame(dict(full), [dict(full)]))
             return
         keep_nulls = kind == "approval_request_message"
-        first = {"name": name, "arguments": None, "tool_call_id": call_id} if keep_nulls else {
-            "name": name, "tool_call_id": call_id}
+        first = (
+            {"name": name, "arguments": None, "tool_call_id": call_id}
+            if keep_nulls
+            else {"name": name, "tool_call_id": call_id}
+        )
         self.emit(run, frame(first, dict(first)))
         for i in range(0, len(arguments), ARG_CHUNK):
             part = arguments[i : i + ARG_CHUNK]
-            delta = ({"name": None, "arguments": part, "tool_call_id": call_id} if keep_nulls
-                     else {"arguments": part, "tool_call_id": call_id})
+            delta = (
+                {"name": None, "arguments": part, "tool_call_id": call_id}
+                if keep_nulls
+                else {"arguments": part, "tool_call_id": call_id}
+            )
             self.emit(run, frame(delta, dict(delta)))
 
     def _request_approval(
@@ -517,46 +576,75 @@ class Engine:
         call_id = new_tool_call_id()
         arguments = json.dumps(call.arguments)
         step["completion_tokens"] += max(1, pieces(arguments))
-        self._tool_call_frames(run, "approval_request_message", mid, mid, step, call.name,
-                               call_id, arguments)
+        self._tool_call_frames(
+            run, "approval_request_message", mid, mid, step, call.name, call_id, arguments
+        )
         full = {"name": call.name, "arguments": arguments, "tool_call_id": call_id}
         message = {
-            **schemas.envelope(mid, "approval_request_message", otid=mid, step_id=step["id"],
-                               run_id=run.id),
+            **schemas.envelope(
+                mid, "approval_request_message", otid=mid, step_id=step["id"], run_id=run.id
+            ),
             "tool_call": dict(full),
             "tool_calls": [dict(full)],
         }
         self._persist(agent["id"], run.id, message)
-        self.store.update_agent(agent["id"], pending={
-            "message": message, "tool_call_id": call_id, "name": call.name,
-            "arguments": call.arguments, "step_id": step["id"], "run_id": run.id,
-        })
+        self.store.update_agent(
+            agent["id"],
+            pending={
+                "message": message,
+                "tool_call_id": call_id,
+                "name": call.name,
+                "arguments": call.arguments,
+                "step_id": step["id"],
+                "run_id": run.id,
+            },
+        )
 
     async def _call_tool(
-        self, run: LiveRun, agent: dict[str, Any], brain: Brain, call: ToolCall,
+        self,
+        run: LiveRun,
+        agent: dict[str, Any],
+        brain: Brain,
+        call: ToolCall,
         step: dict[str, Any],
     ) -> ToolResult:
         mid = new_id("message")
         call_id = new_tool_call_id()
         arguments = json.dumps(call.arguments)
         step["completion_tokens"] += max(1, pieces(arguments))
-        self._tool_call_frames(run, "tool_call_message", mid, derive_otid(mid), step, call.name,
-                               call_id, arguments)
+        self._tool_call_frames(
+            run, "tool_call_message", mid, derive_otid(mid), step, call.name, call_id, arguments
+        )
         full = {"name": call.name, "arguments": arguments, "tool_call_id": call_id}
-        self._persist(agent["id"], run.id, {
-            **schemas.envelope(mid, "tool_call_message", otid=derive_otid(mid),
-                               step_id=step["id"], run_id=run.id),
-            "tool_call": dict(full), "tool_calls": [dict(full)],
-        })
+        self._persist(
+            agent["id"],
+            run.id,
+            {
+                **schemas.envelope(
+                    mid,
+                    "tool_call_message",
+                    otid=derive_otid(mid),
+                    step_id=step["id"],
+                    run_id=run.id,
+                ),
+                "tool_call": dict(full),
+                "tool_calls": [dict(full)],
+            },
+        )
         result = await self._execute(brain, agent, call.name, call.arguments, call_id)
         self._check_cancel(run)
-        frame = self._persist_tool_return(agent["id"], run.id, step["id"], call.name, call_id,
-                                          result.status, result.tool_return)
+        frame = self._persist_tool_return(
+            agent["id"], run.id, step["id"], call.name, call_id, result.status, result.tool_return
+        )
         self.emit(run, dict(frame))
         return result
 
     async def _execute(
-        self, brain: Brain, agent: dict[str, Any], name: str, arguments: dict[str, Any],
+        self,
+        brain: Brain,
+        agent: dict[str, Any],
+        name: str,
+        arguments: dict[str, Any],
         call_id: str,
     ) -> ToolResult:
         """Run a tool off the event loop; exceptions become an error tool return.
@@ -566,8 +654,9 @@ class Engine:
         """
         func = brain.tools.get(name) or self._custom_tool(name)
         if func is None:
-            return ToolResult(call_id, name, "error", f"Error: tool {name!r} does not exist.",
-                              dict(arguments))
+            return ToolResult(
+                call_id, name, "error", f"Error: tool {name!r} does not exist.", dict(arguments)
+            )
         kwargs = dict(arguments)
         if accepts_workdir(func):
             workdir = self.workdir_root / agent["id"]
@@ -576,11 +665,16 @@ class Engine:
         try:
             out = await asyncio.to_thread(func, **kwargs)
         except Exception as exc:
-            return ToolResult(call_id, name, "error",
-                              f"Error executing function {name}: {type(exc).__name__}: {exc}",
-                              dict(arguments))
-        return ToolResult(call_id, name, "success", out if isinstance(out, str) else dumps(out),
-                          dict(arguments))
+            return ToolResult(
+                call_id,
+                name,
+                "error",
+                f"Error executing function {name}: {type(exc).__name__}: {exc}",
+                dict(arguments),
+            )
+        return ToolResult(
+            call_id, name, "success", out if isinstance(out, str) else dumps(out), dict(arguments)
+        )
 
     def _custom_tool(self, name: str) -> Callable[..., Any] | None:
         """A tool created through ``POST /v1/tools/``: its source defines a function ``name``."""
@@ -603,25 +697,37 @@ class Engine:
         decision = turn.decisions[0]
         name, call_id = pending["name"], pending["tool_call_id"]
         if decision.kind == "tool":
-            result = ToolResult(call_id, name, decision.status or "success",
-                                decision.tool_return or "", dict(pending["arguments"]))
-            self._persist_tool_return(agent["id"], run.id, step["id"], name, call_id,
-                                      result.status, result.tool_return)
+            result = ToolResult(
+                call_id,
+                name,
+                decision.status or "success",
+                decision.tool_return or "",
+                dict(pending["arguments"]),
+            )
+            self._persist_tool_return(
+                agent["id"], run.id, step["id"], name, call_id, result.status, result.tool_return
+            )
         elif decision.approve:
             brain = self.brains[agent["model"]]
             result = await self._execute(brain, agent, name, pending["arguments"], call_id)
             self._check_cancel(run)
-            frame = self._persist_tool_return(agent["id"], run.id, pending["step_id"], name,
-                                              call_id, result.status, result.tool_return,
-                                              sandbox=True)
+            frame = self._persist_tool_return(
+                agent["id"],
+                run.id,
+                pending["step_id"],
+                name,
+                call_id,
+                result.status,
+                result.tool_return,
+                sandbox=True,
+            )
             self.emit(run, dict(frame))
         else:
             text = "Error: request to call tool denied."
             if decision.reason:
                 text += f" User reason: {decision.reason}"
             result = ToolResult(call_id, name, "error", text, dict(pending["arguments"]))
-            self._persist_tool_return(agent["id"], run.id, step["id"], name, call_id, "error",
-                                      text)
+            self._persist_tool_return(agent["id"], run.id, step["id"], name, call_id, "error", text)
         step["prompt_tokens"] += max(1, pieces(result.tool_return))
         return result, step
 
@@ -631,32 +737,68 @@ class Engine:
         approvals: list[dict[str, Any]] = []
         for d in decisions:
             if d.kind == "tool":
-                approvals.append({"type": "tool", "tool_return": d.tool_return,
-                                  "status": d.status, "tool_call_id": d.tool_call_id,
-                                  "stdout": None, "stderr": None})
+                approvals.append(
+                    {
+                        "type": "tool",
+                        "tool_return": d.tool_return,
+                        "status": d.status,
+                        "tool_call_id": d.tool_call_id,
+                        "stdout": None,
+                        "stderr": None,
+                    }
+                )
             else:
-                approvals.append({"type": "approval", "tool_call_id": d.tool_call_id,
-                                  "approve": d.approve, "reason": d.reason})
+                approvals.append(
+                    {
+                        "type": "approval",
+                        "tool_call_id": d.tool_call_id,
+                        "approve": d.approve,
+                        "reason": d.reason,
+                    }
+                )
         first = decisions[0]
         single = first.kind == "approval"
         request_id = first.legacy_request_id or first.tool_call_id
-        self._persist(agent_id, run_id, {
-            **schemas.envelope(new_id("message"), "approval_response_message", otid=None,
-                               step_id=None, run_id=run_id),
-            "approvals": approvals,
-            "approve": first.approve if single else None,
-            "approval_request_id": request_id if single else None,
-            "reason": first.reason if single else None,
-        })
+        self._persist(
+            agent_id,
+            run_id,
+            {
+                **schemas.envelope(
+                    new_id("message"),
+                    "approval_response_message",
+                    otid=None,
+                    step_id=None,
+                    run_id=run_id,
+                ),
+                "approvals": approvals,
+                "approve": first.approve if single else None,
+                "approval_request_id": request_id if single else None,
+                "reason": first.reason if single else None,
+            },
+        )
 
     def _persist_tool_return(
-        self, agent_id: str, run_id: str, step_id: str, name: str, call_id: str, status: str,
-        text: str, *, sandbox: bool = False,
+        self,
+        agent_id: str,
+        run_id: str,
+        step_id: str,
+        name: str,
+        call_id: str,
+        status: str,
+        text: str,
+        *,
+        sandbox: bool = False,
     ) -> dict[str, Any]:
         mid = new_id("message")
         frame = {
-            **schemas.envelope(mid, "tool_return_message", otid=derive_otid(mid),
-                               step_id=step_id, run_id=run_id, name=name),
+            **schemas.envelope(
+                mid,
+                "tool_return_message",
+                otid=derive_otid(mid),
+                step_id=step_id,
+                run_id=run_id,
+                name=name,
+            ),
             **schemas.tool_return_payload(call_id, status, text, sandbox=sandbox),
         }
         self._persist(agent_id, run_id, frame)
@@ -704,8 +846,13 @@ class Engine:
             metadata["error"] = schemas.error_message(run.id, "internal_error", str(exc), None)
         self.store.insert_steps(run.steps)
         self.store.finish_run(
-            run.id, status=status, stop_reason=stop, last_seq=run.seq, usage=usage,
-            metadata=metadata, total_duration_ns=int((time.monotonic() - run.started) * 1e9),
+            run.id,
+            status=status,
+            stop_reason=stop,
+            last_seq=run.seq,
+            usage=usage,
+            metadata=metadata,
+            total_duration_ns=int((time.monotonic() - run.started) * 1e9),
             ttft_ns=run.ttft_ns,
         )
         if self.store.get_agent(agent["id"]) is not None:
@@ -725,18 +872,25 @@ class Engine:
         for row in orphans:
             seq = self.store.last_frame_seq(row["id"])
             error = schemas.error_message(
-                row["id"], "internal_error", "The server stopped while this run was in progress.",
-                "letta_nb server restarted; the run was closed as failed.")
+                row["id"],
+                "internal_error",
+                "The server stopped while this run was in progress.",
+                "letta_nb server restarted; the run was closed as failed.",
+            )
             frames = []
             if row["background"]:
-                frames.append((row["id"], seq + 1, render(schemas.stop_reason_frame("error"),
-                                                          None)))
+                frames.append(
+                    (row["id"], seq + 1, render(schemas.stop_reason_frame("error"), None))
+                )
                 frames.append((row["id"], seq + 2, render(dict(error), seq + 2, event="error")))
                 self.store.append_frames(frames)
             self.store.finish_run(
-                row["id"], status="failed", stop_reason="error", last_seq=seq + len(frames),
-                usage=row["usage"], metadata={**row["metadata"], "error": error},
+                row["id"],
+                status="failed",
+                stop_reason="error",
+                last_seq=seq + len(frames),
+                usage=row["usage"],
+                metadata={**row["metadata"], "error": error},
                 total_duration_ns=None,
             )
         return len(orphans)
-

@@ -94,8 +94,9 @@ _INSERT_BATCH = (
 FrameBatch = list[tuple[Any, int, Sequence[bytes]]]
 
 
-def insert_batch(db: sqlite3.Connection, run_id: str, first_seq: int,
-                 frames: Sequence[bytes]) -> None:
+def insert_batch(
+    db: sqlite3.Connection, run_id: str, first_seq: int, frames: Sequence[bytes]
+) -> None:
     """Insert contiguous frames ``first_seq, first_seq + 1, ...`` of one run (no commit)."""
     offsets = []
     pos = 1
@@ -115,19 +116,28 @@ class FrameWriter:
     ``on_commit(batch, error)`` is called on this thread after each commit (or failure).
     """
 
-    def __init__(self, path: Path, write_lock: threading.Lock,
-                 on_commit: Callable[[FrameBatch, BaseException | None], None]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        write_lock: threading.Lock,
+        on_commit: Callable[[FrameBatch, BaseException | None], None],
+    ) -> None:
         self._write_lock = write_lock
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        for pragma in ("synchronous=NORMAL", "busy_timeout=5000", "cache_size=-65536",
-                       "mmap_size=268435456"):
+        for pragma in (
+            "synchronous=NORMAL",
+            "busy_timeout=5000",
+            "cache_size=-65536",
+            "mmap_size=268435456",
+        ):
             self._db.execute(f"PRAGMA {pragma}")
         self._on_commit = on_commit
         self._cond = threading.Condition()
         self._queue: FrameBatch = []
         self._closing = False
-        self._thread = threading.Thread(target=self._work, name="letta-nb-frame-writer",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._work, name="letta-nb-frame-writer", daemon=True
+        )
         self._thread.start()
 
     def submit(self, batch: FrameBatch) -> None:
@@ -262,7 +272,8 @@ class Store:
             self.db.execute("BEGIN")
             try:
                 self.db.executemany(
-                    "INSERT INTO frames (run_id, seq, data) VALUES (?, ?, ?)", frames)
+                    "INSERT INTO frames (run_id, seq, data) VALUES (?, ?, ?)", frames
+                )
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
@@ -340,13 +351,15 @@ class Store:
         for key, value in fields.items():
             assert key in ("config", "pending", "last_stop_reason", "name")
             sets.append(f"{key} = ?")
-            params.append(json.dumps(value) if key in ("config", "pending") and value is not None
-                          else value)
+            params.append(
+                json.dumps(value) if key in ("config", "pending") and value is not None else value
+            )
         sets.append("updated_at = ?")
         params.append(time.time())
         with self._lock, self.write_lock:
             self.db.execute(
-                f"UPDATE agents SET {', '.join(sets)} WHERE id = ?", [*params, agent_id])
+                f"UPDATE agents SET {', '.join(sets)} WHERE id = ?", [*params, agent_id]
+            )
 
     def delete_agent(self, agent_id: str) -> None:
         with self._lock, self.write_lock:
@@ -401,14 +414,21 @@ class Store:
             self.db.execute(
                 "INSERT INTO runs (id, agent_id, created_at, status, background, metadata, "
                 "otid_key) VALUES (?, ?, ?, 'created', ?, ?, ?)",
-                (run_id, agent_id, time.time(), int(background),
-                 json.dumps({"run_type": "send_message"}), otid_key),
+                (
+                    run_id,
+                    agent_id,
+                    time.time(),
+                    int(background),
+                    json.dumps({"run_type": "send_message"}),
+                    otid_key,
+                ),
             )
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         with self._lock:
             row = self.db.execute(
-                f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+                f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", (run_id,)
+            ).fetchone()
         return _run_row(row) if row else None
 
     def run_by_otid(self, agent_id: str, otid_key: str) -> dict[str, Any] | None:
@@ -440,9 +460,17 @@ class Store:
             self.db.execute(
                 "UPDATE runs SET status = ?, stop_reason = ?, completed_at = ?, last_seq = ?, "
                 "usage = ?, metadata = ?, total_duration_ns = ?, ttft_ns = ? WHERE id = ?",
-                (status, stop_reason, time.time(), last_seq,
-                 json.dumps(usage) if usage else None, json.dumps(metadata), total_duration_ns,
-                 ttft_ns, run_id),
+                (
+                    status,
+                    stop_reason,
+                    time.time(),
+                    last_seq,
+                    json.dumps(usage) if usage else None,
+                    json.dumps(metadata),
+                    total_duration_ns,
+                    ttft_ns,
+                    run_id,
+                ),
             )
 
     def list_runs(

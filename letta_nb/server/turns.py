@@ -86,15 +86,25 @@ def parse_turn(body: dict[str, Any]) -> TurnRequest:
                     if a.get("type", "approval") == "tool":
                         turn.decisions.append(_tool_decision(a))
                     else:
-                        turn.decisions.append(Decision(
-                            tool_call_id=str(a.get("tool_call_id", "")), kind="approval",
-                            approve=bool(a.get("approve")), reason=a.get("reason")))
+                        turn.decisions.append(
+                            Decision(
+                                tool_call_id=str(a.get("tool_call_id", "")),
+                                kind="approval",
+                                approve=bool(a.get("approve")),
+                                reason=a.get("reason"),
+                            )
+                        )
                     turn.raw_approvals.append(a)
             elif "approve" in item:
-                turn.decisions.append(Decision(
-                    tool_call_id="", kind="approval", approve=bool(item.get("approve")),
-                    reason=item.get("reason"),
-                    legacy_request_id=str(item.get("approval_request_id") or "")))
+                turn.decisions.append(
+                    Decision(
+                        tool_call_id="",
+                        kind="approval",
+                        approve=bool(item.get("approve")),
+                        reason=item.get("reason"),
+                        legacy_request_id=str(item.get("approval_request_id") or ""),
+                    )
+                )
             else:
                 raise ApiError(422, "approval message needs approvals or approve")
         elif kind == "tool_return":

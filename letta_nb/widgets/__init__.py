@@ -5,5 +5,4 @@ from .pump import InlinePump, ThreadPump, shared_pump
 from .run_view import RunView
 from .transcript_view import TranscriptView
 
-__all__ = ["ApprovalCard", "InlinePump", "RunView", "ThreadPump", "TranscriptView",
-           "shared_pump"]
+__all__ = ["ApprovalCard", "InlinePump", "RunView", "ThreadPump", "TranscriptView", "shared_pump"]

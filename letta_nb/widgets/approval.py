@@ -34,33 +34,36 @@ def _calls_html(calls: list[dict[str, Any]]) -> str:
         name = html.escape(str(call.get("name") or "tool"))
         args = html.escape(str(call.get("arguments") or ""))
         rows.append(f"<div style='font-family:monospace'><b>{name}</b>({args})</div>")
-    return ("<div style='color:#b45309;font-weight:600'>approval requested</div>"
-            + "".join(rows))
+    return "<div style='color:#b45309;font-weight:600'>approval requested</div>" + "".join(rows)
 
 
 class ApprovalCard(widgets.VBox):
     """Buttons for the follower's current `ApprovalState`; hidden while there is none."""
 
-    def __init__(self, answer: AnswerFn, lock: threading.RLock | None = None, *,
-                 shared: Shared | None = None) -> None:
+    def __init__(
+        self, answer: AnswerFn, lock: threading.RLock | None = None, *, shared: Shared | None = None
+    ) -> None:
         self._answer = answer
         self._lock = lock or threading.RLock()
         sh = shared if shared is not None else Shared()
         self.title = sh.html()
-        self.reason = widgets.Text(placeholder="reason (sent with Deny)",
-                                   **sh.kw(widgets.Text, width="22em"))
-        self.approve_button = sh.button(description="Approve", button_style="success",
-                                        icon="check")
+        self.reason = widgets.Text(
+            placeholder="reason (sent with Deny)", **sh.kw(widgets.Text, width="22em")
+        )
+        self.approve_button = sh.button(description="Approve", button_style="success", icon="check")
         self.deny_button = sh.button(description="Deny", button_style="danger", icon="times")
         self.outcome = widgets.Label(**sh.kw(widgets.Label))
         self.approve_button.on_click(lambda _b: self.click(True))
         self.deny_button.on_click(lambda _b: self.click(False))
-        row = widgets.HBox([self.approve_button, self.deny_button, self.reason, self.outcome],
-                           **sh.kw(widgets.HBox))
+        row = widgets.HBox(
+            [self.approve_button, self.deny_button, self.reason, self.outcome],
+            **sh.kw(widgets.HBox),
+        )
         # Its own Layout: showing / hiding the card sets `display` on it.
         # CSS classes go in with the comm_open (add_class afterwards is one more message).
-        super().__init__([self.title, row], layout=widgets.Layout(display="none"),
-                         _dom_classes=("lnb-approval",))
+        super().__init__(
+            [self.title, row], layout=widgets.Layout(display="none"), _dom_classes=("lnb-approval",)
+        )
         self._state: Any = None  # the ApprovalState shown
         self._claimed = False  # this card already sent (or is sending) an answer
 

@@ -73,8 +73,9 @@ def header_html(follower: Any, agent: str | None = None, *, now: float | None = 
     run_text = html.escape(str(run_id or "–"))
     if len(runs) > 1:
         run_text += f" <span style='color:#6b7280'>(run {len(runs)} of the chain)</span>"
-    seconds = elapsed(getattr(follower, "started_at", None), getattr(follower, "ended_at", None),
-                      now=now)
+    seconds = elapsed(
+        getattr(follower, "started_at", None), getattr(follower, "ended_at", None), now=now
+    )
     fps = getattr(follower, "frames_per_s", None)
     fps_text = f"{fps:.0f} frames/s" if isinstance(fps, int | float) else "– frames/s"
     color = _STATUS_COLOR.get(status, "#374151")
@@ -89,14 +90,19 @@ def header_html(follower: Any, agent: str | None = None, *, now: float | None = 
     ]
     lines = [
         "<div class='lnb-header' style='font-family:monospace;font-size:90%;color:#374151'>"
-        + " · ".join(parts) + "</div>"
+        + " · ".join(parts)
+        + "</div>"
     ]
     warning = getattr(follower, "warning", None)
     if warning:
-        lines.append("<div class='lnb-warning' style='color:#b45309;font-size:90%'>⚠ "
-                     f"{html.escape(str(warning))}</div>")
+        lines.append(
+            "<div class='lnb-warning' style='color:#b45309;font-size:90%'>⚠ "
+            f"{html.escape(str(warning))}</div>"
+        )
     error = getattr(follower, "error", None)
     if error:
-        lines.append("<div class='lnb-error' style='color:#b91c1c;font-weight:600'>✖ "
-                     f"{html.escape(str(error))}</div>")
+        lines.append(
+            "<div class='lnb-error' style='color:#b91c1c;font-weight:600'>✖ "
+            f"{html.escape(str(error))}</div>"
+        )
     return "".join(lines)

@@ -51,8 +51,9 @@ class ThreadPump:
         with self._cond:
             self._views[id(view)] = view
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="letta-nb-pump",
-                                                daemon=True)
+                self._thread = threading.Thread(
+                    target=self._loop, name="letta-nb-pump", daemon=True
+                )
                 self._thread.start()
             self._cond.notify()
 

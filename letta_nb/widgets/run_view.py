@@ -64,9 +64,17 @@ def _agent_name(source: Any, follower: Any) -> str | None:
 class RunView(widgets.VBox):
     """Live view of a RunHandle or Follower (duck-typed, see docs/architecture.md)."""
 
-    def __init__(self, source: Any, *, agent: str | None = None, tail_chars: int | None = 4000,
-                 max_hz: float = 10.0, clock: Callable[[], float] = time.monotonic,
-                 pump: ThreadPump | InlinePump | None = None, key: str | None = None) -> None:
+    def __init__(
+        self,
+        source: Any,
+        *,
+        agent: str | None = None,
+        tail_chars: int | None = 4000,
+        max_hz: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        pump: ThreadPump | InlinePump | None = None,
+        key: str | None = None,
+    ) -> None:
         self.source = source
         self.key = key
         self.follower = _follower_of(source)
@@ -104,8 +112,9 @@ class RunView(widgets.VBox):
         self._notice: widgets.HTML | None = None
         status = getattr(self.follower, "status", None)
         # CSS classes go in with the comm_open (add_class afterwards is one more message).
-        super().__init__([self.header, self.messages], layout=self._shared.layout(),
-                         _dom_classes=("lnb-run",))
+        super().__init__(
+            [self.header, self.messages], layout=self._shared.layout(), _dom_classes=("lnb-run",)
+        )
         if status not in FINAL:
             self._build_controls()
 
@@ -142,8 +151,7 @@ class RunView(widgets.VBox):
         with self._lock:
             card = self._approval
             if card is None:
-                card = self._approval = ApprovalCard(self._answer, self._lock,
-                                                     shared=self._shared)
+                card = self._approval = ApprovalCard(self._answer, self._lock, shared=self._shared)
                 self._arrange()
             return card
 
@@ -163,10 +171,18 @@ class RunView(widgets.VBox):
             if self._controls is not None:
                 return self._controls
             over = getattr(self.follower, "status", None) in FINAL
-            cancel = self._shared.button(description="Cancel", icon="stop", disabled=over,
-                                         tooltip="Cancel the run on the server")
-            detach = self._shared.button(description="Detach", icon="unlink", disabled=over,
-                                         tooltip="Stop following here; the run continues")
+            cancel = self._shared.button(
+                description="Cancel",
+                icon="stop",
+                disabled=over,
+                tooltip="Cancel the run on the server",
+            )
+            detach = self._shared.button(
+                description="Detach",
+                icon="unlink",
+                disabled=over,
+                tooltip="Stop following here; the run continues",
+            )
             # A click runs on the kernel's shell thread: the HTTP call goes to a worker so a
             # slow server (or a run still starting) never freezes the notebook.
             cancel.on_click(lambda _b: self._cancel_in_background())
@@ -200,8 +216,7 @@ class RunView(widgets.VBox):
 
     # ---- repr (nbval compares text/plain: nothing random or time-dependent) ---------------
     def __repr__(self) -> str:
-        return f"<letta_nb run view: agent {self.agent}>" if self.agent else \
-            "<letta_nb run view>"
+        return f"<letta_nb run view: agent {self.agent}>" if self.agent else "<letta_nb run view>"
 
     def snapshot_html(self) -> str:
         """Static HTML of the transcript as it is now (tail-limited, last SNAPSHOT_ENTRIES
@@ -212,9 +227,11 @@ class RunView(widgets.VBox):
         shown = SimpleNamespace(entries=entries[skipped:])
         label = f"letta_nb run · agent {self.agent}" if self.agent else "letta_nb run"
         more = f" · {skipped:,} earlier messages not shown" if skipped else ""
-        return (f'<div class="lnb-snapshot"><div style="color:#6b7280;font-size:90%">'
-                f"{html.escape(label)} (transcript when displayed{more})</div>"
-                f"{render_html(shown, tail=self.messages.tail)}</div>")  # type: ignore[arg-type]
+        return (
+            f'<div class="lnb-snapshot"><div style="color:#6b7280;font-size:90%">'
+            f"{html.escape(label)} (transcript when displayed{more})</div>"
+            f"{render_html(shown, tail=self.messages.tail)}</div>"
+        )  # type: ignore[arg-type]
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
         bundle = super()._repr_mimebundle_(**kwargs)
@@ -283,11 +300,15 @@ class RunView(widgets.VBox):
             header = header_html(f, self.agent)
             # Counters (elapsed, seq, frames/s) refresh once per HEADER_REFRESH; status,
             # warning, error or run changes go out at once.
-            key = (status, getattr(f, "warning", None), getattr(f, "error", None),
-                   getattr(f, "run_id", None))
+            key = (
+                status,
+                getattr(f, "warning", None),
+                getattr(f, "error", None),
+                getattr(f, "run_id", None),
+            )
             if self.header.value != header and (
-                    key != self._header_key
-                    or self._last_flush >= self._header_at + HEADER_REFRESH):
+                key != self._header_key or self._last_flush >= self._header_at + HEADER_REFRESH
+            ):
                 self.header.value = header
                 self._header_key = key
                 self._header_at = self._last_flush
@@ -321,8 +342,9 @@ class RunView(widgets.VBox):
         self._show_notice("cancelling…")
         # The click's own context (its parent message), as if the handler had run inline.
         ctx = contextvars.copy_context()
-        worker = threading.Thread(target=ctx.run, args=(self.cancel,), name="letta-nb-cancel",
-                                  daemon=True)
+        worker = threading.Thread(
+            target=ctx.run, args=(self.cancel,), name="letta-nb-cancel", daemon=True
+        )
         worker.start()
         return worker
 
@@ -343,8 +365,10 @@ class RunView(widgets.VBox):
         self.follower.detach()
         self.detach_button.disabled = True
         self.cancel_button.disabled = True
-        self._show_notice("detached: the run continues on the server; re-run the cell or "
-                          "%letta attach RUN_ID to follow it again")
+        self._show_notice(
+            "detached: the run continues on the server; re-run the cell or "
+            "%letta attach RUN_ID to follow it again"
+        )
         self.notify()
 
     def close(self) -> None:

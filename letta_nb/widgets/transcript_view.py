@@ -132,33 +132,60 @@ def segment_html(entry: Entry, text: str, *, head: bool) -> str:
     if head:
         if kind in (ct.REASONING, ct.HIDDEN_REASONING):
             body = f"<details open><summary>thinking</summary>{body}</details>"
-        return (f'<div class="{_kind_class(kind)} lnb-seg" '
-                f'style="white-space:pre-wrap;margin:2px 0 0;{style}">{body}</div>')
-    return (f'<div class="lnb-cont lnb-seg" style="white-space:pre-wrap;margin:0;{style}">'
-            f"{body}</div>")
+        return (
+            f'<div class="{_kind_class(kind)} lnb-seg" '
+            f'style="white-space:pre-wrap;margin:2px 0 0;{style}">{body}</div>'
+        )
+    return (
+        f'<div class="lnb-cont lnb-seg" style="white-space:pre-wrap;margin:0;{style}">{body}</div>'
+    )
 
 
 def notice_html(entry: Entry, earlier: int) -> str:
     """Stands in for a live message's dropped segments (and carries the message's class)."""
-    return (f'<div class="{_kind_class(entry.kind)} lnb-notice" style="margin:2px 0 0">'
-            f'<span style="color:#9ca3af">… {earlier:,} earlier characters (full text in '
-            f"<code>.transcript</code>)</span></div>")
+    return (
+        f'<div class="{_kind_class(entry.kind)} lnb-notice" style="margin:2px 0 0">'
+        f'<span style="color:#9ca3af">… {earlier:,} earlier characters (full text in '
+        f"<code>.transcript</code>)</span></div>"
+    )
 
 
 def _signature(entry: Entry) -> tuple[Any, ...]:
-    return (entry.kind, len(entry.text), entry.name, entry.status, entry.tool_call_id,
-            entry.seq_last, len(entry.extra))
+    return (
+        entry.kind,
+        len(entry.text),
+        entry.name,
+        entry.status,
+        entry.tool_call_id,
+        entry.seq_last,
+        len(entry.extra),
+    )
 
 
 class _Item:
     """The widgets of one live (or once-live) message, or of one sealed block."""
 
-    __slots__ = ("index", "notice", "open", "open_at", "seg", "segmented", "segs", "sig",
-                 "size", "starts")
+    __slots__ = (
+        "index",
+        "notice",
+        "open",
+        "open_at",
+        "seg",
+        "segmented",
+        "segs",
+        "sig",
+        "size",
+        "starts",
+    )
 
-    def __init__(self, index: int | None, widget: widgets.HTML | None, *,
-                 segmented: bool = False,
-                 sig: tuple[Any, ...] | None = None) -> None:
+    def __init__(
+        self,
+        index: int | None,
+        widget: widgets.HTML | None,
+        *,
+        segmented: bool = False,
+        sig: tuple[Any, ...] | None = None,
+    ) -> None:
         self.index = index  # entry index; None for a sealed block
         self.open = widget  # the single widget, or the open segment (None until built)
         self.segmented = segmented
@@ -179,8 +206,14 @@ class _Item:
 class TranscriptView(widgets.VBox):
     """Message widgets for one transcript; `sync` returns how many comm messages it caused."""
 
-    def __init__(self, tail: int | None = 4000, *, segment: int = SEGMENT,
-                 shared: Shared | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        tail: int | None = 4000,
+        *,
+        segment: int = SEGMENT,
+        shared: Shared | None = None,
+        **kwargs: Any,
+    ) -> None:
         self._shared = shared if shared is not None else Shared()
         kwargs.setdefault("layout", self._shared.layout())
         kwargs.setdefault("_dom_classes", ("lnb-transcript",))
@@ -201,8 +234,9 @@ class TranscriptView(widgets.VBox):
 
     def _html(self, value: str) -> widgets.HTML:
         # CSS classes go in with the comm_open (add_class afterwards is one more message).
-        return widgets.HTML(value=value, _dom_classes=("lnb-part",),
-                            **self._shared.kw(widgets.HTML, margin="0"))
+        return widgets.HTML(
+            value=value, _dom_classes=("lnb-part",), **self._shared.kw(widgets.HTML, margin="0")
+        )
 
     def _reset(self, transcript: Any) -> None:
         old = [w for item in self._items for w in item.views()]
@@ -234,8 +268,9 @@ class TranscriptView(widgets.VBox):
                 structure = True
                 dropped += gone
         if seal > self._covered:  # sealed before ever shown: one block for all of them
-            value = "".join(snapshot_html(entries[i], self.tail)
-                            for i in range(self._covered, seal))
+            value = "".join(
+                snapshot_html(entries[i], self.tail) for i in range(self._covered, seal)
+            )
             self._items.append(_Item(None, self._html(value)))
             self._covered = seal
             sent += 1
@@ -323,16 +358,16 @@ class TranscriptView(widgets.VBox):
             dropped += item.segs
             item.segs, item.starts = [], []
             at = size - tail
-            text = text[at - item.open_at:]
+            text = text[at - item.open_at :]
             end, skip = cut_point(text, len(text)) or (len(text), 0)
             pieces.append((at, text[:end]))
             at += end + skip
-            text = text[end + skip:]
+            text = text[end + skip :]
         while (cut := cut_point(text, seg)) is not None:
             end, skip = cut
             pieces.append((at, text[:end]))
             at += end + skip
-            text = text[end + skip:]
+            text = text[end + skip :]
         # Widgets to fill, in order: the open one (it becomes the first new full segment),
         # then those of dropped segments (a value update costs less than close + open).
         spare: list[widgets.HTML] = [item.open] if item.open is not None else []
@@ -342,12 +377,13 @@ class TranscriptView(widgets.VBox):
             old_drop = min(excess, len(item.segs))
             dropped += item.segs[:old_drop]
             item.segs, item.starts = item.segs[old_drop:], item.starts[old_drop:]
-            pieces = pieces[excess - old_drop:]
+            pieces = pieces[excess - old_drop :]
         spare += dropped
         sent = 0
         for start, piece in pieces:
-            w, n = self._put(spare.pop(0) if spare else None,
-                             segment_html(entry, piece, head=start == 0))
+            w, n = self._put(
+                spare.pop(0) if spare else None, segment_html(entry, piece, head=start == 0)
+            )
             sent += n
             item.segs.append(w)
             item.starts.append(start)

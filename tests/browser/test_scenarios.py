@@ -97,8 +97,9 @@ def wait_status(out: Locator, statuses: tuple[str, ...], timeout: float) -> str:
         if status in statuses:
             return status
         time.sleep(0.1)
-    raise AssertionError(f"status never became {statuses} (last {status!r}): "
-                         f"{output_text(out)[-800:]!r}")
+    raise AssertionError(
+        f"status never became {statuses} (last {status!r}): {output_text(out)[-800:]!r}"
+    )
 
 
 def tokens(text: str) -> list[int]:
@@ -151,8 +152,12 @@ def tutorial_gated_cell(path: Path) -> int:
     nb = nbformat.read(path, as_version=4)
     for i, c in enumerate(nb.cells):
         first, _, body = c.source.partition("\n")
-        if c.cell_type == "code" and first.startswith("%%letta") and "--wait" not in first \
-                and body.strip() == "/gated":
+        if (
+            c.cell_type == "code"
+            and first.startswith("%%letta")
+            and "--wait" not in first
+            and body.strip() == "/gated"
+        ):
             return i
     raise AssertionError(f"{path.name}: no `%%letta` cell sending /gated")
 
@@ -326,8 +331,9 @@ def test_rerun_finished_cell_resumes_without_new_run(
     partial = [s for s in states if "token" in s and tokens(s) != list(range(1, 41))]
     assert not partial, f"the re-run streamed again instead of showing the transcript: {partial}"
     assert run_ids_shown(out) == [run_id]
-    assert page.locator(".jp-Cell").nth(1).locator(".jp-InputPrompt").inner_text().strip() \
-        == "[3]:"  # executed again (Run All gave [1], [2])
+    assert (
+        page.locator(".jp-Cell").nth(1).locator(".jp-InputPrompt").inner_text().strip() == "[3]:"
+    )  # executed again (Run All gave [1], [2])
     assert server_run_ids(base) == runs_before, "re-running the cell created a server run"
 
 
@@ -369,12 +375,14 @@ def test_outputs_stay_in_their_own_cells(
     page: Page, lab: Lab, make_notebook: Callable[..., str]
 ) -> None:
     long_n, short_n = 300, 30
-    path = make_notebook([
-        CONNECT,
-        letta_cell(f"/long {long_n} 25"),
-        'print("other cell")',
-        letta_cell(f"/long {short_n} 10"),
-    ])
+    path = make_notebook(
+        [
+            CONNECT,
+            letta_cell(f"/long {long_n} 25"),
+            'print("other cell")',
+            letta_cell(f"/long {short_n} 10"),
+        ]
+    )
     open_notebook(page, lab, path)
     assert run_cell(page, 0) is True
     assert run_cell(page, 1) is True

@@ -45,8 +45,14 @@ class FakeRun:
 
     def json(self) -> dict[str, Any]:
         created = datetime.fromtimestamp(self.created_at, UTC).isoformat().replace("+00:00", "Z")
-        return {"id": self.id, "agent_id": AGENT, "status": self.status, "background": True,
-                "created_at": created, "stop_reason": self.stop_reason}
+        return {
+            "id": self.id,
+            "agent_id": AGENT,
+            "status": self.status,
+            "background": True,
+            "created_at": created,
+            "stop_reason": self.stop_reason,
+        }
 
 
 class CutStream(httpx.SyncByteStream):
@@ -56,9 +62,14 @@ class CutStream(httpx.SyncByteStream):
     `httpx.ReadError` (`Response.close()` calls it).
     """
 
-    def __init__(self, body: bytes, cut: int | None, error: type[Exception] | None,
-                 pause: Callable[[int], None] | None = None,
-                 hold: tuple[int, threading.Event] | None = None) -> None:
+    def __init__(
+        self,
+        body: bytes,
+        cut: int | None,
+        error: type[Exception] | None,
+        pause: Callable[[int], None] | None = None,
+        hold: tuple[int, threading.Event] | None = None,
+    ) -> None:
         self.body, self.cut, self.error, self.pause = body, cut, error, pause
         self.hold = hold
         self.closed = threading.Event()
@@ -81,7 +92,7 @@ class CutStream(httpx.SyncByteStream):
                     gate.wait(0.01)
             if self.closed.is_set():
                 raise httpx.ReadError("the client closed the connection")
-            yield self.body[pos:pos + step]
+            yield self.body[pos : pos + step]
             pos += step
         if self.cut is not None and self.error is not None:
             raise self.error("connection cut by the test")
@@ -90,10 +101,15 @@ class CutStream(httpx.SyncByteStream):
 class FakeLetta:
     """Routes the SDK's requests; `scripts` are the golden files each new run replays."""
 
-    def __init__(self, scripts: list[Path], *, seed: int | None = None, cut_rate: float = 0.0,
-                 errors: tuple[type[Exception], ...] = (httpx.ReadError,
-                                                         httpx.RemoteProtocolError),
-                 clean_eof_rate: float = 0.0) -> None:
+    def __init__(
+        self,
+        scripts: list[Path],
+        *,
+        seed: int | None = None,
+        cut_rate: float = 0.0,
+        errors: tuple[type[Exception], ...] = (httpx.ReadError, httpx.RemoteProtocolError),
+        clean_eof_rate: float = 0.0,
+    ) -> None:
         self.scripts = list(scripts)
         self.rng = random.Random(seed)
         self.cut_rate = cut_rate
@@ -101,9 +117,9 @@ class FakeLetta:
         self.clean_eof_rate = clean_eof_rate
         self.runs: dict[str, FakeRun] = {}
         self.order: list[str] = []
-        self.posts: list[dict[str, Any]] = []      # run-creating POST bodies
+        self.posts: list[dict[str, Any]] = []  # run-creating POST bodies
         self.resumes: list[tuple[str, int]] = []
-        self.batch_sizes: list[int | None] = []    # batch_size of each resume POST
+        self.batch_sizes: list[int | None] = []  # batch_size of each resume POST
         self.streams: list[CutStream] = []
         self._hold: tuple[int, threading.Event] | None = None
         self.violations: list[str] = []
@@ -150,25 +166,42 @@ class FakeLetta:
     @staticmethod
     def _error_body(status: int) -> dict[str, Any]:
         if status == 409:
-            return {"detail": {"code": "PENDING_APPROVAL", "message": "CONFLICT: waiting",
-                               "pending_request_id": "message-1"}}
+            return {
+                "detail": {
+                    "code": "PENDING_APPROVAL",
+                    "message": "CONFLICT: waiting",
+                    "pending_request_id": "message-1",
+                }
+            }
         return {"detail": f"status {status}"}
 
     def _agent(self) -> dict[str, Any]:
         pending = None
         if self.pending:
-            pending = {"id": "message-p", "date": "2026-11-29T14:08:44+00:00",
-                       "message_type": "approval_request_message",
-                       "tool_call": self.pending[0], "tool_calls": self.pending}
-        return {"id": AGENT, "name": "golden agent", "pending_approval": pending,
-                "llm_config": {"model": "fake", "model_endpoint_type": "openai",
-                               "context_window": 1000}}
+            pending = {
+                "id": "message-p",
+                "date": "2026-11-29T14:08:44+00:00",
+                "message_type": "approval_request_message",
+                "tool_call": self.pending[0],
+                "tool_calls": self.pending,
+            }
+        return {
+            "id": AGENT,
+            "name": "golden agent",
+            "pending_approval": pending,
+            "llm_config": {
+                "model": "fake",
+                "model_endpoint_type": "openai",
+                "context_window": 1000,
+            },
+        }
 
     def _post_messages(self, body: dict[str, Any]) -> httpx.Response:
         self.posts.append(body)
         frames = read_frames(self.scripts.pop(0))
-        rid = next(f.data["run_id"] for f in frames if isinstance(f.data, dict)
-                   and f.data.get("run_id"))
+        rid = next(
+            f.data["run_id"] for f in frames if isinstance(f.data, dict) and f.data.get("run_id")
+        )
         stored = [f for f in frames if f.seq is not None]
         self.runs[rid] = FakeRun(rid, stored)
         self.order.append(rid)
@@ -189,8 +222,9 @@ class FakeLetta:
         cut = error = None
         if body and self.rng.random() < self.cut_rate:
             cut = self.rng.randrange(0, len(body))
-            error = None if self.rng.random() < self.clean_eof_rate else self.rng.choice(
-                self.errors)
+            error = (
+                None if self.rng.random() < self.clean_eof_rate else self.rng.choice(self.errors)
+            )
         hold, self._hold = self._hold, None
         stream = CutStream(body, cut, error, self.pause, hold)
         self.streams.append(stream)

@@ -37,8 +37,12 @@ def _set(value):
 
 
 def _backend(handler) -> Backend:
-    return Backend("http://fake", KEY, max_retries=0,
-                   http_client=httpx.Client(transport=httpx.MockTransport(handler)))
+    return Backend(
+        "http://fake",
+        KEY,
+        max_retries=0,
+        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+    )
 
 
 def _serving(body: bytes, seen: list[httpx.Request] | None = None):
@@ -46,6 +50,7 @@ def _serving(body: bytes, seen: list[httpx.Request] | None = None):
         if seen is not None:
             seen.append(request)
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+
     return handler
 
 
@@ -80,8 +85,11 @@ def test_send_is_background_with_pings_otid_and_no_retry() -> None:
     seen: list[httpx.Request] = []
     b = _backend(_serving(b"data: [DONE]\n\n", seen))
     list(b.start("agent-1", [{"role": "user", "content": "hi"}], otid="otid-1"))
-    list(b.approve("agent-1", [{"type": "approval", "tool_call_id": "c1", "approve": True}],
-                   otid="otid-2"))
+    list(
+        b.approve(
+            "agent-1", [{"type": "approval", "tool_call_id": "c1", "approve": True}], otid="otid-2"
+        )
+    )
     first, second = (json.loads(r.content) for r in seen)
     assert first["background"] is True and first["streaming"] is True
     assert first["include_pings"] is True and first["stream_tokens"] is True
@@ -96,25 +104,45 @@ def test_resume_sends_the_cursor_in_the_json_body() -> None:
     seen: list[httpx.Request] = []
     list(_backend(_serving(b"data: [DONE]\n\n", seen)).resume("run-7", 41, batch_size=50))
     assert seen[0].url.path == "/v1/runs/run-7/stream"
-    assert json.loads(seen[0].content) == {"starting_after": 41, "include_pings": True,
-                                           "batch_size": 50}
+    assert json.loads(seen[0].content) == {
+        "starting_after": 41,
+        "include_pings": True,
+        "batch_size": 50,
+    }
 
 
 def _status(code: int, body: dict) -> Backend:
     return _backend(lambda request: httpx.Response(code, json=body))
 
 
-@pytest.mark.parametrize(("code", "body", "cls", "words"), [
-    (404, {"detail": f"Run not found with id='run-1' actor {KEY}"}, NotFound, "run run-1"),
-    (401, {"detail": f"bad key {KEY}"}, Unauthorized, "refused the API key"),
-    (403, {"detail": "forbidden"}, Unauthorized, "HTTP 403"),
-    (409, {"detail": {"code": "PENDING_APPROVAL", "message": "CONFLICT: waiting",
-                      "pending_request_id": "message-1"}}, PendingApproval, "approval"),
-    (410, {"detail": "EXPIRED: Run was created more than 3 hours ago"}, Expired, "retention"),
-    (400, {"detail": f"INVALID_ARGUMENT: Invalid run ID format {KEY}"}, ConfigurationError,
-     "HTTP 400"),
-    (422, {"detail": [{"msg": "field required"}]}, ConfigurationError, "field required"),
-])
+@pytest.mark.parametrize(
+    ("code", "body", "cls", "words"),
+    [
+        (404, {"detail": f"Run not found with id='run-1' actor {KEY}"}, NotFound, "run run-1"),
+        (401, {"detail": f"bad key {KEY}"}, Unauthorized, "refused the API key"),
+        (403, {"detail": "forbidden"}, Unauthorized, "HTTP 403"),
+        (
+            409,
+            {
+                "detail": {
+                    "code": "PENDING_APPROVAL",
+                    "message": "CONFLICT: waiting",
+                    "pending_request_id": "message-1",
+                }
+            },
+            PendingApproval,
+            "approval",
+        ),
+        (410, {"detail": "EXPIRED: Run was created more than 3 hours ago"}, Expired, "retention"),
+        (
+            400,
+            {"detail": f"INVALID_ARGUMENT: Invalid run ID format {KEY}"},
+            ConfigurationError,
+            "HTTP 400",
+        ),
+        (422, {"detail": [{"msg": "field required"}]}, ConfigurationError, "field required"),
+    ],
+)
 def test_http_errors_map_to_one_redacted_line(code, body, cls, words) -> None:
     with pytest.raises(cls) as info:
         list(_status(code, body).resume("run-1", 0))
@@ -126,8 +154,11 @@ def test_http_errors_map_to_one_redacted_line(code, body, cls, words) -> None:
 
 
 def test_pending_approval_on_send_is_one_line(golden_dir: Path) -> None:
-    rec = json.loads((golden_dir / "07_message_while_pending/"
-                      "02_plain_message_non_streaming_409.json").read_text())
+    rec = json.loads(
+        (
+            golden_dir / "07_message_while_pending/02_plain_message_non_streaming_409.json"
+        ).read_text()
+    )
     b = _status(409, rec["response"]["json"])
     with pytest.raises(PendingApproval, match="waiting for an approval"):
         list(b.start("agent-1", [{"role": "user", "content": "hi"}], otid="o"))
@@ -141,8 +172,9 @@ def test_unknown_agent_says_which() -> None:
 
 def test_connection_refused_is_server_unavailable() -> None:
     b = Backend("http://127.0.0.1:9", KEY, max_retries=0)
-    with pytest.raises(ServerUnavailable,
-                       match=re.escape("cannot reach the Letta server at http://127.0.0.1:9")):
+    with pytest.raises(
+        ServerUnavailable, match=re.escape("cannot reach the Letta server at http://127.0.0.1:9")
+    ):
         list(b.start("agent-1", [{"role": "user", "content": "hi"}], otid="o"))
     with pytest.raises(ServerUnavailable):
         b.get_run("run-1")
@@ -161,9 +193,11 @@ def test_read_errors_mid_stream_are_stream_interrupted(golden_dir: Path) -> None
 
     body = (golden_dir / "02_bg_stream_tokens_true/01_post_messages_stream.sse").read_bytes()
     for err in (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout):
-        b = _backend(lambda r, e=err: httpx.Response(
-            200, headers={"content-type": "text/event-stream"},
-            stream=CutStream(body, 700, e)))
+        b = _backend(
+            lambda r, e=err: httpx.Response(
+                200, headers={"content-type": "text/event-stream"}, stream=CutStream(body, 700, e)
+            )
+        )
         got = []
         with pytest.raises(StreamInterrupted):
             for chunk in b.resume("run-1", 0):

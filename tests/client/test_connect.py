@@ -47,16 +47,24 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
 
 def test_a_key_alone_means_letta_cloud(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LETTA_API_KEY", KEY)
-    monkeypatch.setattr(session_mod, "_embedded",
-                        lambda: pytest.fail("a cloud key must never go to the embedded server"))
+    monkeypatch.setattr(
+        session_mod,
+        "_embedded",
+        lambda: pytest.fail("a cloud key must never go to the embedded server"),
+    )
     factory = _Recorder(ServerUnavailable("cannot reach the Letta server"))
     with pytest.raises(ServerUnavailable):
         session_mod.connect(backend_factory=factory)
     assert factory.calls == [(session_mod.LETTA_CLOUD_URL, KEY)]
 
 
-@pytest.mark.parametrize("error", [ServerUnavailable("cannot reach the Letta server at x"),
-                                   Unauthorized("the Letta server refused the API key")])
+@pytest.mark.parametrize(
+    "error",
+    [
+        ServerUnavailable("cannot reach the Letta server at x"),
+        Unauthorized("the Letta server refused the API key"),
+    ],
+)
 def test_dead_url_or_refused_key_never_becomes_current(error: Exception) -> None:
     before = session_mod._current
     with pytest.raises(type(error)):

@@ -95,6 +95,5 @@ def test_unknown_agent_and_run_are_one_line(session: Session) -> None:
 
     with pytest.raises(NotFound, match="unknown agent 'nobody'"):
         session.send("hi", agent="nobody")
-    h = session.attach("run-00000000-0000-4000-8000-000000009999",
-                       agent=session.agent["id"])
+    h = session.attach("run-00000000-0000-4000-8000-000000009999", agent=session.agent["id"])
     assert h.wait(BOUND) == "error" and "was not found" in h.error and "\n" not in h.error

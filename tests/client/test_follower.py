@@ -76,9 +76,11 @@ def test_cut_before_the_first_frame_recovers_the_run_id(golden_dir: Path) -> Non
 
 
 def test_terminal_frames_end_without_resume(golden_dir: Path) -> None:
-    for rel, status in [("02_bg_stream_tokens_true/01_post_messages_stream.sse", "completed"),
-                        ("09_llm_failure/01_post_fail500.sse", "failed"),
-                        ("08_cancel/01_post_long_stream_reader1.sse", "cancelled")]:
+    for rel, status in [
+        ("02_bg_stream_tokens_true/01_post_messages_stream.sse", "completed"),
+        ("09_llm_failure/01_post_fail500.sse", "failed"),
+        ("08_cancel/01_post_long_stream_reader1.sse", "cancelled"),
+    ]:
         fake = FakeLetta([golden_dir / rel])
         f = _follower(fake)
         f.start([{"role": "user", "content": "x"}])
@@ -141,8 +143,9 @@ def test_repeated_empty_eofs_ask_the_server(golden_dir: Path) -> None:
     assert f.wait(BOUND) == "completed"
     rid = f.run_id
     # a new follower whose server only ever returns empty streams for this run
-    fake.runs[rid].frames = [fr for fr in fake.runs[rid].frames if fr.seq <= 10] + \
-        [fr for fr in fake.runs[rid].frames if fr.seq > 1000]
+    fake.runs[rid].frames = [fr for fr in fake.runs[rid].frames if fr.seq <= 10] + [
+        fr for fr in fake.runs[rid].frames if fr.seq > 1000
+    ]
     g = _follower(fake)
     g.eof_checks = 2
     g.follow(rid)
@@ -160,8 +163,12 @@ def test_unknown_run_is_one_line_not_found() -> None:
 
 
 def test_approval_answer_follows_the_new_run_in_the_same_transcript(golden_dir: Path) -> None:
-    fake = FakeLetta([golden_dir / "06_approval/01_approval_request_1.sse",
-                      golden_dir / "06_approval/05_approve.sse"])
+    fake = FakeLetta(
+        [
+            golden_dir / "06_approval/01_approval_request_1.sse",
+            golden_dir / "06_approval/05_approve.sse",
+        ]
+    )
     f = _follower(fake)
     seen: list[str] = []
     f.add_listener(lambda fol: seen.append(fol.status))
@@ -186,8 +193,12 @@ def test_approval_answer_follows_the_new_run_in_the_same_transcript(golden_dir: 
 
 
 def test_policy_answers_unattended(golden_dir: Path) -> None:
-    fake = FakeLetta([golden_dir / "06_approval/01_approval_request_1.sse",
-                      golden_dir / "06_approval/09_deny_with_reason.sse"])
+    fake = FakeLetta(
+        [
+            golden_dir / "06_approval/01_approval_request_1.sse",
+            golden_dir / "06_approval/09_deny_with_reason.sse",
+        ]
+    )
     f = _follower(fake, policy="deny")
     f.start([{"role": "user", "content": "APPROVE"}])
     assert f.wait(BOUND) == "completed", f.error
@@ -198,14 +209,24 @@ def test_policy_answers_unattended(golden_dir: Path) -> None:
 
 def test_incomplete_arguments_come_from_the_agent(golden_dir: Path) -> None:
     fake = FakeLetta([golden_dir / "06_approval/01_approval_request_1.sse"])
-    full = {"tool_call_id": "call_6615771994", "name": "dangerous_op",
-            "arguments": '{"target": "prod-db"}'}
+    full = {
+        "tool_call_id": "call_6615771994",
+        "name": "dangerous_op",
+        "arguments": '{"target": "prod-db"}',
+    }
     fake.pending = [full]
     original = fake._serve
 
     def serve(frames):  # drop the later argument deltas: the stream has '{"target' only
-        keep = [fr for fr in frames if not (isinstance(fr.data, dict) and fr.data.get(
-            "message_type") == "approval_request_message" and fr.seq > 3)]
+        keep = [
+            fr
+            for fr in frames
+            if not (
+                isinstance(fr.data, dict)
+                and fr.data.get("message_type") == "approval_request_message"
+                and fr.seq > 3
+            )
+        ]
         return original(keep)
 
     fake._serve = serve
@@ -295,8 +316,12 @@ def test_drop_connection_heals_counts_and_warns(golden_dir: Path) -> None:
 
 def test_answer_while_the_reader_is_still_publishing_the_approval(golden_dir: Path) -> None:
     """A UI reacting to status == requires_approval may answer before the reader exits."""
-    fake = FakeLetta([golden_dir / "06_approval/01_approval_request_1.sse",
-                      golden_dir / "06_approval/05_approve.sse"])
+    fake = FakeLetta(
+        [
+            golden_dir / "06_approval/01_approval_request_1.sse",
+            golden_dir / "06_approval/05_approve.sse",
+        ]
+    )
     f = _follower(fake)
     seen, release = threading.Event(), threading.Event()
 
@@ -315,8 +340,12 @@ def test_answer_while_the_reader_is_still_publishing_the_approval(golden_dir: Pa
 
 
 def test_a_person_answering_first_wins_over_a_slow_policy(golden_dir: Path) -> None:
-    fake = FakeLetta([golden_dir / "06_approval/01_approval_request_1.sse",
-                      golden_dir / "06_approval/09_deny_with_reason.sse"])
+    fake = FakeLetta(
+        [
+            golden_dir / "06_approval/01_approval_request_1.sse",
+            golden_dir / "06_approval/09_deny_with_reason.sse",
+        ]
+    )
     asked = threading.Event()
 
     def policy(calls: list[dict]) -> bool:

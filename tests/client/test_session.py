@@ -30,8 +30,7 @@ def _fast(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _session(fake: FakeLetta, db: Path) -> Session:
     backend = Backend("http://fake", None, max_retries=0, http_client=fake.client())
-    return Session(backend, agent={"id": AGENT, "name": "golden agent"},
-                   store=CursorStore(db))
+    return Session(backend, agent={"id": AGENT, "name": "golden agent"}, store=CursorStore(db))
 
 
 def _uncut(path: Path) -> list[dict]:
@@ -53,8 +52,10 @@ def _until(pred, what: str) -> None:
 
 
 def _held(fake: FakeLetta, index: int = 0) -> None:
-    _until(lambda: len(fake.streams) > index and fake.streams[index].held.is_set(),
-           "the stream never reached its hold")
+    _until(
+        lambda: len(fake.streams) > index and fake.streams[index].held.is_set(),
+        "the stream never reached its hold",
+    )
 
 
 def test_resend_after_detach_continues_the_same_run(golden_dir: Path, tmp_path: Path) -> None:
@@ -75,8 +76,7 @@ def test_resend_after_detach_continues_the_same_run(golden_dir: Path, tmp_path: 
     assert not fake.violations
 
 
-def test_attach_after_detach_continues_with_batch_size(golden_dir: Path,
-                                                       tmp_path: Path) -> None:
+def test_attach_after_detach_continues_with_batch_size(golden_dir: Path, tmp_path: Path) -> None:
     fake = FakeLetta([golden_dir / LONG])
     fake.hold_next(20000)
     s = _session(fake, tmp_path / "c.db")
@@ -92,8 +92,9 @@ def test_attach_after_detach_continues_with_batch_size(golden_dir: Path,
     assert h.follower.transcript.to_records() == _uncut(golden_dir / LONG)
 
 
-def test_errored_follower_is_revived_and_counts_reconnects(golden_dir: Path,
-                                                           tmp_path: Path) -> None:
+def test_errored_follower_is_revived_and_counts_reconnects(
+    golden_dir: Path, tmp_path: Path
+) -> None:
     fake = FakeLetta([golden_dir / LONG])
     fake.hold_next(20000)
     s = _session(fake, tmp_path / "c.db")
@@ -114,8 +115,9 @@ def test_errored_follower_is_revived_and_counts_reconnects(golden_dir: Path,
     assert h.follower.transcript.to_records() == _uncut(golden_dir / LONG)
 
 
-def test_attach_and_chunks_frame_pass_batch_size(golden_dir: Path, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_attach_and_chunks_frame_pass_batch_size(
+    golden_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake = FakeLetta([golden_dir / LONG])
     s = _session(fake, tmp_path / "c.db")
     rid = s.send("LONG", wait=True, timeout=BOUND).run_id
@@ -131,12 +133,12 @@ def test_attach_and_chunks_frame_pass_batch_size(golden_dir: Path, tmp_path: Pat
 
 
 def test_streaming_writes_no_transcript_until_a_settle_point(
-        golden_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    golden_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(session_mod, "PERSIST_EVERY", 0.0)  # a cheap write per frame
     calls = []
     original = Transcript.to_records
-    monkeypatch.setattr(Transcript, "to_records",
-                        lambda self: calls.append(1) or original(self))
+    monkeypatch.setattr(Transcript, "to_records", lambda self: calls.append(1) or original(self))
     fake = FakeLetta([golden_dir / LONG])
     s = _session(fake, tmp_path / "c.db")
     h = s.send("LONG", wait=True, timeout=BOUND)
@@ -148,7 +150,8 @@ def test_streaming_writes_no_transcript_until_a_settle_point(
 
 
 def test_kernel_crash_mid_run_resumes_from_the_records_seqs(
-        golden_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    golden_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(session_mod, "PERSIST_EVERY", 0.0)
     fake = FakeLetta([golden_dir / LONG])
     gate = fake.hold_next(20000)
@@ -170,7 +173,8 @@ def test_kernel_crash_mid_run_resumes_from_the_records_seqs(
 
 
 def test_kernel_crash_in_the_answer_run_keeps_the_first_runs_records(
-        golden_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    golden_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(session_mod, "PERSIST_EVERY", 0.0)
     fake = FakeLetta([golden_dir / ASK, golden_dir / APPROVE])
     db = tmp_path / "c.db"
@@ -196,7 +200,8 @@ def test_kernel_crash_in_the_answer_run_keeps_the_first_runs_records(
 
 
 def test_a_chain_too_big_to_cache_is_rebuilt_by_replay(
-        golden_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    golden_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Over CACHE_CHARS the cursor keeps no transcript copy; a new kernel replays every run of
     the chain from the server (bounded by the cursor's seqs) and starts no run."""
     monkeypatch.setattr(session_mod, "CACHE_CHARS", 10)

@@ -15,10 +15,10 @@ from letta_nb.core.chunks import Chunk
 
 @dataclass
 class Frame:
-    raw: bytes                  # the frame's exact bytes, blank line included
+    raw: bytes  # the frame's exact bytes, blank line included
     event: str | None
-    data: Any                   # decoded JSON, or the string "[DONE]"
-    seq: int | None = None      # stored seq (visible or implicit); None for keepalives
+    data: Any  # decoded JSON, or the string "[DONE]"
+    seq: int | None = None  # stored seq (visible or implicit); None for keepalives
 
     @property
     def done(self) -> bool:

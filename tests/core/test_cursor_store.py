@@ -17,9 +17,16 @@ def _cursor(key: str = "cell:nb.ipynb:abc") -> Cursor:
     for i, word in enumerate(["Hello", " there"], start=2):
         tr.apply(Chunk("assistant_message", {"id": "message-1", "content": word}, "run-1", i))
     tr.apply(Chunk("stop_reason", {"stop_reason": "end_turn"}), "run-1")
-    return Cursor(key=key, agent_id="agent-1", runs=["run-1"], seqs=tr.seq_state(),
-                  status="completed", stop_reason="end_turn", records=tr.to_records(),
-                  message="hi")
+    return Cursor(
+        key=key,
+        agent_id="agent-1",
+        runs=["run-1"],
+        seqs=tr.seq_state(),
+        status="completed",
+        stop_reason="end_turn",
+        records=tr.to_records(),
+        message="hi",
+    )
 
 
 def test_round_trip_and_file_mode(tmp_path: Path) -> None:
@@ -28,8 +35,12 @@ def test_round_trip_and_file_mode(tmp_path: Path) -> None:
     cur = _cursor()
     store.put(cur)
     got = store.get(cur.key)
-    assert got is not None and (got.key, got.runs, got.seqs, got.records) == \
-        (cur.key, cur.runs, cur.seqs, cur.records)
+    assert got is not None and (got.key, got.runs, got.seqs, got.records) == (
+        cur.key,
+        cur.runs,
+        cur.seqs,
+        cur.records,
+    )
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
     assert Cursor.from_json(cur.to_json()) == cur
     store.close()
@@ -72,8 +83,14 @@ def test_cheap_puts_keep_the_records_and_their_seqs(tmp_path: Path) -> None:
     store = CursorStore(db)
     cur = _cursor()
     store.put(cur)  # a settle point: records with the seqs they reflect
-    later = Cursor(key=cur.key, agent_id="agent-1", runs=["run-1"], seqs={"run-1": 90},
-                   status="running", records=[{"not": "written"}])
+    later = Cursor(
+        key=cur.key,
+        agent_id="agent-1",
+        runs=["run-1"],
+        seqs={"run-1": 90},
+        status="running",
+        records=[{"not": "written"}],
+    )
     store.put(later, records=False)  # streaming: O(runs), the records stay as they were
     assert store.get(cur.key).records == cur.records
     store.close()
@@ -97,8 +114,9 @@ def test_older_files_with_records_in_the_body_still_load(tmp_path: Path) -> None
     db = tmp_path / "cursors.db"
     cur = _cursor()
     conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE cursors (key TEXT PRIMARY KEY, body TEXT NOT NULL, "
-                 "updated_at REAL NOT NULL)")
+    conn.execute(
+        "CREATE TABLE cursors (key TEXT PRIMARY KEY, body TEXT NOT NULL, updated_at REAL NOT NULL)"
+    )
     legacy = cur.to_json().replace(',"record_seqs":null', "")
     conn.execute("INSERT INTO cursors VALUES (?,?,?)", (cur.key, legacy, 1.0))
     conn.commit()
@@ -119,4 +137,3 @@ def test_memory_keeps_no_second_copy_of_the_transcript(tmp_path: Path) -> None:
     full = store.get(cur.key)  # rebuilding a chain reads the records from disk
     assert full.records == cur.records and full.resume_seqs == {"run-1": 4}
     assert store._mem[cur.key].records == []
-

@@ -12,8 +12,10 @@ from letta_nb.core.errors import ApprovalError
 from letta_nb.core.textbuf import TextBuffer
 from letta_nb.core.throttle import Throttle
 
-CALLS = [{"tool_call_id": "call_1", "name": "dangerous_op", "arguments": "{}"},
-         {"tool_call_id": "call_2", "name": "dangerous_op", "arguments": "{}"}]
+CALLS = [
+    {"tool_call_id": "call_1", "name": "dangerous_op", "arguments": "{}"},
+    {"tool_call_id": "call_2", "name": "dangerous_op", "arguments": "{}"},
+]
 
 
 def test_approval_answers_once() -> None:
@@ -62,7 +64,8 @@ def test_approval_answers_every_pending_call() -> None:
     answers = ApprovalState("run-1", CALLS).answers(False, "nope")
     assert answers == [
         {"type": "approval", "tool_call_id": "call_1", "approve": False, "reason": "nope"},
-        {"type": "approval", "tool_call_id": "call_2", "approve": False, "reason": "nope"}]
+        {"type": "approval", "tool_call_id": "call_2", "approve": False, "reason": "nope"},
+    ]
 
 
 def test_throttle_caps_the_rate() -> None:
@@ -97,8 +100,7 @@ def test_textbuf_memory_stays_near_the_text_size() -> None:
     for _ in range(200_000):
         buf.append("tok ")
     size = len(buf)
-    held = sum(sys.getsizeof(b) for b in buf._blocks) + sum(sys.getsizeof(p)
-                                                            for p in buf._parts)
+    held = sum(sys.getsizeof(b) for b in buf._blocks) + sum(sys.getsizeof(p) for p in buf._parts)
     assert held < 1.2 * size + 64 * 1024  # ~text size, not 60 bytes per piece
 
 

@@ -165,8 +165,7 @@ def test_cached_records_restore_and_continue(golden_dir: Path) -> None:
     full = _load(golden_dir, "05_replay_finished_run/01_replay_from_0_batch_1000.sse")
     rid = full[0].run_id
     head = _fold(full[:120])
-    restored = Transcript.from_records(json.loads(json.dumps(head.to_records())),
-                                       head.seq_state())
+    restored = Transcript.from_records(json.loads(json.dumps(head.to_records())), head.seq_state())
     restored.begin_stream(rid, 0)
     for c in full:  # a replay from 0 after a restart: the cached part is deduped by seq
         restored.apply(c, rid)

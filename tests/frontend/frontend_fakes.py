@@ -62,9 +62,16 @@ class FakeFollower:
         self.changed()
 
     def request_approval(self, tool_call_id: str = "call-1") -> None:
-        self.feed("approval_request_message", id="ap1",
-                  tool_call={"name": "write_report", "arguments": '{"title": "Q3"}',
-                             "tool_call_id": tool_call_id}, notify=False)
+        self.feed(
+            "approval_request_message",
+            id="ap1",
+            tool_call={
+                "name": "write_report",
+                "arguments": '{"title": "Q3"}',
+                "tool_call_id": tool_call_id,
+            },
+            notify=False,
+        )
         self.feed("stop_reason", stop_reason="requires_approval", notify=False)
         self.status = "requires_approval"
         self.approval = ApprovalState(self.run_id, self.transcript.pending_tool_calls())

@@ -67,8 +67,10 @@ def test_chunks_frame_every_frame_once_with_seq(session: Any, finished: Any) -> 
     assert str(frame["seq_id"].dtype) == "Int64"
     kinds = list(frame["message_type"].astype(str))
     assert kinds == ["ping"] + ["assistant_message"] * 6 + ["stop_reason", "usage_statistics"]
-    assert "".join(frame.loc[frame.message_type == "assistant_message", "text"]) == \
-        "token1 token2 token3 token4 token5 token6"
+    assert (
+        "".join(frame.loc[frame.message_type == "assistant_message", "text"])
+        == "token1 token2 token3 token4 token5 token6"
+    )
     assert is_utc(frame["date"])
 
 

@@ -52,8 +52,9 @@ def test_notebook_path_from_session_global(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_no_cell_id_under_nbclient_or_outside_a_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_kernel, "get_ipython",
-                        lambda: FakeShell({"header": {"msg_id": "m"}, "metadata": {}}))
+    monkeypatch.setattr(
+        _kernel, "get_ipython", lambda: FakeShell({"header": {"msg_id": "m"}, "metadata": {}})
+    )
     assert _kernel.cell_identity() == _kernel.CellIdentity(None, None)
     monkeypatch.setattr(_kernel, "get_ipython", lambda: None)
     assert _kernel.cell_identity() == _kernel.CellIdentity(None, None)
@@ -61,7 +62,8 @@ def test_no_cell_id_under_nbclient_or_outside_a_kernel(monkeypatch: pytest.Monke
 
 
 def test_parent_context_reenters_the_cells_parent_in_a_thread(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     shell = FakeShell(LAB_PARENT)
     monkeypatch.setattr(_kernel, "get_ipython", lambda: shell)
     ctx = _kernel.ParentContext()

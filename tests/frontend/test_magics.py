@@ -40,8 +40,10 @@ def test_help_is_generated_for_both_magics(ip: Any) -> None:
     line_doc = ip.find_line_magic("letta").__doc__
     assert "%%letta [--agent AGENT] [--new] [--key KEY] [--wait]" in cell_doc
     assert "--auto-approve" in cell_doc and "--out VAR" in cell_doc
-    assert "%letta" in line_doc and "{connect,agents,agent,runs,attach,cancel,chunks," \
-        "status}" in line_doc
+    assert (
+        "%letta" in line_doc
+        and "{connect,agents,agent,runs,attach,cancel,chunks,status}" in line_doc
+    )
     assert "--from SEQ" in line_doc
 
 
@@ -61,8 +63,9 @@ def test_wait_prints_deterministic_transcript_and_rerun_resumes(ip: Any, session
 def test_non_blocking_shows_the_widget_and_out_stores_the_handle(ip: Any) -> None:
     cap = run(ip, "%%letta --out h --new\n/long 3 10")
     assert cap.stdout == "" and cap.stderr == ""
-    assert [o.data["text/plain"] for o in cap.outputs] == \
-        ["<letta_nb run view: agent demo-analyst>"]
+    assert [o.data["text/plain"] for o in cap.outputs] == [
+        "<letta_nb run view: agent demo-analyst>"
+    ]
     assert "application/vnd.jupyter.widget-view+json" in cap.outputs[0].data
     handle = ip.user_ns["h"]
     assert handle.wait(20) == "completed"
@@ -172,8 +175,10 @@ def test_line_commands(ip: Any, session: Any) -> None:
     assert f"run {run_id} · completed" in cap.stdout
     assert "approval pending" not in cap.stdout
     cap = run(ip, f"%letta attach {run_id} --from 2")
-    assert cap.outputs[0].data["text/plain"] == "<letta_nb run view>" or \
-        "run view" in cap.outputs[0].data["text/plain"]
+    assert (
+        cap.outputs[0].data["text/plain"] == "<letta_nb run view>"
+        or "run view" in cap.outputs[0].data["text/plain"]
+    )
     cap = run(ip, "%letta agent demo-analyst")
     assert cap.stdout.startswith("default agent: demo-analyst (agent-")
     cap = run(ip, f"%letta connect {session.backend.base_url}")

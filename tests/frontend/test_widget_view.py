@@ -16,8 +16,9 @@ from letta_nb.core.errors import ApprovalError
 from letta_nb.widgets import InlinePump, RunView, ThreadPump
 
 
-def make_view(follower: FakeFollower | None = None, **kw: Any) -> tuple[RunView, FakeFollower,
-                                                                      FakeClock]:
+def make_view(
+    follower: FakeFollower | None = None, **kw: Any
+) -> tuple[RunView, FakeFollower, FakeClock]:
     follower = follower or FakeFollower()
     clock = FakeClock()
     view = RunView(follower, agent="demo-analyst", clock=clock, pump=InlinePump(), **kw)
@@ -39,11 +40,20 @@ def test_renders_each_message_kind_distinctly() -> None:
     view, f, clock = make_view()
     f.feed("reasoning_message", id="r1", reasoning="let me think")
     clock.advance(1)
-    f.feed("tool_call_message", id="t1",
-           tool_call={"name": "describe", "arguments": '{"x": 1}', "tool_call_id": "c1"})
+    f.feed(
+        "tool_call_message",
+        id="t1",
+        tool_call={"name": "describe", "arguments": '{"x": 1}', "tool_call_id": "c1"},
+    )
     clock.advance(1)
-    f.feed("tool_return_message", id="t2", name="describe", status="success",
-           tool_return="42", tool_call_id="c1")
+    f.feed(
+        "tool_return_message",
+        id="t2",
+        name="describe",
+        status="success",
+        tool_return="42",
+        tool_call_id="c1",
+    )
     clock.advance(1)
     f.say("the answer is 42")
     clock.advance(1)
@@ -200,8 +210,11 @@ def test_long_live_message_resends_only_its_open_segment() -> None:
     # every update of the live message carries at most one segment's worth of text
     assert values and max(len(v) for v in values) < view.messages.segment * 1.3 + 300
     text = str(f.transcript.entries[0].text)
-    earlier = int(re.search(r"… ([\d,]+) earlier", "".join(texts(view))).group(1)  # type: ignore[union-attr]
-                  .replace(",", ""))
+    earlier = int(
+        re.search(r"… ([\d,]+) earlier", "".join(texts(view)))
+        .group(1)  # type: ignore[union-attr]
+        .replace(",", "")
+    )
     shown = visible_text(view)
     # seamless: the segments joined (a newline cut is the block boundary) are the text's tail
     assert shown.replace("\n", "") == text[earlier:].replace("\n", "")
@@ -235,7 +248,8 @@ def test_only_changed_messages_are_touched_and_sealed_never_resent() -> None:
 
 
 def test_throttle_10000_chunks_at_most_10_comm_messages_per_simulated_second(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import comm
 
     view, f, clock = make_view()
@@ -306,8 +320,9 @@ def test_thread_pump_limits_real_comm_traffic(monkeypatch: pytest.MonkeyPatch) -
         while "completed" not in view.header.value and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(0.2)
-        msg_updates = [d for d in sent if "value" in d.get("state", {})
-                       and "tok" in str(d["state"]["value"])]
+        msg_updates = [
+            d for d in sent if "value" in d.get("state", {}) and "tok" in str(d["state"]["value"])
+        ]
         assert n > 1000
         # the open segment is updated in place; a full one gets a widget once (<= 1 s of
         # streaming: a few segments) and is never re-sent

@@ -32,13 +32,16 @@ IPYKERNEL_6_DIR = REPO_ROOT / ".venv" / "kernels" / "ipykernel-6.31"
 PIP_TIMEOUT = 300.0
 
 
-VARIANTS = [KernelVariant("ipykernel-7.4", "7.4."),
-            KernelVariant("ipykernel-6.31", IPYKERNEL_6, IPYKERNEL_6_DIR)]
+VARIANTS = [
+    KernelVariant("ipykernel-7.4", "7.4."),
+    KernelVariant("ipykernel-6.31", IPYKERNEL_6, IPYKERNEL_6_DIR),
+]
 
 
 def _installed(target: Path) -> bool:
-    return (target / "ipykernel" / "__init__.py").is_file() and \
-        (target / f"ipykernel-{IPYKERNEL_6}.dist-info").is_dir()
+    return (target / "ipykernel" / "__init__.py").is_file() and (
+        target / f"ipykernel-{IPYKERNEL_6}.dist-info"
+    ).is_dir()
 
 
 def _install_ipykernel_6(target: Path) -> None:
@@ -48,18 +51,33 @@ def _install_ipykernel_6(target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile",
-           "--disable-pip-version-check", "--target", str(tmp), f"ipykernel=={IPYKERNEL_6}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--no-deps",
+        "--no-compile",
+        "--disable-pip-version-check",
+        "--target",
+        str(tmp),
+        f"ipykernel=={IPYKERNEL_6}",
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT)
-        problem = None if proc.returncode == 0 else (
-            f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-1500:]}")
+        problem = (
+            None
+            if proc.returncode == 0
+            else (f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-1500:]}")
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         problem = repr(exc)
     if problem is not None:
         shutil.rmtree(tmp, ignore_errors=True)
-        reason = (f"!!! ipykernel {IPYKERNEL_6} could not be installed, so the "
-                  f"ipykernel-6.31 kernel tests did NOT run: {' '.join(cmd)} -> {problem}")
+        reason = (
+            f"!!! ipykernel {IPYKERNEL_6} could not be installed, so the "
+            f"ipykernel-6.31 kernel tests did NOT run: {' '.join(cmd)} -> {problem}"
+        )
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
@@ -100,13 +118,14 @@ def kernel_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def kernel(kernel_server: Any, kernel_variant: KernelVariant, tmp_path: Path) -> Iterator[Kernel]:
     state = tmp_path / "state"
     state.mkdir()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LETTA_", "JPY_", "PYTEST_"))}
-    env.update(LETTA_BASE_URL=kernel_server.base_url, LETTA_NB_STATE_DIR=str(state),
-               PYTHONUNBUFFERED="1")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LETTA_", "JPY_", "PYTEST_"))}
+    env.update(
+        LETTA_BASE_URL=kernel_server.base_url, LETTA_NB_STATE_DIR=str(state), PYTHONUNBUFFERED="1"
+    )
     if kernel_variant.pythonpath is not None:
         env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(kernel_variant.pythonpath), env.get("PYTHONPATH")) if p)
+            p for p in (str(kernel_variant.pythonpath), env.get("PYTHONPATH")) if p
+        )
     k = make_kernel(tmp_path, env)
     k.start()
     try:

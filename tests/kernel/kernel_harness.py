@@ -21,10 +21,15 @@ def kernel_spec_dir(root: Path) -> Path:
     """A kernelspec that runs exactly this interpreter (not whatever 'python3' resolves to)."""
     spec = root / "kernels" / "lnb-test"
     spec.mkdir(parents=True, exist_ok=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "letta_nb test", "language": "python",
-    }))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "letta_nb test",
+                "language": "python",
+            }
+        )
+    )
     return root / "kernels"
 
 
@@ -85,8 +90,11 @@ class Kernel:
             except queue.Empty:
                 continue
             self.log.append(msg)
-            if (msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle"
-                    and msg["parent_header"].get("msg_id") == msg_id):
+            if (
+                msg["msg_type"] == "status"
+                and msg["content"]["execution_state"] == "idle"
+                and msg["parent_header"].get("msg_id") == msg_id
+            ):
                 return
         raise TimeoutError(f"cell {msg_id} did not finish in {timeout} s")
 
@@ -96,13 +104,21 @@ class Kernel:
         return msg_id
 
     def stdout(self, msg_id: str) -> str:
-        return "".join(m["content"]["text"] for m in self.log
-                       if m["msg_type"] == "stream" and m["content"]["name"] == "stdout"
-                       and m["parent_header"].get("msg_id") == msg_id)
+        return "".join(
+            m["content"]["text"]
+            for m in self.log
+            if m["msg_type"] == "stream"
+            and m["content"]["name"] == "stdout"
+            and m["parent_header"].get("msg_id") == msg_id
+        )
 
     def errors(self) -> list[dict[str, Any]]:
-        return [m for m in self.log if m["msg_type"] == "error"
-                or (m["msg_type"] == "stream" and m["content"]["name"] == "stderr")]
+        return [
+            m
+            for m in self.log
+            if m["msg_type"] == "error"
+            or (m["msg_type"] == "stream" and m["content"]["name"] == "stderr")
+        ]
 
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"

@@ -26,10 +26,13 @@ from kernel_harness import (
 pytestmark = pytest.mark.kernel
 
 RUN_CELL = "%%letta --out h\n/long {n} 20"
-OTHER_CELL = "import time\nfor i in range(4):\n    print('other', i, flush=True)\n" \
-             "    time.sleep(0.15)"
-CHECK_CELL = ("import re\nst = h.wait(60)\ntoks = re.findall(r'token\\d+', h.transcript)\n"
-              "print(st, h.run_id, len(toks), toks == [f'token{{i}}' for i in range(1, {n} + 1)])")
+OTHER_CELL = (
+    "import time\nfor i in range(4):\n    print('other', i, flush=True)\n    time.sleep(0.15)"
+)
+CHECK_CELL = (
+    "import re\nst = h.wait(60)\ntoks = re.findall(r'token\\d+', h.transcript)\n"
+    "print(st, h.run_id, len(toks), toks == [f'token{{i}}' for i in range(1, {n} + 1)])"
+)
 
 
 def parent(msg: dict[str, Any]) -> str | None:
@@ -41,14 +44,28 @@ def comm_msgs(kernel: Kernel) -> list[dict[str, Any]]:
 
 
 #: Output-bearing iopub messages (everything a front end would attach to some cell).
-OUTPUT_TYPES = ("stream", "display_data", "update_display_data", "clear_output",
-                "execute_result", "error", "comm_open", "comm_msg", "comm_close")
+OUTPUT_TYPES = (
+    "stream",
+    "display_data",
+    "update_display_data",
+    "clear_output",
+    "execute_result",
+    "error",
+    "comm_open",
+    "comm_msg",
+    "comm_close",
+)
 
 
 def view_model_id(kernel: Kernel, cell: str) -> str:
     """The model id of the run view the cell `cell` displayed."""
-    shown = [m for m in kernel.log if m["msg_type"] == "display_data" and parent(m) == cell
-             and WIDGET_VIEW in m["content"]["data"]]
+    shown = [
+        m
+        for m in kernel.log
+        if m["msg_type"] == "display_data"
+        and parent(m) == cell
+        and WIDGET_VIEW in m["content"]["data"]
+    ]
     assert len(shown) == 1, shown
     assert shown[0]["content"]["data"]["text/plain"] == "<letta_nb run view: agent demo-analyst>"
     return str(shown[0]["content"]["data"][WIDGET_VIEW]["model_id"])
@@ -66,8 +83,11 @@ def view_state(kernel: Kernel, model_id: str) -> tuple[str, str, list[bool]]:
 
 def shows_final(kernel: Kernel, model_id: str, last_token: str) -> bool:
     header, body, buttons = view_state(kernel, model_id)
-    return ">completed</span>" in header and re.search(rf"\b{last_token}\b", body) is not None \
+    return (
+        ">completed</span>" in header
+        and re.search(rf"\b{last_token}\b", body) is not None
         and buttons == [True, True]
+    )
 
 
 def test_run_output_stays_in_its_cell_while_other_cells_execute(kernel: Kernel) -> None:
@@ -81,8 +101,9 @@ def test_run_output_stays_in_its_cell_while_other_cells_execute(kernel: Kernel) 
     assert kernel.stdout(check).split()[2:] == ["200", "True"]
     # the widget was displayed by the starting cell and ends up showing the final state
     model = view_model_id(kernel, start)
-    assert kernel.pump_until(lambda: shows_final(kernel, model, "token200"), timeout=30), \
+    assert kernel.pump_until(lambda: shows_final(kernel, model, "token200"), timeout=30), (
         view_state(kernel, model)
+    )
     kernel.pump(0.5)  # anything still in flight must be routed right too
     assert not kernel.errors(), kernel.errors()
     _, body, _ = view_state(kernel, model)
@@ -118,8 +139,9 @@ def _server_runs(server: Any) -> list[dict[str, Any]]:
         backend.close()
 
 
-def test_kernel_restart_resumes_from_the_disk_cursor(kernel: Kernel, kernel_server: Any,
-                                                     kernel_variant: KernelVariant) -> None:
+def test_kernel_restart_resumes_from_the_disk_cursor(
+    kernel: Kernel, kernel_server: Any, kernel_variant: KernelVariant
+) -> None:
     n = 750  # 15 s: still streaming when the restarted kernel re-runs the cell
     cell = RUN_CELL.format(n=n)
     kernel.run("%load_ext letta_nb")
@@ -146,8 +168,9 @@ def test_kernel_restart_resumes_from_the_disk_cursor(kernel: Kernel, kernel_serv
     assert {r["id"] for r in _server_runs(kernel_server)} == before  # no new run
     assert not kernel.errors(), kernel.errors()
     model = view_model_id(kernel, again)  # the re-run cell shows the resumed run ...
-    assert kernel.pump_until(lambda: shows_final(kernel, model, f"token{n}"), timeout=30), \
+    assert kernel.pump_until(lambda: shows_final(kernel, model, f"token{n}"), timeout=30), (
         view_state(kernel, model)
+    )
     # ... and every widget message after the restart belongs to it
     assert {parent(m) for m in comm_msgs(kernel)} == {again}
     assert not kernel.errors(), kernel.errors()

@@ -37,8 +37,9 @@ class Kernel7(Kernel6):
 
     def __init__(self) -> None:
         super().__init__()
-        self._shell_parent: contextvars.ContextVar[dict[str, Any]] = \
-            contextvars.ContextVar("shell_parent")
+        self._shell_parent: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
+            "shell_parent"
+        )
 
 
 class Shell:
@@ -58,8 +59,7 @@ def in_thread(fn: Any) -> Any:
     return box[0]
 
 
-def test_ipykernel6_comm_parent_follows_the_starting_cell(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ipykernel6_comm_parent_follows_the_starting_cell(monkeypatch: pytest.MonkeyPatch) -> None:
     kernel = Kernel6()
     monkeypatch.setattr(_kernel, "get_ipython", lambda: Shell(kernel))
     kernel.set_parent(b"", CELL_A)

@@ -39,7 +39,8 @@ class RecordingTranscript(Transcript):
         if acc is not None:
             rid = acc.run_id or run_id or "?"
             self.accepted.setdefault(rid, []).append(
-                (int(acc.seq_id or 0), acc.message_type, canon(acc.data)))
+                (int(acc.seq_id or 0), acc.message_type, canon(acc.data))
+            )
         return acc
 
 
@@ -56,8 +57,8 @@ def replay(backend: Any, run_id: str) -> list[Frame]:
                 continue
             out.append((int(acc.seq_id or 0), acc.message_type, canon(acc.data)))
             if acc.message_type == ct.ERROR or (
-                    acc.message_type == ct.STOP_REASON
-                    and acc.data.get("stop_reason") == "cancelled"):
+                acc.message_type == ct.STOP_REASON and acc.data.get("stop_reason") == "cancelled"
+            ):
                 break
     finally:
         stream.close()
@@ -71,12 +72,12 @@ def db_seqs(db_path: Path, run_id: str, *, with_done: bool = False) -> list[int]
     """
     con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
     try:
-        rows = con.execute("SELECT seq, data FROM frames WHERE run_id = ? ORDER BY seq",
-                           (run_id,)).fetchall()
+        rows = con.execute(
+            "SELECT seq, data FROM frames WHERE run_id = ? ORDER BY seq", (run_id,)
+        ).fetchall()
     finally:
         con.close()
-    return [int(seq) for seq, data in rows
-            if with_done or bytes(data).strip() != b"data: [DONE]"]
+    return [int(seq) for seq, data in rows if with_done or bytes(data).strip() != b"data: [DONE]"]
 
 
 def diff_frames(got: list[Frame], want: list[Frame]) -> str:
@@ -91,8 +92,10 @@ def diff_frames(got: list[Frame], want: list[Frame]) -> str:
     where = ""
     if first is not None:
         where = f"; first difference at index {first}: got {got[first]!r} want {want[first]!r}"
-    return (f"got {len(got)} frames, want {len(want)}; duplicated seqs {dups[:10]}; "
-            f"lost seqs {lost[:10]}{where}")
+    return (
+        f"got {len(got)} frames, want {len(want)}; duplicated seqs {dups[:10]}; "
+        f"lost seqs {lost[:10]}{where}"
+    )
 
 
 def free_port() -> int:

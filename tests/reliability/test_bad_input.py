@@ -151,9 +151,13 @@ def unauthorized(env: Env) -> str:
 
 def unauthorized_stream(env: Env) -> str:
     backend = Backend(env.tok.base_url, None, max_retries=0)
-    line = _line_of(lambda: list(backend.start(env.agent["id"], [{"role": "user",
-                                                                   "content": "/long 3"}],
-                                               otid=new_otid())))
+    line = _line_of(
+        lambda: list(
+            backend.start(
+                env.agent["id"], [{"role": "user", "content": "/long 3"}], otid=new_otid()
+            )
+        )
+    )
     assert "HTTP 401" in line
     return line
 
@@ -165,9 +169,15 @@ def not_found_run(env: Env) -> str:
 
 
 def not_found_agent_stream(env: Env) -> str:
-    line = _line_of(lambda: list(env.backend.start(
-        "agent-00000000-0000-4000-8000-000000000000", [{"role": "user", "content": "hi"}],
-        otid=new_otid())))
+    line = _line_of(
+        lambda: list(
+            env.backend.start(
+                "agent-00000000-0000-4000-8000-000000000000",
+                [{"role": "user", "content": "hi"}],
+                otid=new_otid(),
+            )
+        )
+    )
     assert "was not found" in line
     return line
 
@@ -190,9 +200,14 @@ def pending_approval_send(env: Env) -> str:
     line = other.error or ""
     assert line.startswith("CONFLICT: Cannot send a new message")
     # the HTTP form (non-streaming POST) maps to PendingApproval, not retried by the SDK
-    exc_line = _line_of(lambda: env.backend._call(
-        lambda: env.backend._once.agents.messages.create(
-            env.agent["id"], messages=[{"role": "user", "content": "hi"}]), "send"))
+    exc_line = _line_of(
+        lambda: env.backend._call(
+            lambda: env.backend._once.agents.messages.create(
+                env.agent["id"], messages=[{"role": "user", "content": "hi"}]
+            ),
+            "send",
+        )
+    )
     assert exc_line.startswith("the agent is waiting for an approval")
     assert env.backend.pending_approval(env.agent["id"]) == pending  # still pending, intact
     assert gated.approve().wait(60) == "completed", gated.error
@@ -223,9 +238,15 @@ def double_approval(env: Env) -> str:
     assert gated.approve().wait(60) == "completed"
     line = _line_of(gated.approve)
     assert line.startswith(f"run {gated.run_id} has no pending approval")
-    server_line = _line_of(lambda: list(env.backend.approve(
-        env.agent["id"], [{"type": "approval", "tool_call_id": call, "approve": True}],
-        otid=new_otid())))
+    server_line = _line_of(
+        lambda: list(
+            env.backend.approve(
+                env.agent["id"],
+                [{"type": "approval", "tool_call_id": call, "approve": True}],
+                otid=new_otid(),
+            )
+        )
+    )
     assert "No tool call is currently awaiting approval" in server_line
     assert "\n" not in server_line
     return line
@@ -234,9 +255,13 @@ def double_approval(env: Env) -> str:
 def wrong_tool_call_id(env: Env) -> str:
     gated = _gated(env)
     pending = env.backend.pending_approval(env.agent["id"])
-    chunks = list(env.backend.approve(
-        env.agent["id"], [{"type": "approval", "tool_call_id": "call_wrong", "approve": True}],
-        otid=new_otid()))
+    chunks = list(
+        env.backend.approve(
+            env.agent["id"],
+            [{"type": "approval", "tool_call_id": "call_wrong", "approve": True}],
+            otid=new_otid(),
+        )
+    )
     assert chunks[-1].message_type == "error_message"
     line = " ".join(str(chunks[-1].data.get("detail") or chunks[-1].data["message"]).split())
     assert "Invalid tool call IDs" in line
@@ -262,10 +287,25 @@ def resume_after_end(env: Env) -> str:
     return f"resume after the end: completed, 0 frames ({took:.1f} s)"
 
 
-CASES = [unknown_agent, unknown_run_attach, malformed_run_id_attach, malformed_magic_args,
-         magic_unknown_agent, server_down, server_down_mid_session, unauthorized,
-         unauthorized_stream, not_found_run, not_found_agent_stream, concurrent_send,
-         pending_approval_send, expired, double_approval, wrong_tool_call_id, resume_after_end]
+CASES = [
+    unknown_agent,
+    unknown_run_attach,
+    malformed_run_id_attach,
+    malformed_magic_args,
+    magic_unknown_agent,
+    server_down,
+    server_down_mid_session,
+    unauthorized,
+    unauthorized_stream,
+    not_found_run,
+    not_found_agent_stream,
+    concurrent_send,
+    pending_approval_send,
+    expired,
+    double_approval,
+    wrong_tool_call_id,
+    resume_after_end,
+]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
@@ -288,7 +328,17 @@ def test_bad_input(env: Env, case: Callable[[Env], str]) -> None:
 
 def test_matrix_covers_the_issue(tmp_path: Path) -> None:
     names = {c.__name__ for c in CASES}
-    for need in ("unknown_agent", "unknown_run_attach", "malformed_magic_args", "server_down",
-                 "unauthorized", "not_found_run", "pending_approval_send", "expired",
-                 "double_approval", "wrong_tool_call_id", "resume_after_end"):
+    for need in (
+        "unknown_agent",
+        "unknown_run_attach",
+        "malformed_magic_args",
+        "server_down",
+        "unauthorized",
+        "not_found_run",
+        "pending_approval_send",
+        "expired",
+        "double_approval",
+        "wrong_tool_call_id",
+        "resume_after_end",
+    ):
         assert need in names

@@ -317,7 +317,7 @@ def test_mid_frame_cut_inside_chunk_size_line(sse_port: int) -> None:
             assert re.fullmatch(rb"[0-9a-f]+\r?", tail), (i, tail)
             decoded = re.sub(rb"(?:^|\r\n)[0-9a-f]+\r\n", b"", head)
             whole = frames(1, f.frames_before)
-            partial = decoded[len(whole):]  # the cut frame's first chunk, if the cut follows it
+            partial = decoded[len(whole) :]  # the cut frame's first chunk, if the cut follows it
             assert decoded.startswith(whole), (i, proxy)
             assert frame(f.frames_before + 1).startswith(partial), (i, partial)  # maybe empty
         assert proxy.stats.cuts_mid_frame == 15

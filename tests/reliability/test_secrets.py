@@ -49,17 +49,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             srv.stop()
 
 
-def test_magics_reprs_logs_errors_and_files(server: Any, caplog: pytest.LogCaptureFixture
-                                            ) -> None:
+def test_magics_reprs_logs_errors_and_files(server: Any, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     shell = globalipapp.get_ipython()
     shell.extension_manager.load_extension("letta_nb")
     seen: list[str] = []
     try:
-        for source in ("%letta connect", "%letta status", "%%letta --wait --out h\n/long 5",
-                       "%%letta --wait\n/tool", "%letta runs --limit 5", "%letta agents",
-                       "%letta agent demo-analyst", "%letta connect http://127.0.0.1:9",
-                       "%letta connect " + server.base_url):
+        for source in (
+            "%letta connect",
+            "%letta status",
+            "%%letta --wait --out h\n/long 5",
+            "%%letta --wait\n/tool",
+            "%letta runs --limit 5",
+            "%letta agents",
+            "%letta agent demo-analyst",
+            "%letta connect http://127.0.0.1:9",
+            "%letta connect " + server.base_url,
+        ):
             with capture_output() as cap:
                 result = shell.run_cell(source)
             seen += [cap.stdout, cap.stderr, repr(result.result)]
@@ -68,14 +74,23 @@ def test_magics_reprs_logs_errors_and_files(server: Any, caplog: pytest.LogCaptu
         handle = shell.user_ns["h"]
         assert handle.status == "completed"
         session = letta_nb.session.current()
-        seen += [repr(session), repr(session.backend), repr(handle), repr(handle.follower),
-                 str(handle._repr_mimebundle_()), handle.transcript, repr(handle.cursor)]
+        seen += [
+            repr(session),
+            repr(session.backend),
+            repr(handle),
+            repr(handle.follower),
+            str(handle._repr_mimebundle_()),
+            handle.transcript,
+            repr(handle.cursor),
+        ]
     finally:
         shell.extension_manager.unload_extension("letta_nb")
     # errors: a wrong URL and a wrong key, with the real key configured
-    for fn in (lambda: Backend(f"http://127.0.0.1:{free_port()}", KEY, max_retries=0).health(),
-               lambda: letta_nb.connect(f"http://127.0.0.1:{free_port()}", KEY, agent="x"),
-               lambda: letta_nb.connect(server.base_url, KEY + "-wrong", agent="x")):
+    for fn in (
+        lambda: Backend(f"http://127.0.0.1:{free_port()}", KEY, max_retries=0).health(),
+        lambda: letta_nb.connect(f"http://127.0.0.1:{free_port()}", KEY, agent="x"),
+        lambda: letta_nb.connect(server.base_url, KEY + "-wrong", agent="x"),
+    ):
         with pytest.raises(errors.LettaNbError) as info:
             fn()
         seen += [str(info.value), repr(info.value), str(info.value.args)]
@@ -97,8 +112,13 @@ def test_magics_reprs_logs_errors_and_files(server: Any, caplog: pytest.LogCaptu
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_tutorials_never_show_the_key(server: Any, path: Path, tmp_path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=240, kernel_name="python3", allow_errors=True,
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        nb,
+        timeout=240,
+        kernel_name="python3",
+        allow_errors=True,
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
     client.execute()
     saved = tmp_path / path.name
     nbformat.write(nb, saved)

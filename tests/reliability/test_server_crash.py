@@ -30,8 +30,10 @@ pytestmark = pytest.mark.timeout(240)
 def _spawn(db: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "letta_nb.cli", "server", "--port", str(port), "--db",
-             str(db)], stdout=out, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "letta_nb.cli", "server", "--port", str(port), "--db", str(db)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}/v1/health/"
 
     def healthy() -> bool:
@@ -57,8 +59,8 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def test_kill_9_mid_run_restart_same_db_and_port(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        procs: list[subprocess.Popen[bytes]]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, procs: list[subprocess.Popen[bytes]]
+) -> None:
     monkeypatch.setenv("LETTA_NB_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.delenv("LETTA_API_KEY", raising=False)
     monkeypatch.setattr("letta_nb.session.Transcript", RecordingTranscript)
@@ -105,6 +107,8 @@ def test_kill_9_mid_run_restart_same_db_and_port(
     # the agent is usable on the restarted server
     after = session.send("/long 3", new=True)
     assert after.wait(60) == "completed", after.error
-    print(f"\n[server-crash] killed at seq {seq_at_kill}; {len(got)} frames delivered once; "
-          f"run ended failed at seq {want[-1][0]}")
+    print(
+        f"\n[server-crash] killed at seq {seq_at_kill}; {len(got)} frames delivered once; "
+        f"run ended failed at seq {want[-1][0]}"
+    )
     session.close()

@@ -38,13 +38,28 @@ def test_cli_defaults_to_loopback() -> None:
 
 def test_default_server_listens_on_loopback_only(tmp_path: Path) -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "letta_nb.cli", "server", "--port", str(port),
-                             "--db", str(tmp_path / "s.sqlite3")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "letta_nb.cli",
+            "server",
+            "--port",
+            str(port),
+            "--db",
+            str(tmp_path / "s.sqlite3"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
+
         def listening() -> list[Any]:
-            return [c for c in psutil.Process(proc.pid).net_connections("inet")
-                    if c.status == psutil.CONN_LISTEN]
+            return [
+                c
+                for c in psutil.Process(proc.pid).net_connections("inet")
+                if c.status == psutil.CONN_LISTEN
+            ]
 
         assert wait_for(lambda: bool(listening()) or proc.poll() is not None, 60, 0.1)
         addrs = {c.laddr.ip for c in listening()}
@@ -55,12 +70,27 @@ def test_default_server_listens_on_loopback_only(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::"])
-def test_non_loopback_without_token_refuses_in_one_line(tmp_path: Path, host: str,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_non_loopback_without_token_refuses_in_one_line(
+    tmp_path: Path, host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("LETTA_NB_SERVER_TOKEN", raising=False)
-    done = subprocess.run([sys.executable, "-m", "letta_nb.cli", "server", "--host", host,
-                           "--port", "0", "--db", str(tmp_path / "s.sqlite3")],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "letta_nb.cli",
+            "server",
+            "--host",
+            host,
+            "--port",
+            "0",
+            "--db",
+            str(tmp_path / "s.sqlite3"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0
     assert done.stdout == ""
     assert done.stderr.strip().count("\n") == 0 and "refusing" in done.stderr
@@ -76,19 +106,31 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         srv.stop()
 
 
-@pytest.mark.parametrize(("path", "method"), [("/v1/agents/", "GET"), ("/v1/runs/", "GET"),
-                                              ("/v1/models/", "GET"), ("/openapi.json", "GET"),
-                                              ("/v1/agents/", "POST")])
+@pytest.mark.parametrize(
+    ("path", "method"),
+    [
+        ("/v1/agents/", "GET"),
+        ("/v1/runs/", "GET"),
+        ("/v1/models/", "GET"),
+        ("/openapi.json", "GET"),
+        ("/v1/agents/", "POST"),
+    ],
+)
 def test_token_guard(guarded: Any, path: str, method: str) -> None:
     url = guarded.base_url + path
     body = {"name": "g", "model": "letta_nb/demo"} if method == "POST" else None
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
-                    {"Authorization": f"Bearer {TOKEN}x"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": TOKEN},
+        {"Authorization": f"Bearer {TOKEN}x"},
+    ):
         r = httpx.request(method, url, headers=headers, json=body, timeout=30)
         assert r.status_code == 401, (headers, r.status_code)
         assert TOKEN not in r.text
-    r = httpx.request(method, url, headers={"Authorization": f"Bearer {TOKEN}"}, json=body,
-                      timeout=30)
+    r = httpx.request(
+        method, url, headers={"Authorization": f"Bearer {TOKEN}"}, json=body, timeout=30
+    )
     assert r.status_code == 200, r.text
     assert httpx.get(guarded.base_url + "/v1/health/", timeout=30).status_code == 200
 
@@ -101,8 +143,11 @@ MAX_EXAMPLES = 8  # per operation: the whole sweep stays well under 60 s on a lo
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     srv = start_in_process(tmp_path_factory.mktemp("fuzz") / "s.sqlite3")
     try:
-        httpx.post(srv.base_url + "/v1/agents/", json={"name": "fuzz", "model": "letta_nb/demo"},
-                   timeout=30).raise_for_status()
+        httpx.post(
+            srv.base_url + "/v1/agents/",
+            json={"name": "fuzz", "model": "letta_nb/demo"},
+            timeout=30,
+        ).raise_for_status()
         yield srv
     finally:
         srv.stop()
@@ -122,8 +167,9 @@ def test_openapi_no_5xx_no_schema_violation(fuzz_server: Any) -> None:
             failures.append(f"{where}: {response.text[:200]}")
             return
         try:
-            case.validate_response(response, checks=[response_schema_conformance,
-                                                      content_type_conformance])
+            case.validate_response(
+                response, checks=[response_schema_conformance, content_type_conformance]
+            )
         except Exception as exc:  # a schema violation: collect them all, report at the end
             failures.append(f"{where}: {str(exc).splitlines()[0][:200]}")
 
@@ -131,9 +177,13 @@ def test_openapi_no_5xx_no_schema_violation(fuzz_server: Any) -> None:
     for result in schema.get_all_operations():
         op = result.ok()
         operations += 1
-        test = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True,
-                        database=None, suppress_health_check=list(HealthCheck))(
-            given(op.as_strategy())(check))
+        test = settings(
+            max_examples=MAX_EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )(given(op.as_strategy())(check))
         test()
     assert operations >= 20 and calls >= operations
     assert not failures, "\n".join(sorted(set(failures))[:30])

@@ -37,11 +37,27 @@ TARGET = 10_000 if SOAK else 1_000
 AGENTS = 6
 MAX_WAVES = 400 if SOAK else 60
 #: (directive, expected stored frames) cycled over the agents and waves
-SCHEDULE = [("/long 150", 154), ("/tool", 38), ("/long 300 1", 304), ("/long 80 2", 84),
-            ("/long 220", 224), ("/tool", 38), ("/long 40", 44), ("/long 120 1", 124)]
-PLAN = FaultPlan(cut_at_boundary=0.45, cut_mid_frame=0.37, stall=0.12, stall_then_cut=0.5,
-                 stall_seconds=(0.02, 0.2), frames=(0, 12), chunk_header_share=0.3,
-                 cut_before_headers=0.04, rst=0.5)
+SCHEDULE = [
+    ("/long 150", 154),
+    ("/tool", 38),
+    ("/long 300 1", 304),
+    ("/long 80 2", 84),
+    ("/long 220", 224),
+    ("/tool", 38),
+    ("/long 40", 44),
+    ("/long 120 1", 124),
+]
+PLAN = FaultPlan(
+    cut_at_boundary=0.45,
+    cut_mid_frame=0.37,
+    stall=0.12,
+    stall_then_cut=0.5,
+    stall_seconds=(0.02, 0.2),
+    frames=(0, 12),
+    chunk_header_share=0.3,
+    cut_before_headers=0.04,
+    rst=0.5,
+)
 
 pytestmark = pytest.mark.timeout(1800 if SOAK else 300)
 
@@ -55,8 +71,9 @@ def server(tmp_path: Path) -> Iterator[object]:
         srv.stop()
 
 
-def test_thousand_cuts_lose_and_duplicate_nothing(server: object, capsys: pytest.CaptureFixture
-                                                  ) -> None:
+def test_thousand_cuts_lose_and_duplicate_nothing(
+    server: object, capsys: pytest.CaptureFixture
+) -> None:
     t0 = time.monotonic()
     base_url: str = server.base_url  # type: ignore[attr-defined]
     db: Path = server.db_path  # type: ignore[attr-defined]
@@ -64,8 +81,7 @@ def test_thousand_cuts_lose_and_duplicate_nothing(server: object, capsys: pytest
     agents = [direct.create_agent(f"cuts-{i}")["id"] for i in range(AGENTS)]
     sent: dict[str, int] = dict.fromkeys(agents, 0)
     checked_runs = frames_verified = 0
-    with FaultProxy("127.0.0.1", int(base_url.rsplit(":", 1)[1]), seed=SEED,
-                    plan=PLAN) as proxy:
+    with FaultProxy("127.0.0.1", int(base_url.rsplit(":", 1)[1]), seed=SEED, plan=PLAN) as proxy:
         by_otid = Backend(proxy.base_url)
         by_otid.reattaches_otid = True  # the embedded server re-attaches a re-sent otid
         by_list = Backend(proxy.base_url)  # generic path: find the run in the agent's runs
@@ -101,17 +117,20 @@ def test_thousand_cuts_lose_and_duplicate_nothing(server: object, capsys: pytest
         stats = proxy.stats
     for agent_id in agents:  # no send created a second run, no cut lost one
         runs = direct.list_runs(agent_id=agent_id, limit=1000)
-        assert len(runs) == sent[agent_id], f"agent {agent_id}: {len(runs)} runs for " \
-                                            f"{sent[agent_id]} sends (seed={SEED})"
+        assert len(runs) == sent[agent_id], (
+            f"agent {agent_id}: {len(runs)} runs for {sent[agent_id]} sends (seed={SEED})"
+        )
     elapsed = time.monotonic() - t0
     assert stats.internal_errors == 0
     assert stats.cuts >= TARGET, f"only {stats.cuts} cuts in {MAX_WAVES} waves"
     with capsys.disabled():
-        print(f"\n[thousand-cuts] seed={SEED} cuts={stats.cuts} (boundary={stats.cuts_boundary} "
-              f"mid-frame={stats.cuts_mid_frame} chunk-size-line={stats.cuts_chunk_header} "
-              f"before-headers={stats.cuts_before_headers}) stalls={stats.stalls} "
-              f"runs={checked_runs} frames_verified={frames_verified} "
-              f"connections={stats.connections} wall={elapsed:.1f}s")
+        print(
+            f"\n[thousand-cuts] seed={SEED} cuts={stats.cuts} (boundary={stats.cuts_boundary} "
+            f"mid-frame={stats.cuts_mid_frame} chunk-size-line={stats.cuts_chunk_header} "
+            f"before-headers={stats.cuts_before_headers}) stalls={stats.stalls} "
+            f"runs={checked_runs} frames_verified={frames_verified} "
+            f"connections={stats.connections} wall={elapsed:.1f}s"
+        )
 
 
 def _replayed_text(backend: Backend, run_id: str) -> str:

@@ -51,6 +51,8 @@ def agent_id(client: Letta) -> str:
 @pytest.fixture(scope="session")
 def golden() -> Path:
     if not GOLDEN.is_dir():
-        pytest.skip(f"GOLDEN DATA MISSING: expected the recorded Letta exchanges at {GOLDEN} "
-                    "(../shared/letta-golden beside the repo); golden comparisons skipped")
+        pytest.skip(
+            f"GOLDEN DATA MISSING: expected the recorded Letta exchanges at {GOLDEN} "
+            "(../shared/letta-golden beside the repo); golden comparisons skipped"
+        )
     return GOLDEN

@@ -114,8 +114,10 @@ def rest_shape(obj: Any) -> list[str]:
     if isinstance(obj, list):
         return ["list of:", *rest_shape(obj[0])] if obj else ["empty list"]
     if isinstance(obj, dict):
-        return [f"{k}: {'int|null' if k in TIMING_DEPENDENT else type_name(v, 0)}"
-                for k, v in obj.items()]
+        return [
+            f"{k}: {'int|null' if k in TIMING_DEPENDENT else type_name(v, 0)}"
+            for k, v in obj.items()
+        ]
     return [type_name(obj)]
 
 
@@ -127,8 +129,9 @@ def golden_sse(root: Path, name: str) -> str:
     return (root / f"{name}.sse").read_text()
 
 
-def assert_same(ours: list[str] | dict[str, Any], golden: list[str] | dict[str, Any],
-                what: str) -> None:
+def assert_same(
+    ours: list[str] | dict[str, Any], golden: list[str] | dict[str, Any], what: str
+) -> None:
     if ours == golden:
         return
     if isinstance(ours, dict) and isinstance(golden, dict):

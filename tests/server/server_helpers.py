@@ -10,10 +10,18 @@ from letta_client import Letta
 
 def bg(client: Letta, agent_id: str, text: str, **kw: object) -> list:
     """Send a background streaming message and collect everything the SDK yields."""
-    opts = {"streaming": True, "background": True, "stream_tokens": True,
-            "include_pings": True, **kw}
-    return list(client.agents.messages.create(
-        agent_id, messages=[{"role": "user", "content": text}], **opts))
+    opts = {
+        "streaming": True,
+        "background": True,
+        "stream_tokens": True,
+        "include_pings": True,
+        **kw,
+    }
+    return list(
+        client.agents.messages.create(
+            agent_id, messages=[{"role": "user", "content": text}], **opts
+        )
+    )
 
 
 def post_sse(http: httpx.Client, path: str, body: dict | None) -> str:

@@ -71,8 +71,9 @@ def run(brain: DemoBrain, turn: Turn) -> tuple[Trace, ToolCall | None]:
             trace.append(reply)
 
 
-def execute(brain: DemoBrain, call: ToolCall, call_id: str = "call-x", *,
-            workdir: Path | None = None) -> ToolResult:
+def execute(
+    brain: DemoBrain, call: ToolCall, call_id: str = "call-x", *, workdir: Path | None = None
+) -> ToolResult:
     """Run a tool as the runner does: a ``workdir`` parameter gets the agent's folder."""
     func = brain.tools[call.name]
     kwargs = dict(call.arguments)

@@ -33,8 +33,14 @@ SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 
 
 def send(http: httpx.Client, agent: str, text: str, **kw: object) -> httpx.Response:
-    body = {"messages": [{"role": "user", "content": text}], "streaming": True,
-            "background": True, "stream_tokens": True, "include_pings": True, **kw}
+    body = {
+        "messages": [{"role": "user", "content": text}],
+        "streaming": True,
+        "background": True,
+        "stream_tokens": True,
+        "include_pings": True,
+        **kw,
+    }
     return http.post(f"/v1/agents/{agent}/messages", json=body)
 
 
@@ -65,8 +71,13 @@ def pending_call_id(http: httpx.Client, agent: str) -> str:
 
 
 def answer(http: httpx.Client, agent: str, approval: dict) -> httpx.Response:
-    body = {"messages": [{"type": "approval", "approvals": [approval]}], "streaming": True,
-            "background": True, "stream_tokens": True, "include_pings": True}
+    body = {
+        "messages": [{"type": "approval", "approvals": [approval]}],
+        "streaming": True,
+        "background": True,
+        "stream_tokens": True,
+        "include_pings": True,
+    }
     return http.post(f"/v1/agents/{agent}/messages", json=body)
 
 
@@ -74,14 +85,26 @@ def answer(http: httpx.Client, agent: str, approval: dict) -> httpx.Response:
 def test_02_stream_tokens_true(golden: Path, http: httpx.Client, agent: str) -> None:
     r = send(http, agent, "echo hello there")
     assert r.headers["content-type"] == SSE_CONTENT_TYPE
-    same_stream(r.text, golden_sse(golden / "02_bg_stream_tokens_true",
-                                   "01_post_messages_stream"), "02 stream_tokens=true")
-    dep = http.post(f"/v1/agents/{agent}/messages/stream", json={
-        "messages": [{"role": "user", "content": "echo hello again"}], "stream_tokens": True,
-        "background": True})
-    same_stream(dep.text, golden_sse(golden / "02_bg_stream_tokens_true",
-                                     "03_post_deprecated_messages_stream_endpoint"),
-                "02 deprecated /messages/stream")
+    same_stream(
+        r.text,
+        golden_sse(golden / "02_bg_stream_tokens_true", "01_post_messages_stream"),
+        "02 stream_tokens=true",
+    )
+    dep = http.post(
+        f"/v1/agents/{agent}/messages/stream",
+        json={
+            "messages": [{"role": "user", "content": "echo hello again"}],
+            "stream_tokens": True,
+            "background": True,
+        },
+    )
+    same_stream(
+        dep.text,
+        golden_sse(
+            golden / "02_bg_stream_tokens_true", "03_post_deprecated_messages_stream_endpoint"
+        ),
+        "02 deprecated /messages/stream",
+    )
     run = http.get(f"/v1/runs/{run_id_of(r.text)}").json()
     recorded = golden_json(golden / "02_bg_stream_tokens_true", "02_retrieve_run")
     assert_same(rest_shape(run), rest_shape(recorded["response"]["json"]), "02 Run")
@@ -95,14 +118,24 @@ def test_03_stream_tokens_false(golden: Path, http: httpx.Client, agent: str) ->
 
 
 # -- 04 / 05: disconnect, resume, replay -----------------------------------------------------
-def test_04_05_disconnect_resume_replay(golden: Path, server: EmbeddedServer,
-                                        http: httpx.Client, agent: str) -> None:
+def test_04_05_disconnect_resume_replay(
+    golden: Path, server: EmbeddedServer, http: httpx.Client, agent: str
+) -> None:
     g4, g5 = golden / "04_long_disconnect_resume", golden / "05_replay_finished_run"
     head = ""
-    with httpx.Client(base_url=server.base_url, timeout=30) as c, c.stream(
-            "POST", f"/v1/agents/{agent}/messages", json={
-                "messages": [{"role": "user", "content": "long 60 10"}], "streaming": True,
-                "background": True, "stream_tokens": True}) as s:
+    with (
+        httpx.Client(base_url=server.base_url, timeout=30) as c,
+        c.stream(
+            "POST",
+            f"/v1/agents/{agent}/messages",
+            json={
+                "messages": [{"role": "user", "content": "long 60 10"}],
+                "streaming": True,
+                "background": True,
+                "stream_tokens": True,
+            },
+        ) as s,
+    ):
         for chunk in s.iter_text():
             head += chunk
             if head.count("\n\n") >= 20:
@@ -112,9 +145,11 @@ def test_04_05_disconnect_resume_replay(golden: Path, server: EmbeddedServer,
     run_id = run_id_of(head)
     active = http.get("/v1/runs/", params={"agent_id": agent, "active": "true"}).json()
     assert [x["id"] for x in active] == [run_id]
-    assert_same(rest_shape(active),
-                rest_shape(golden_json(g4, "02_list_active_runs_while_running")["response"]
-                           ["json"]), "04 active runs")
+    assert_same(
+        rest_shape(active),
+        rest_shape(golden_json(g4, "02_list_active_runs_while_running")["response"]["json"]),
+        "04 active runs",
+    )
     tail = resume(http, run_id, 20).text
     same_stream(tail, golden_sse(g4, "05_resume_from_last_seq"), "04 resume after 20")
     replay = resume(http, run_id, 0, batch_size=1000).text
@@ -134,8 +169,9 @@ def test_resume_at_or_after_end_closes(http: httpx.Client, agent: str) -> None:
 
 
 # -- 06: approvals ----------------------------------------------------------------------------
-def test_06_approval_approve_deny_client_return(golden: Path, http: httpx.Client,
-                                                agent: str) -> None:
+def test_06_approval_approve_deny_client_return(
+    golden: Path, http: httpx.Client, agent: str
+) -> None:
     g = golden / "06_approval"
     req = send(http, agent, "approve")
     same_stream(req.text, golden_sse(g, "01_approval_request_1"), "06 approval request")
@@ -144,18 +180,32 @@ def test_06_approval_approve_deny_client_return(golden: Path, http: httpx.Client
     assert http.get("/v1/runs/", params={"agent_id": agent, "active": "true"}).json() == []
     ours = http.get(f"/v1/agents/{agent}", params={"include": "agent.pending_approval"}).json()
     recorded = golden_json(g, "04_retrieve_agent_pending_approval")["response"]["json"]
-    assert_same(rest_shape(ours["pending_approval"]), rest_shape(recorded["pending_approval"]),
-                "06 pending_approval")
-    approved = answer(http, agent, {"type": "approval", "approve": True,
-                                    "tool_call_id": pending_call_id(http, agent)})
+    assert_same(
+        rest_shape(ours["pending_approval"]),
+        rest_shape(recorded["pending_approval"]),
+        "06 pending_approval",
+    )
+    approved = answer(
+        http,
+        agent,
+        {"type": "approval", "approve": True, "tool_call_id": pending_call_id(http, agent)},
+    )
     same_stream(approved.text, golden_sse(g, "05_approve"), "06 approve")
     msgs = http.get(f"/v1/runs/{run_id_of(approved.text)}/messages").json()
     rec = golden_json(g, "07_run_messages_of_approve_run")["response"]["json"]
     assert [m["message_type"] for m in msgs] == [m["message_type"] for m in rec]
 
     send(http, agent, "approve")
-    denied = answer(http, agent, {"type": "approval", "approve": False, "reason": "not today",
-                                  "tool_call_id": pending_call_id(http, agent)})
+    denied = answer(
+        http,
+        agent,
+        {
+            "type": "approval",
+            "approve": False,
+            "reason": "not today",
+            "tool_call_id": pending_call_id(http, agent),
+        },
+    )
     same_stream(denied.text, golden_sse(g, "09_deny_with_reason"), "06 deny")
     msgs = http.get(f"/v1/runs/{run_id_of(denied.text)}/messages").json()
     rec = golden_json(g, "10_run_messages_of_deny_run")["response"]["json"]
@@ -163,9 +213,16 @@ def test_06_approval_approve_deny_client_return(golden: Path, http: httpx.Client
     assert_same(rest_shape(msgs[0]), rest_shape(rec[0]), "06 approval_response_message")
 
     send(http, agent, "approve")
-    client_ret = answer(http, agent, {"type": "tool", "tool_return": "client ran it",
-                                      "status": "success",
-                                      "tool_call_id": pending_call_id(http, agent)})
+    client_ret = answer(
+        http,
+        agent,
+        {
+            "type": "tool",
+            "tool_return": "client ran it",
+            "status": "success",
+            "tool_call_id": pending_call_id(http, agent),
+        },
+    )
     same_stream(client_ret.text, golden_sse(g, "12_client_tool_return"), "06 client return")
     msgs = http.get(f"/v1/runs/{run_id_of(client_ret.text)}/messages").json()
     rec = golden_json(g, "13_run_messages_of_client_return_run")["response"]["json"]
@@ -177,8 +234,10 @@ def test_double_approval_is_an_error(http: httpx.Client, agent: str) -> None:
     send(http, agent, "approve")
     call = {"type": "approval", "approve": True, "tool_call_id": pending_call_id(http, agent)}
     assert answer(http, agent, call).status_code == 200
-    again = http.post(f"/v1/agents/{agent}/messages", json={
-        "messages": [{"type": "approval", "approvals": [call]}]})
+    again = http.post(
+        f"/v1/agents/{agent}/messages",
+        json={"messages": [{"type": "approval", "approvals": [call]}]},
+    )
     assert again.status_code == 400 and isinstance(again.json()["detail"], str)
 
 
@@ -186,28 +245,43 @@ def test_double_approval_is_an_error(http: httpx.Client, agent: str) -> None:
 def test_07_message_while_pending(golden: Path, http: httpx.Client, agent: str) -> None:
     g = golden / "07_message_while_pending"
     send(http, agent, "approve")
-    r = http.post(f"/v1/agents/{agent}/messages",
-                  json={"messages": [{"role": "user", "content": "hello while pending"}]})
+    r = http.post(
+        f"/v1/agents/{agent}/messages",
+        json={"messages": [{"role": "user", "content": "hello while pending"}]},
+    )
     rec = golden_json(g, "02_plain_message_non_streaming_409")["response"]
     assert r.status_code == rec["status"] == 409
     assert_same(rest_shape(r.json()), rest_shape(rec["json"]), "07 409 body")
     assert_same(rest_shape(r.json()["detail"]), rest_shape(rec["json"]["detail"]), "07 detail")
     failed = send(http, agent, "hello while pending")
-    same_stream(failed.text, golden_sse(g, "03_plain_message_background_stream_error"),
-                "07 error frames")
+    same_stream(
+        failed.text, golden_sse(g, "03_plain_message_background_stream_error"), "07 error frames"
+    )
     run = http.get(f"/v1/runs/{run_id_of(failed.text)}").json()
     rec_run = golden_json(g, "04_retrieve_failed_run")["response"]["json"]
     assert (run["status"], run["stop_reason"]) == (rec_run["status"], rec_run["stop_reason"])
-    assert_same(rest_shape(run["metadata"]["error"]), rest_shape(rec_run["metadata"]["error"]),
-                "07 metadata.error")
+    assert_same(
+        rest_shape(run["metadata"]["error"]),
+        rest_shape(rec_run["metadata"]["error"]),
+        "07 metadata.error",
+    )
     assert run["metadata"]["error"]["seq_id"] is None
-    same_stream(resume(http, run["id"]).text, golden_sse(g, "05_replay_failed_run_from_0"),
-                "07 replay of the failed run")
-    resolved = answer(http, agent, {"type": "tool", "tool_return": "resolved by client",
-                                    "status": "success",
-                                    "tool_call_id": pending_call_id(http, agent)})
-    same_stream(resolved.text, golden_sse(g, "06_resolve_pending_with_client_return"),
-                "07 resolve")
+    same_stream(
+        resume(http, run["id"]).text,
+        golden_sse(g, "05_replay_failed_run_from_0"),
+        "07 replay of the failed run",
+    )
+    resolved = answer(
+        http,
+        agent,
+        {
+            "type": "tool",
+            "tool_return": "resolved by client",
+            "status": "success",
+            "tool_call_id": pending_call_id(http, agent),
+        },
+    )
+    same_stream(resolved.text, golden_sse(g, "06_resolve_pending_with_client_return"), "07 resolve")
 
 
 # -- 08: cancel ---------------------------------------------------------------------------------
@@ -217,10 +291,19 @@ def test_08_cancel(golden: Path, server: EmbeddedServer, http: httpx.Client, age
     started = threading.Event()
 
     def reader1() -> None:
-        with httpx.Client(base_url=server.base_url, timeout=60) as c, c.stream(
-                "POST", f"/v1/agents/{agent}/messages", json={
+        with (
+            httpx.Client(base_url=server.base_url, timeout=60) as c,
+            c.stream(
+                "POST",
+                f"/v1/agents/{agent}/messages",
+                json={
                     "messages": [{"role": "user", "content": "long 2000 20"}],
-                    "streaming": True, "background": True, "stream_tokens": True}) as s:
+                    "streaming": True,
+                    "background": True,
+                    "stream_tokens": True,
+                },
+            ) as s,
+        ):
             text = ""
             for chunk in s.iter_text():
                 text += chunk
@@ -254,23 +337,27 @@ def test_09_llm_failure(golden: Path, http: httpx.Client, agent: str) -> None:
     g = golden / "09_llm_failure"
     r = send(http, agent, "fail500")
     same_stream(r.text, golden_sse(g, "01_post_fail500"), "09 live")
-    same_stream(resume(http, run_id_of(r.text)).text, golden_sse(g, "04_replay_from_0"),
-                "09 replay")
+    same_stream(
+        resume(http, run_id_of(r.text)).text, golden_sse(g, "04_replay_from_0"), "09 replay"
+    )
     run = http.get(f"/v1/runs/{run_id_of(r.text)}").json()
     rec = golden_json(g, "03_retrieve_run_failed")["response"]["json"]
     assert (run["status"], run["stop_reason"]) == (rec["status"], rec["stop_reason"])
     assert_same(rest_shape(run), rest_shape(rec), "09 failed Run")
 
 
-def test_10_multistep_tool_and_12_run_resources(golden: Path, http: httpx.Client,
-                                                agent: str) -> None:
+def test_10_multistep_tool_and_12_run_resources(
+    golden: Path, http: httpx.Client, agent: str
+) -> None:
     r = send(http, agent, "tool")
-    same_stream(r.text, golden_sse(golden / "10_multistep_tool", "01_post_memory"),
-                "10 multistep")
+    same_stream(r.text, golden_sse(golden / "10_multistep_tool", "01_post_memory"), "10 multistep")
     run_id = run_id_of(r.text)
     g = golden / "12_run_resources"
-    for name, path in (("01_run_messages", "messages"), ("02_run_usage", "usage"),
-                       ("03_run_steps", "steps")):
+    for name, path in (
+        ("01_run_messages", "messages"),
+        ("02_run_usage", "usage"),
+        ("03_run_steps", "steps"),
+    ):
         ours = http.get(f"/v1/runs/{run_id}/{path}").json()
         rec = golden_json(g, name)["response"]["json"]
         assert_same(rest_shape(ours), rest_shape(rec), f"12 run {path}")
@@ -280,8 +367,11 @@ def test_10_multistep_tool_and_12_run_resources(golden: Path, http: httpx.Client
                 for mine, theirs in zip(ours, rec, strict=True):
                     assert_same(rest_shape(mine), rest_shape(theirs), f"12 {mine['message_type']}")
     runs = http.get("/v1/runs/", params={"agent_id": agent}).json()
-    assert_same(rest_shape(runs), rest_shape(golden_json(g, "04_list_runs_for_agent")
-                                             ["response"]["json"]), "12 list runs")
+    assert_same(
+        rest_shape(runs),
+        rest_shape(golden_json(g, "04_list_runs_for_agent")["response"]["json"]),
+        "12 list runs",
+    )
 
 
 # -- 11: errors -------------------------------------------------------------------------------
@@ -300,16 +390,24 @@ def test_11_errors(golden: Path, http: httpx.Client, agent: str) -> None:
     same_stream(fg.text, golden_sse(g, "03_foreground_stream"), "11 foreground stream")
     same_error(resume(http, run_id_of(fg.text)), "04_resume_non_background_run_400")
     same_error(http.get(f"/v1/runs/{unknown}/stream"), "05_get_on_resume_path_405")
-    plain = http.post(f"/v1/agents/{agent}/messages",
-                      json={"messages": [{"role": "user", "content": "echo hi"}]})
+    plain = http.post(
+        f"/v1/agents/{agent}/messages", json={"messages": [{"role": "user", "content": "echo hi"}]}
+    )
     rec = golden_json(g, "06_non_streaming_send")["response"]["json"]
     assert_same(rest_shape(plain.json()), rest_shape(rec), "11 LettaResponse")
     assert_same(rest_shape(plain.json()["usage"]), rest_shape(rec["usage"]), "11 usage")
-    assert_same(rest_shape(plain.json()["messages"]), rest_shape(rec["messages"]),
-                "11 LettaResponse messages")
-    same_error(http.post(f"/v1/agents/{agent}/messages", json={
-        "messages": [{"role": "user", "content": "x"}], "background": True}),
-        "08_background_without_streaming_422")
+    assert_same(
+        rest_shape(plain.json()["messages"]),
+        rest_shape(rec["messages"]),
+        "11 LettaResponse messages",
+    )
+    same_error(
+        http.post(
+            f"/v1/agents/{agent}/messages",
+            json={"messages": [{"role": "user", "content": "x"}], "background": True},
+        ),
+        "08_background_without_streaming_422",
+    )
 
 
 # -- 13: keepalive pings ------------------------------------------------------------------------
@@ -329,31 +427,37 @@ def test_13_keepalive_ping(golden: Path, quick_ping_server: EmbeddedServer) -> N
         def tip_reader(run_id: str) -> None:
             with httpx.Client(base_url=quick_ping_server.base_url, timeout=30) as c:
                 t0 = time.monotonic()
-                with c.stream("POST", f"/v1/runs/{run_id}/stream",
-                              json={"starting_after": 2}) as s:
+                with c.stream("POST", f"/v1/runs/{run_id}/stream", json={"starting_after": 2}) as s:
                     bodies["headers_after"] = f"{time.monotonic() - t0:.3f}"
                     bodies["ctype"] = s.headers["content-type"]
                     bodies["tip"] = "".join(s.iter_text())
 
         live = ""
         threads = []
-        with http.stream("POST", f"/v1/agents/{agent}/messages", json={
-                "messages": [{"role": "user", "content": "slowend 1.2"}], "streaming": True,
-                "background": True, "stream_tokens": True}) as s:
+        with http.stream(
+            "POST",
+            f"/v1/agents/{agent}/messages",
+            json={
+                "messages": [{"role": "user", "content": "slowend 1.2"}],
+                "streaming": True,
+                "background": True,
+                "stream_tokens": True,
+            },
+        ) as s:
             assert s.headers["content-type"] == SSE_CONTENT_TYPE
             for chunk in s.iter_text():
                 live += chunk
                 if not threads and live.count("\n\n") >= 2:
-                    threads.append(threading.Thread(target=tip_reader,
-                                                    args=(run_id_of(live),)))
+                    threads.append(threading.Thread(target=tip_reader, args=(run_id_of(live),)))
                     threads[0].start()
         for t in threads:
             t.join(30)
     same_stream(live, golden_sse(g, "01_post_slow_stream"), "13 keepalive on the POST stream")
     pings = [f for _, f in split_sse(live) if '"message_type":"ping"' in f]
     assert '"seq_id":2' in pings[1]  # the keepalive repeats the last delivered seq
-    same_stream(bodies["tip"], golden_sse(g, "02_resume_at_tip_while_silent"),
-                "13 resume at the tip")
+    same_stream(
+        bodies["tip"], golden_sse(g, "02_resume_at_tip_while_silent"), "13 resume at the tip"
+    )
     assert bodies["ctype"] == SSE_CONTENT_TYPE
     # IMPROVEMENT: headers go out at once, not with the first keepalive (20 s when recorded)
     assert float(bodies["headers_after"]) < 0.3 * 3
@@ -367,8 +471,11 @@ def test_01_agent_state_keys(golden: Path, http: httpx.Client, agent: str) -> No
     rec = golden_json(golden / "01_agent_create", "04_sdk_retrieve_agent")["response"]["json"]
     unsupported = {"model_settings", "compaction_settings"}
     assert ours["model_settings"] is None and ours["compaction_settings"] is None
-    assert_same([s for s in rest_shape(ours) if s.split(":")[0] not in unsupported],
-                [s for s in rest_shape(rec) if s.split(":")[0] not in unsupported], "AgentState")
+    assert_same(
+        [s for s in rest_shape(ours) if s.split(":")[0] not in unsupported],
+        [s for s in rest_shape(rec) if s.split(":")[0] not in unsupported],
+        "AgentState",
+    )
     assert [k for k in ours] == [k for k in rec]
 
 
@@ -384,13 +491,15 @@ DATE_FORMATS = {  # field -> the recorded format (digits as 9)
 def date_formats(text: str) -> set[tuple[str, str]]:
     import re
 
-    return {(k, re.sub(r"\d", "9", v))
-            for k, v in re.findall(r'"(date|created_at|updated_at|completed_at)": ?"([^"]+)"',
-                                   text)}
+    return {
+        (k, re.sub(r"\d", "9", v))
+        for k, v in re.findall(r'"(date|created_at|updated_at|completed_at)": ?"([^"]+)"', text)
+    }
 
 
-def test_otid_derivation_and_dates_match_recordings(golden: Path, http: httpx.Client,
-                                                    agent: str) -> None:
+def test_otid_derivation_and_dates_match_recordings(
+    golden: Path, http: httpx.Client, agent: str
+) -> None:
     import json
 
     from letta_nb.server.ids import derive_otid
@@ -418,8 +527,11 @@ def test_otid_derivation_and_dates_match_recordings(golden: Path, http: httpx.Cl
     assert date_formats(body + run + msgs + me) == set(DATE_FORMATS.items())
     for _, data in split_sse(body):
         frame = json.loads(data) if data.startswith("{") else {}
-        if frame.get("message_type") in ("assistant_message", "tool_call_message",
-                                         "tool_return_message"):
+        if frame.get("message_type") in (
+            "assistant_message",
+            "tool_call_message",
+            "tool_return_message",
+        ):
             assert frame["otid"] == derive_otid(frame["id"])
         if frame.get("message_type") == "approval_request_message":
             assert frame["otid"] == frame["id"]

@@ -14,17 +14,28 @@ def test_openapi_documents_bodies_streams_and_errors(http: httpx.Client) -> None
     assert {"messages", "streaming", "background", "stream_tokens", "include_pings"} <= set(props)
     assert "text/event-stream" in send["responses"]["200"]["content"]
     resume = spec["paths"]["/v1/runs/{run_id}/stream"]["post"]
-    assert "starting_after" in resume["requestBody"]["content"]["application/json"]["schema"][
-        "properties"]
+    assert (
+        "starting_after"
+        in resume["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    )
     for status in ("400", "404", "409", "410", "422"):
-        assert "detail" in send["responses"][status]["content"]["application/json"]["schema"][
-            "properties"]
+        assert (
+            "detail"
+            in send["responses"][status]["content"]["application/json"]["schema"]["properties"]
+        )
 
 
-@pytest.mark.parametrize("body", [
-    {"name": ["x"]}, {"tool_ids": 5}, {"tool_rules": ["x"]}, {"llm_config": 7},
-    {"llm_config": {"handle": 3}}, {"tags": [None]},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": ["x"]},
+        {"tool_ids": 5},
+        {"tool_rules": ["x"]},
+        {"llm_config": 7},
+        {"llm_config": {"handle": 3}},
+        {"tags": [None]},
+    ],
+)
 def test_wrong_agent_body_types_are_422(http: httpx.Client, body: dict) -> None:
     r = http.post("/v1/agents/", json=body)
     assert r.status_code == 422 and isinstance(r.json()["detail"], str)
@@ -35,8 +46,10 @@ def test_wrong_send_and_resume_types_are_422(http: httpx.Client, agent_id: str) 
     for extra in ({"max_steps": "many"}, {"streaming": "yes please"}, {"max_steps": True}):
         r = http.post(f"/v1/agents/{agent_id}/messages", json={"messages": msg, **extra})
         assert r.status_code == 422, (extra, r.text)
-    r = http.post(f"/v1/agents/{agent_id}/messages", json={
-        "messages": msg, "streaming": True, "background": True})
+    r = http.post(
+        f"/v1/agents/{agent_id}/messages",
+        json={"messages": msg, "streaming": True, "background": True},
+    )
     run_id = r.text.split('"run_id":"')[1].split('"')[0]
     assert http.post(f"/v1/runs/{run_id}/stream", json={"starting_after": "x"}).status_code == 422
     huge = http.post(f"/v1/runs/{run_id}/stream", json={"starting_after": 2**70})

@@ -16,8 +16,9 @@ from letta_nb.server import EmbeddedServer, start_in_process
 from letta_nb.server.brains.base import accepts_workdir
 from letta_nb.server.brains.registry import DEMO_HANDLE, default_brains
 
-needs_demo = pytest.mark.skipif(DEMO_HANDLE not in default_brains(),
-                                reason="demo brain not installed")
+needs_demo = pytest.mark.skipif(
+    DEMO_HANDLE not in default_brains(), reason="demo brain not installed"
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +32,9 @@ def test_sleep_between_deltas_keeps_one_message(client: Letta, agent_id: str) ->
     deltas = [c for c in got if c.message_type == "assistant_message"]
     assert len(deltas) == 5
     assert len({c.id for c in deltas}) == 1 and len({c.otid for c in deltas}) == 1
-    stored = [m for m in client.runs.messages.list(got[0].run_id)
-              if m.message_type == "assistant_message"]
+    stored = [
+        m for m in client.runs.messages.list(got[0].run_id) if m.message_type == "assistant_message"
+    ]
     assert len(stored) == 1 and stored[0].content == "w0000 w0001 w0002 w0003 w0004"
 
 
@@ -54,17 +56,26 @@ def test_workdir_is_passed_by_runner_not_shown(demo_server: EmbeddedServer) -> N
     assert got[-2].stop_reason == "requires_approval"
     with httpx.Client(base_url=demo_server.base_url, timeout=30) as http:
         body = post_sse(http, f"/v1/runs/{got[0].run_id}/stream", {})
-    request = [frame_json(f)[1] for f in frames(body)
-               if '"approval_request_message"' in f]
+    request = [frame_json(f)[1] for f in frames(body) if '"approval_request_message"' in f]
     args = "".join(r["tool_call"]["arguments"] or "" for r in request)
     assert set(json.loads(args)) == {"title", "body"}  # no server path in the card
     assert len(request) == 1 + math.ceil(len(args) / 8)
     pending = c.agents.retrieve(agent, include=["agent.pending_approval"]).pending_approval
     call_id = pending.tool_calls[0].tool_call_id  # type: ignore[union-attr]
-    after = list(c.agents.messages.create(
-        agent, messages=[{"type": "approval", "approvals": [
-            {"type": "approval", "tool_call_id": call_id, "approve": True}]}],
-        streaming=True, background=True, stream_tokens=True))
+    after = list(
+        c.agents.messages.create(
+            agent,
+            messages=[
+                {
+                    "type": "approval",
+                    "approvals": [{"type": "approval", "tool_call_id": call_id, "approve": True}],
+                }
+            ],
+            streaming=True,
+            background=True,
+            stream_tokens=True,
+        )
+    )
     ret = next(x for x in after if x.message_type == "tool_return_message")
     assert ret.status == "success", ret.tool_return
     written = json.loads(ret.tool_return)

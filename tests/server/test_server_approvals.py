@@ -28,23 +28,47 @@ def _answer(client: Letta, agent_id: str, item: dict) -> list:
 
 def test_approve_runs_tool_in_a_new_run(client: Letta, agent_id: str) -> None:
     gate_run, call_id = _gate(client, agent_id)
-    got = _answer(client, agent_id, {"type": "approval", "approvals": [
-        {"type": "approval", "tool_call_id": call_id, "approve": True}]})
+    got = _answer(
+        client,
+        agent_id,
+        {
+            "type": "approval",
+            "approvals": [{"type": "approval", "tool_call_id": call_id, "approve": True}],
+        },
+    )
     assert got[0].run_id != gate_run and got[0].seq_id == 1
     assert got[1].message_type == "tool_return_message" and got[1].seq_id == 2
     assert got[1].tool_return == "dangerous_op executed on prod-db because user asked"
     assert got[-2].stop_reason == "end_turn"
     msgs = client.runs.messages.list(got[0].run_id).items
     assert [m.message_type for m in msgs] == [
-        "approval_response_message", "tool_return_message", "assistant_message"]
-    assert client.agents.retrieve(agent_id, include=["agent.pending_approval"]) \
-        .pending_approval is None
+        "approval_response_message",
+        "tool_return_message",
+        "assistant_message",
+    ]
+    assert (
+        client.agents.retrieve(agent_id, include=["agent.pending_approval"]).pending_approval
+        is None
+    )
 
 
 def test_deny_with_reason_is_persisted_not_streamed(client: Letta, agent_id: str) -> None:
     _, call_id = _gate(client, agent_id)
-    got = _answer(client, agent_id, {"type": "approval", "approvals": [
-        {"type": "approval", "tool_call_id": call_id, "approve": False, "reason": "not today"}]})
+    got = _answer(
+        client,
+        agent_id,
+        {
+            "type": "approval",
+            "approvals": [
+                {
+                    "type": "approval",
+                    "tool_call_id": call_id,
+                    "approve": False,
+                    "reason": "not today",
+                }
+            ],
+        },
+    )
     assert "tool_return_message" not in [c.message_type for c in got]
     msgs = client.runs.messages.list(got[0].run_id).items
     ret = next(m for m in msgs if m.message_type == "tool_return_message")
@@ -56,24 +80,39 @@ def test_deny_with_reason_is_persisted_not_streamed(client: Letta, agent_id: str
 @pytest.mark.parametrize("form", ["approvals_tool", "tool_return"])
 def test_client_tool_result(client: Letta, agent_id: str, form: str) -> None:
     _, call_id = _gate(client, agent_id)
-    item = ({"type": "approval", "approvals": [{"type": "tool", "tool_call_id": call_id,
-                                                "tool_return": "client ran it",
-                                                "status": "success"}]}
-            if form == "approvals_tool" else
-            {"type": "tool_return", "tool_returns": [{"tool_call_id": call_id,
-                                                      "status": "success",
-                                                      "tool_return": "client ran it"}]})
+    item = (
+        {
+            "type": "approval",
+            "approvals": [
+                {
+                    "type": "tool",
+                    "tool_call_id": call_id,
+                    "tool_return": "client ran it",
+                    "status": "success",
+                }
+            ],
+        }
+        if form == "approvals_tool"
+        else {
+            "type": "tool_return",
+            "tool_returns": [
+                {"tool_call_id": call_id, "status": "success", "tool_return": "client ran it"}
+            ],
+        }
+    )
     got = _answer(client, agent_id, item)
     assert "tool_return_message" not in [c.message_type for c in got]
-    assert "client ran it" in "".join(c.content for c in got
-                                       if c.message_type == "assistant_message")
+    assert "client ran it" in "".join(
+        c.content for c in got if c.message_type == "assistant_message"
+    )
 
 
 def test_legacy_approval_form(client: Letta, agent_id: str) -> None:
     _gate(client, agent_id)
     pending = client.agents.retrieve(agent_id, include=["agent.pending_approval"]).pending_approval
-    got = _answer(client, agent_id, {"type": "approval", "approve": True,
-                                     "approval_request_id": pending.id})
+    got = _answer(
+        client, agent_id, {"type": "approval", "approve": True, "approval_request_id": pending.id}
+    )
     assert got[1].message_type == "tool_return_message"
 
 
@@ -83,12 +122,14 @@ def test_message_while_pending(client: Letta, agent_id: str, http: httpx.Client)
         client.agents.messages.create(agent_id, messages=[{"role": "user", "content": "hi"}])
     detail = err.value.body["detail"]
     assert detail["code"] == "PENDING_APPROVAL" and detail["pending_request_id"].startswith(
-        "message-")
+        "message-"
+    )
     assert err.value.response.headers["x-should-retry"] == "false"
     seen = []
     with pytest.raises(APIStatusError) as err2:
         for c in client.agents.messages.create(
-                agent_id, messages=[{"role": "user", "content": "hi"}], **KW):
+            agent_id, messages=[{"role": "user", "content": "hi"}], **KW
+        ):
             seen.append(c)
     assert err2.value.status_code == 200 and err2.value.body["error_type"] == "internal_error"
     assert [c.message_type for c in seen] == ["ping", "stop_reason"]
@@ -97,15 +138,23 @@ def test_message_while_pending(client: Letta, agent_id: str, http: httpx.Client)
     body = post_sse(http, f"/v1/runs/{run.id}/stream", {})
     assert body.endswith('"seq_id":3}\n\n') and "[DONE]" not in body
     # still pending, and answering it works
-    got = _answer(client, agent_id, {"type": "approval", "approvals": [
-        {"type": "approval", "tool_call_id": call_id, "approve": True}]})
+    got = _answer(
+        client,
+        agent_id,
+        {
+            "type": "approval",
+            "approvals": [{"type": "approval", "tool_call_id": call_id, "approve": True}],
+        },
+    )
     assert got[-2].stop_reason == "end_turn"
 
 
 def test_wrong_tool_call_id_keeps_approval_pending(client: Letta, agent_id: str) -> None:
     _, call_id = _gate(client, agent_id)
-    wrong = {"type": "approval", "approvals": [
-        {"type": "approval", "tool_call_id": "call_wrong", "approve": True}]}
+    wrong = {
+        "type": "approval",
+        "approvals": [{"type": "approval", "tool_call_id": "call_wrong", "approve": True}],
+    }
     with pytest.raises(BadRequestError):
         client.agents.messages.create(agent_id, messages=[wrong])
     with pytest.raises(APIStatusError) as err:
@@ -117,8 +166,10 @@ def test_wrong_tool_call_id_keeps_approval_pending(client: Letta, agent_id: str)
 
 def test_double_approval_is_a_clear_400(client: Letta, agent_id: str) -> None:
     _, call_id = _gate(client, agent_id)
-    item = {"type": "approval", "approvals": [
-        {"type": "approval", "tool_call_id": call_id, "approve": True}]}
+    item = {
+        "type": "approval",
+        "approvals": [{"type": "approval", "tool_call_id": call_id, "approve": True}],
+    }
     _answer(client, agent_id, item)
     runs_before = len(client.runs.list(agent_id=agent_id).items)
     with pytest.raises(BadRequestError) as err:
@@ -132,8 +183,10 @@ def test_cancel_while_pending_unblocks_agent(client: Letta, agent_id: str) -> No
     assert client.agents.messages.cancel(agent_id, run_ids=[gate_run]) == {gate_run: "cancelled"}
     run = client.runs.retrieve(gate_run)
     assert (run.status, run.stop_reason) == ("cancelled", "cancelled")
-    assert client.agents.retrieve(agent_id, include=["agent.pending_approval"]) \
-        .pending_approval is None
+    assert (
+        client.agents.retrieve(agent_id, include=["agent.pending_approval"]).pending_approval
+        is None
+    )
     got = bg(client, agent_id, "echo free again")
     assert got[-2].stop_reason == "end_turn"
 
@@ -141,13 +194,19 @@ def test_cancel_while_pending_unblocks_agent(client: Letta, agent_id: str) -> No
 def test_tool_rule_and_toggle_gate_a_custom_tool(client: Letta) -> None:
     from scripted_brain import HANDLE
 
-    tool = client.tools.create(source_code=(
-        "def shout(target: str, reason: str) -> str:\n"
-        "    \"\"\"Shout at a target.\"\"\"\n"
-        "    return f'{target.upper()}!'\n"))
+    tool = client.tools.create(
+        source_code=(
+            "def shout(target: str, reason: str) -> str:\n"
+            '    """Shout at a target."""\n'
+            "    return f'{target.upper()}!'\n"
+        )
+    )
     assert tool.name == "shout" and any(t.id == tool.id for t in client.tools.list().items)
-    agent = client.agents.create(model=HANDLE, tool_ids=[tool.id], tool_rules=[
-        {"type": "requires_approval", "tool_name": "shout"}])
+    agent = client.agents.create(
+        model=HANDLE,
+        tool_ids=[tool.id],
+        tool_rules=[{"type": "requires_approval", "tool_name": "shout"}],
+    )
     assert bg(client, agent.id, "custom shout")[-2].stop_reason == "requires_approval"
     client.agents.messages.cancel(agent.id)
     client.agents.tools.update_approval("shout", agent_id=agent.id, body_requires_approval=False)

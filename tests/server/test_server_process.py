@@ -17,15 +17,30 @@ from letta_client import Letta
 from letta_nb.server.brains.registry import DEMO_HANDLE, default_brains
 from letta_nb.server.launcher import ensure_server, stop_server
 
-needs_demo = pytest.mark.skipif(DEMO_HANDLE not in default_brains(),
-                                reason="the demo brain (letta_nb.server.brains.demo) is missing")
+needs_demo = pytest.mark.skipif(
+    DEMO_HANDLE not in default_brains(),
+    reason="the demo brain (letta_nb.server.brains.demo) is missing",
+)
 
 
 def _spawn(db: Path, port_file: Path) -> tuple[subprocess.Popen, str]:
     port_file.unlink(missing_ok=True)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "letta_nb.cli", "server", "--port", "0", "--db", str(db),
-         "--port-file", str(port_file)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "letta_nb.cli",
+            "server",
+            "--port",
+            "0",
+            "--db",
+            str(db),
+            "--port-file",
+            str(port_file),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if port_file.exists() and port_file.read_text():
@@ -48,10 +63,19 @@ def test_kill_9_mid_run_then_restart(tmp_path: Path) -> None:
         c = Letta(base_url=url, max_retries=0)
         agent = c.agents.create(model=DEMO_HANDLE)
         seen = b""
-        with httpx.Client(base_url=url, timeout=30) as h, h.stream(
-                "POST", f"/v1/agents/{agent.id}/messages",
-                json={"messages": [{"role": "user", "content": "/long 5000 2"}],
-                      "streaming": True, "background": True, "stream_tokens": True}) as resp:
+        with (
+            httpx.Client(base_url=url, timeout=30) as h,
+            h.stream(
+                "POST",
+                f"/v1/agents/{agent.id}/messages",
+                json={
+                    "messages": [{"role": "user", "content": "/long 5000 2"}],
+                    "streaming": True,
+                    "background": True,
+                    "stream_tokens": True,
+                },
+            ) as resp,
+        ):
             for chunk in resp.iter_raw():
                 seen += chunk
                 if seen.count(b"\n\n") >= 50:
@@ -75,8 +99,14 @@ def test_kill_9_mid_run_then_restart(tmp_path: Path) -> None:
         assert tail[0] == 'data: {"message_type":"stop_reason","stop_reason":"error"}'
         assert tail[1].startswith("event: error\ndata: ") and tail[2] == ""
         # the agent is usable again
-        got = list(c2.agents.messages.create(agent.id, messages=[{"role": "user",
-                   "content": "/long 3"}], streaming=True, background=True))
+        got = list(
+            c2.agents.messages.create(
+                agent.id,
+                messages=[{"role": "user", "content": "/long 3"}],
+                streaming=True,
+                background=True,
+            )
+        )
         assert got[-2].stop_reason == "end_turn"
     finally:
         proc2.terminate()
@@ -85,8 +115,13 @@ def test_kill_9_mid_run_then_restart(tmp_path: Path) -> None:
 
 def test_cli_refuses_public_host_without_token() -> None:
     env = {k: v for k, v in os.environ.items() if k != "LETTA_NB_SERVER_TOKEN"}
-    out = subprocess.run([sys.executable, "-m", "letta_nb.cli", "server", "--host", "0.0.0.0"],
-                         capture_output=True, text=True, timeout=30, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "letta_nb.cli", "server", "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "token" in out.stderr
 

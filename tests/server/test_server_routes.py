@@ -20,8 +20,9 @@ def test_health_and_models(client: Letta) -> None:
 
 
 def test_agent_crud(client: Letta) -> None:
-    agent = client.agents.create(name="crud", model=HANDLE,
-                                 memory_blocks=[{"label": "human", "value": "me"}])
+    agent = client.agents.create(
+        name="crud", model=HANDLE, memory_blocks=[{"label": "human", "value": "me"}]
+    )
     got = client.agents.retrieve(agent.id, include=["agent.pending_approval"])
     assert (got.name, got.model, got.pending_approval) == ("crud", HANDLE, None)
     assert got.blocks[0].label == "human"
@@ -37,7 +38,10 @@ def test_agent_crud(client: Letta) -> None:
 def test_non_streaming_and_messages_lists(client: Letta, agent_id: str) -> None:
     resp = client.agents.messages.create(agent_id, messages=[{"role": "user", "content": "tool"}])
     assert [m.message_type for m in resp.messages] == [
-        "tool_call_message", "tool_return_message", "assistant_message"]
+        "tool_call_message",
+        "tool_return_message",
+        "assistant_message",
+    ]
     assert resp.stop_reason.stop_reason == "end_turn" and resp.usage.step_count == 2
     run_id = resp.messages[0].run_id
     run_msgs = client.runs.messages.list(run_id).items
@@ -51,17 +55,28 @@ def test_non_streaming_and_messages_lists(client: Letta, agent_id: str) -> None:
 
 
 def test_background_requires_streaming(http: httpx.Client, agent_id: str) -> None:
-    r = http.post(f"/v1/agents/{agent_id}/messages",
-                  json={"messages": [{"role": "user", "content": "hi"}], "background": True})
+    r = http.post(
+        f"/v1/agents/{agent_id}/messages",
+        json={"messages": [{"role": "user", "content": "hi"}], "background": True},
+    )
     assert r.status_code == 422 and "background" in r.json()["detail"]
 
 
 def test_deprecated_stream_endpoint(client: Letta, agent_id: str) -> None:
-    got = list(client.agents.messages.stream(
-        agent_id, messages=[{"role": "user", "content": "echo x"}], background=True,
-        stream_tokens=False))
-    assert [c.message_type for c in got] == ["ping", "assistant_message", "stop_reason",
-                                            "usage_statistics"]
+    got = list(
+        client.agents.messages.stream(
+            agent_id,
+            messages=[{"role": "user", "content": "echo x"}],
+            background=True,
+            stream_tokens=False,
+        )
+    )
+    assert [c.message_type for c in got] == [
+        "ping",
+        "assistant_message",
+        "stop_reason",
+        "usage_statistics",
+    ]
     assert got[1].content == "Echo: x" and got[1].seq_id == 2
 
 
@@ -81,14 +96,19 @@ def test_run_pagination_never_repeats(client: Letta) -> None:
 
 def test_active_runs_and_cancel(client: Letta, agent_id: str, http: httpx.Client) -> None:
     stream = client.agents.messages.create(
-        agent_id, messages=[{"role": "user", "content": "long 400 20"}], streaming=True,
-        background=True, stream_tokens=True)
+        agent_id,
+        messages=[{"role": "user", "content": "long 400 20"}],
+        streaming=True,
+        background=True,
+        stream_tokens=True,
+    )
     first = next(iter(stream))
     run_id = first.run_id
     active = client.runs.list(agent_id=agent_id, active=True).items
     assert [r.id for r in active] == [run_id] and active[0].status == "running"
-    assert [r["id"] for r in http.get("/v1/runs/active", params={"agent_id": agent_id}).json()] \
-        == [run_id]
+    assert [r["id"] for r in http.get("/v1/runs/active", params={"agent_id": agent_id}).json()] == [
+        run_id
+    ]
     rest: list = []
     reader = threading.Thread(target=lambda: rest.extend(stream))
     reader.start()
@@ -99,8 +119,9 @@ def test_active_runs_and_cancel(client: Letta, agent_id: str, http: httpx.Client
     run = client.runs.retrieve(run_id)
     assert (run.status, run.stop_reason) == ("cancelled", "cancelled")
     body = post_sse(http, f"/v1/runs/{run_id}/stream", {})
-    assert body.endswith('data: {"message_type": "stop_reason", "stop_reason": "cancelled"}'
-                         "\n\ndata: [DONE]\n\n")
+    assert body.endswith(
+        'data: {"message_type": "stop_reason", "stop_reason": "cancelled"}\n\ndata: [DONE]\n\n'
+    )
     assert client.agents.messages.cancel(agent_id, run_ids=[run_id]) == {run_id: "cancelled"}
     assert client.runs.list(agent_id=agent_id, active=True).items == []
 
@@ -109,8 +130,12 @@ def test_failure_paths(client: Letta, agent_id: str, http: httpx.Client) -> None
     seen: list = []
     with pytest.raises(APIStatusError) as err:
         for c in client.agents.messages.create(
-                agent_id, messages=[{"role": "user", "content": "fail"}], streaming=True,
-                background=True, stream_tokens=True):
+            agent_id,
+            messages=[{"role": "user", "content": "fail"}],
+            streaming=True,
+            background=True,
+            stream_tokens=True,
+        ):
             seen.append(c)
     assert err.value.status_code == 200 and err.value.body["error_type"] == "llm_error"
     assert seen[-1].stop_reason == "llm_api_error"
@@ -152,8 +177,13 @@ def test_default_model_is_demo_when_installed() -> None:
 def test_run_times_first_token_and_duration(client: Letta, agent_id: str) -> None:
     """`ttft_ns` (first model output, not the ping) and `total_duration_ns` feed run history."""
     stream = client.agents.messages.create(
-        agent_id, messages=[{"role": "user", "content": "long 5 20"}], streaming=True,
-        background=True, stream_tokens=True, include_pings=True)
+        agent_id,
+        messages=[{"role": "user", "content": "long 5 20"}],
+        streaming=True,
+        background=True,
+        stream_tokens=True,
+        include_pings=True,
+    )
     run_id = next(c.run_id for c in stream)
     for _ in stream:
         pass

@@ -20,8 +20,13 @@ _TOOL_NS = uuid.UUID("2f1d6d59-7d3c-4d55-9a49-3b7c86b7a1d1")
 
 def _brain_tool(name: str) -> dict[str, Any]:
     """A brain's built-in tool shown as a Letta Tool (stable id derived from its name)."""
-    return {"id": f"tool-{uuid.uuid5(_TOOL_NS, name)}", "name": name, "tool_type": "letta_core",
-            "description": f"Built-in tool {name} of the demo brain.", "source_code": None}
+    return {
+        "id": f"tool-{uuid.uuid5(_TOOL_NS, name)}",
+        "name": name,
+        "tool_type": "letta_core",
+        "description": f"Built-in tool {name} of the demo brain.",
+        "source_code": None,
+    }
 
 
 def agent_tools(request: Request, agent: dict[str, Any]) -> list[dict[str, Any]]:
@@ -47,8 +52,9 @@ def agent_tools(request: Request, agent: dict[str, Any]) -> list[dict[str, Any]]
 def agent_state(request: Request, agent: dict[str, Any], *, with_pending: bool) -> dict[str, Any]:
     pending = agent["pending"]["message"] if with_pending and agent["pending"] else None
     tools = [schemas.tool_json(t) for t in agent_tools(request, agent)]
-    return schemas.agent_json(agent, tools, pending_approval=pending,
-                              last_stop_reason=agent["last_stop_reason"])
+    return schemas.agent_json(
+        agent, tools, pending_approval=pending, last_stop_reason=agent["last_stop_reason"]
+    )
 
 
 def _includes(request: Request) -> set[str]:
@@ -71,15 +77,32 @@ async def create_agent(request: Request) -> dict[str, Any]:
         if eng.store.get_tool(tool_id) is None:
             raise not_found("Tool", tool_id)
     agent_id = new_id("agent")
-    config = {key: body.get(key) for key in (
-        "memory_blocks", "tool_ids", "tools", "tool_rules", "system", "agent_type",
-        "description", "metadata", "tags", "embedding")}
+    config = {
+        key: body.get(key)
+        for key in (
+            "memory_blocks",
+            "tool_ids",
+            "tools",
+            "tool_rules",
+            "system",
+            "agent_type",
+            "description",
+            "metadata",
+            "tags",
+            "embedding",
+        )
+    }
     config["tool_rules"] = [
-        {"tool_name": r.get("tool_name"), "type": r.get("type"),
-         "prompt_template": r.get("prompt_template")}
-        for r in body.get("tool_rules") or []]
-    eng.store.insert_agent(agent_id, body.get("name") or f"agent-{int(time.time())}", handle,
-                           config)
+        {
+            "tool_name": r.get("tool_name"),
+            "type": r.get("type"),
+            "prompt_template": r.get("prompt_template"),
+        }
+        for r in body.get("tool_rules") or []
+    ]
+    eng.store.insert_agent(
+        agent_id, body.get("name") or f"agent-{int(time.time())}", handle, config
+    )
     return agent_state(request, require_agent(request, agent_id), with_pending=False)
 
 
@@ -150,11 +173,14 @@ async def update_approval(request: Request, agent_id: str, tool_name: str) -> di
     config = agent["config"]
     overrides = dict(config.get("approval_overrides") or {})
     overrides[tool_name] = required
-    rules = [r for r in config.get("tool_rules") or []
-             if not (r.get("type") == "requires_approval" and r.get("tool_name") == tool_name)]
+    rules = [
+        r
+        for r in config.get("tool_rules") or []
+        if not (r.get("type") == "requires_approval" and r.get("tool_name") == tool_name)
+    ]
     if required:
-        rules.append({"tool_name": tool_name, "type": "requires_approval",
-                      "prompt_template": None})
-    eng.store.update_agent(agent_id, config={**config, "approval_overrides": overrides,
-                                             "tool_rules": rules})
+        rules.append({"tool_name": tool_name, "type": "requires_approval", "prompt_template": None})
+    eng.store.update_agent(
+        agent_id, config={**config, "approval_overrides": overrides, "tool_rules": rules}
+    )
     return agent_state(request, require_agent(request, agent_id), with_pending=False)

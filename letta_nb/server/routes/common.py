@@ -35,43 +35,84 @@ _NULLABLE = lambda schema: {"anyOf": [schema, {"type": "null"}]}  # noqa: E731
 
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/v1/agents/"): {
-        "name": _STR, "model": _STR, "llm_config": _OBJ, "embedding": _STR, "system": _STR,
-        "agent_type": _STR, "description": _STR, "metadata": _OBJ, "tags": _STRS,
-        "tool_ids": _STRS, "tools": _STRS, "tool_rules": _OBJS, "memory_blocks": _OBJS,
+        "name": _STR,
+        "model": _STR,
+        "llm_config": _OBJ,
+        "embedding": _STR,
+        "system": _STR,
+        "agent_type": _STR,
+        "description": _STR,
+        "metadata": _OBJ,
+        "tags": _STRS,
+        "tool_ids": _STRS,
+        "tools": _STRS,
+        "tool_rules": _OBJS,
+        "memory_blocks": _OBJS,
     },
     ("post", "/v1/agents/{agent_id}/messages"): {
-        "messages": _OBJS, "input": {}, "streaming": _BOOL, "background": _BOOL,
-        "stream_tokens": _BOOL, "include_pings": _BOOL, "max_steps": _INT, "otid": _STR,
-        "use_assistant_message": _BOOL, "include_return_message_types": _STRS,
+        "messages": _OBJS,
+        "input": {},
+        "streaming": _BOOL,
+        "background": _BOOL,
+        "stream_tokens": _BOOL,
+        "include_pings": _BOOL,
+        "max_steps": _INT,
+        "otid": _STR,
+        "use_assistant_message": _BOOL,
+        "include_return_message_types": _STRS,
     },
     ("post", "/v1/runs/{run_id}/stream"): {
-        "starting_after": _INT, "batch_size": _INT, "include_pings": _BOOL,
+        "starting_after": _INT,
+        "batch_size": _INT,
+        "include_pings": _BOOL,
         "poll_interval": {"type": "number"},
     },
     ("post", "/v1/agents/{agent_id}/messages/cancel"): {"run_ids": _STRS},
 }
-_TOOL = {"source_code": _STR, "description": _STR, "tags": _STRS, "json_schema": _OBJ,
-         "default_requires_approval": _BOOL, "source_type": _STR}
+_TOOL = {
+    "source_code": _STR,
+    "description": _STR,
+    "tags": _STRS,
+    "json_schema": _OBJ,
+    "default_requires_approval": _BOOL,
+    "source_type": _STR,
+}
 BODIES[("post", "/v1/tools/")] = BODIES[("put", "/v1/tools/")] = _TOOL
 BODIES[("patch", "/v1/tools/{tool_id}")] = _TOOL
-REQUIRED_FIELDS = {("post", "/v1/tools/"): ("source_code",),
-                   ("put", "/v1/tools/"): ("source_code",)}
+REQUIRED_FIELDS = {
+    ("post", "/v1/tools/"): ("source_code",),
+    ("put", "/v1/tools/"): ("source_code",),
+}
 BODIES[("post", "/v1/agents/{agent_id}/messages/stream")] = BODIES[
-    ("post", "/v1/agents/{agent_id}/messages")]
+    ("post", "/v1/agents/{agent_id}/messages")
+]
 
 _PY_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,), "boolean": (bool,), "integer": (int,), "number": (int, float),
-    "object": (dict,), "array": (list,),
+    "string": (str,),
+    "boolean": (bool,),
+    "integer": (int,),
+    "number": (int, float),
+    "object": (dict,),
+    "array": (list,),
 }
 
-_ARTICLE = {"string": "a string", "boolean": "a boolean", "integer": "an integer",
-            "number": "a number", "object": "an object", "array": "a list"}
+_ARTICLE = {
+    "string": "a string",
+    "boolean": "a boolean",
+    "integer": "an integer",
+    "number": "a number",
+    "object": "an object",
+    "array": "a list",
+}
 
 
 def body_schema(fields: dict[str, Any]) -> dict[str, Any]:
     """The OpenAPI schema of a body: known fields may also be null; others are allowed."""
-    return {"type": "object", "additionalProperties": True,
-            "properties": {k: _NULLABLE(v) if v else {} for k, v in fields.items()}}
+    return {
+        "type": "object",
+        "additionalProperties": True,
+        "properties": {k: _NULLABLE(v) if v else {} for k, v in fields.items()},
+    }
 
 
 def _matches(value: Any, schema: dict[str, Any]) -> bool:
@@ -111,9 +152,7 @@ async def json_body(request: Request) -> dict[str, Any]:
     return body
 
 
-def page(
-    request: Request, table: str, *, default_order: str, default_limit: int = 100
-) -> Page:
+def page(request: Request, table: str, *, default_order: str, default_limit: int = 100) -> Page:
     """Parse order/limit/after/before. Unknown cursors are 400s, never silently ignored."""
     q = request.query_params
     order = q.get("order") or default_order

@@ -39,8 +39,11 @@ def _check_approval(
 ) -> tuple[str, str, str] | None:
     """Validate an approval answer; a mismatch fails the run (streaming) or is a 400."""
     if pending is None:
-        raise ApiError(400, "Cannot process approval response: No tool call is currently "
-                            "awaiting approval (it may already have been answered).")
+        raise ApiError(
+            400,
+            "Cannot process approval response: No tool call is currently "
+            "awaiting approval (it may already have been answered).",
+        )
     for d in turn.decisions:
         if d.legacy_request_id is not None and not d.tool_call_id:
             d.tool_call_id = pending["tool_call_id"]
@@ -62,25 +65,42 @@ async def _send(request: Request, agent_id: str, *, force_streaming: bool) -> Re
     streaming = force_streaming or flag(body.get("streaming"), False)
     background = flag(body.get("background"), False)
     if background and not streaming:
-        raise ApiError(422, "Streaming options set without streaming enabled. background can only "
-                            "be true when streaming=true. Either set streaming=true or use default "
-                            "values for streaming options.")
+        raise ApiError(
+            422,
+            "Streaming options set without streaming enabled. background can only "
+            "be true when streaming=true. Either set streaming=true or use default "
+            "values for streaming options.",
+        )
     include_pings = flag(body.get("include_pings"), True)
     turn = parse_turn(body)
     key = otid_key(turn.otids) if background and turn.otids and not turn.is_approval else None
     if key is not None:
         existing = eng.store.run_by_otid(agent_id, key)
         if existing and time.time() - existing["created_at"] <= cfg.retention_seconds:
-            return _stream(read_run(eng, existing["id"], 0, include_pings=include_pings,
-                                    keepalive=cfg.keepalive_interval))
+            return _stream(
+                read_run(
+                    eng,
+                    existing["id"],
+                    0,
+                    include_pings=include_pings,
+                    keepalive=cfg.keepalive_interval,
+                )
+            )
     pending = agent["pending"]
     failure = None
     if turn.is_approval:
         failure = _check_approval(turn, pending, streaming)
     elif pending is not None:
         if not streaming:
-            raise ApiError(409, {"code": "PENDING_APPROVAL", "message": PENDING_MESSAGE,
-                                 "pending_request_id": pending["message"]["id"]}, retry=False)
+            raise ApiError(
+                409,
+                {
+                    "code": "PENDING_APPROVAL",
+                    "message": PENDING_MESSAGE,
+                    "pending_request_id": pending["message"]["id"],
+                },
+                retry=False,
+            )
         failure = ("internal_error", PENDING_MESSAGE, PENDING_MESSAGE)
     if agent["model"] not in eng.brains:
         raise ApiError(400, f"Model {agent['model']!r} is not available on this server.")
@@ -89,16 +109,24 @@ async def _send(request: Request, agent_id: str, *, force_streaming: bool) -> Re
     except (TypeError, ValueError, OverflowError) as exc:
         raise ApiError(422, "max_steps must be an integer") from exc
     run = eng.start(
-        agent, turn, background=background, streaming=streaming, include_pings=include_pings,
-        stream_tokens=flag(body.get("stream_tokens"), False), max_steps=max(1, max_steps),
-        otid_key=key, failure=failure,
+        agent,
+        turn,
+        background=background,
+        streaming=streaming,
+        include_pings=include_pings,
+        stream_tokens=flag(body.get("stream_tokens"), False),
+        max_steps=max(1, max_steps),
+        otid_key=key,
+        failure=failure,
     )
     if streaming and background:
-        return _stream(read_run(eng, run.id, 0, include_pings=include_pings,
-                                keepalive=cfg.keepalive_interval))
+        return _stream(
+            read_run(eng, run.id, 0, include_pings=include_pings, keepalive=cfg.keepalive_interval)
+        )
     if streaming:
-        return _stream(read_foreground(run, include_pings=include_pings,
-                                       keepalive=cfg.keepalive_interval))
+        return _stream(
+            read_foreground(run, include_pings=include_pings, keepalive=cfg.keepalive_interval)
+        )
     await run.finished.wait()
     return _letta_response(request, run.id)
 
@@ -113,18 +141,25 @@ def _letta_response(request: Request, run_id: str) -> Response:
     assert row is not None
     if row["status"] == "failed":
         raise ApiError(502, row["metadata"].get("error"), retry=False)
-    messages = [m for m in eng.store.list_messages(Page("asc", None, None, 1000), run_id=run_id)
-                if m["message_type"] not in HIDDEN_IN_RESPONSE]
-    usage = schemas.usage_frame(row["usage"] or {"completion_tokens": 0, "prompt_tokens": 0,
-                                                 "total_tokens": 0, "step_count": 0})
+    messages = [
+        m
+        for m in eng.store.list_messages(Page("asc", None, None, 1000), run_id=run_id)
+        if m["message_type"] not in HIDDEN_IN_RESPONSE
+    ]
+    usage = schemas.usage_frame(
+        row["usage"]
+        or {"completion_tokens": 0, "prompt_tokens": 0, "total_tokens": 0, "step_count": 0}
+    )
     usage.update(cached_input_tokens=0, cache_write_tokens=0, reasoning_tokens=0)
-    return JSONResponse({
-        "messages": messages,
-        "stop_reason": schemas.stop_reason_frame(row["stop_reason"]),
-        "usage": usage,
-        "logprobs": None,
-        "turns": None,
-    })
+    return JSONResponse(
+        {
+            "messages": messages,
+            "stop_reason": schemas.stop_reason_frame(row["stop_reason"]),
+            "usage": usage,
+            "logprobs": None,
+            "turns": None,
+        }
+    )
 
 
 @router.post("/v1/agents/{agent_id}/messages")

@@ -20,8 +20,10 @@ MAX_SEQ = 2**62
 
 def _require_run(request: Request, run_id: str) -> dict[str, Any]:
     if not is_valid_run_id(run_id):
-        raise ApiError(400, f"INVALID_ARGUMENT: Invalid run ID format: {run_id}. "
-                            "Expected format: 'run-<uuid4>'")
+        raise ApiError(
+            400,
+            f"INVALID_ARGUMENT: Invalid run ID format: {run_id}. Expected format: 'run-<uuid4>'",
+        )
     row = engine(request).store.get_run(run_id)
     if row is None:
         raise not_found("Run", run_id)
@@ -34,9 +36,12 @@ def _list(request: Request, *, statuses: list[str], default_limit: int) -> list[
     background = q.get("background")
     p = page(request, "runs", default_order="desc", default_limit=default_limit)
     rows = engine(request).store.list_runs(
-        p, agent_ids=agent_ids, statuses=statuses,
+        p,
+        agent_ids=agent_ids,
+        statuses=statuses,
         background=None if background is None else flag(background, False),
-        stop_reason=q.get("stop_reason"))
+        stop_reason=q.get("stop_reason"),
+    )
     return [schemas.run_json(r) for r in rows]
 
 
@@ -45,8 +50,11 @@ async def list_runs(request: Request) -> list[dict[str, Any]]:
     q = request.query_params
     statuses = q.getlist("statuses")
     if flag(q.get("active"), False):
-        statuses = [s for s in statuses if s in schemas.ACTIVE_STATUSES] if statuses else list(
-            schemas.ACTIVE_STATUSES)
+        statuses = (
+            [s for s in statuses if s in schemas.ACTIVE_STATUSES]
+            if statuses
+            else list(schemas.ACTIVE_STATUSES)
+        )
         if not statuses:
             return []
     return _list(request, statuses=statuses, default_limit=100)
@@ -70,21 +78,28 @@ async def resume_stream(request: Request, run_id: str) -> StreamingResponse:
     body = check_body(await json_body(request), "post", "/v1/runs/{run_id}/stream")
     row = _require_run(request, run_id)
     if not row["background"]:
-        raise ApiError(400, "INVALID_ARGUMENT: Run was not created in background mode, so it "
-                            "cannot be retrieved.")
+        raise ApiError(
+            400,
+            "INVALID_ARGUMENT: Run was not created in background mode, so it cannot be retrieved.",
+        )
     if time.time() - row["created_at"] > cfg.retention_seconds:
         hours = cfg.retention_seconds / 3600
-        raise ApiError(410, f"EXPIRED: Run was created more than {hours:g} hours ago, and is now "
-                            "expired.")
+        raise ApiError(
+            410, f"EXPIRED: Run was created more than {hours:g} hours ago, and is now expired."
+        )
     try:
         starting_after = int(body.get("starting_after") or 0)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ApiError(422, "starting_after must be an integer") from exc
     # Clamp into SQLite's integer range: past the end is simply the end (never a 500).
     starting_after = min(max(0, starting_after), MAX_SEQ)
-    stream = read_run(engine(request), run_id, starting_after,
-                      include_pings=flag(body.get("include_pings"), True),
-                      keepalive=cfg.keepalive_interval)
+    stream = read_run(
+        engine(request),
+        run_id,
+        starting_after,
+        include_pings=flag(body.get("include_pings"), True),
+        keepalive=cfg.keepalive_interval,
+    )
     return StreamingResponse(stream, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
 
 

@@ -37,8 +37,10 @@ def tool_from_source(body: dict[str, Any], tool_id: str | None = None) -> dict[s
         "description": description,
         "source_code": source,
         "tags": body.get("tags") or [],
-        "json_schema": body.get("json_schema") or {
-            "name": func.name, "description": description,
+        "json_schema": body.get("json_schema")
+        or {
+            "name": func.name,
+            "description": description,
             "parameters": {"type": "object", "properties": props, "required": list(props)},
         },
         "default_requires_approval": body.get("default_requires_approval"),
