@@ -46,7 +46,8 @@ from typing import Any
 
 import httpx
 
-FINAL = frozenset({"completed", "failed", "cancelled", "error", "detached"})
+from letta_nb.protocol import FINAL_RUN_STATUSES
+
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -150,7 +151,7 @@ def finished_run(backend: Any, agent_id: str, message: str, timeout: float = 600
     if run_id is None:
         raise RuntimeError(f"no run id for {message!r}")
     deadline = time.monotonic() + timeout
-    while backend.get_run(run_id).get("status") not in ("completed", "failed", "cancelled"):
+    while backend.get_run(run_id).get("status") not in FINAL_RUN_STATUSES:
         if time.monotonic() > deadline:
             raise TimeoutError(f"run {run_id} did not finish in {timeout} s")
         time.sleep(0.1)

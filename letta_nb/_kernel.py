@@ -3,7 +3,7 @@
 Front ends call these few functions instead of touching IPython directly, so tests can patch
 one module (`letta_nb._kernel.get_ipython`) and the rest runs in plain pytest.
 
-Why the parent matters (see jupyter-engineering §2a): a background thread's output and comm
+Why the parent matters (ipykernel PRs #1186, #1451, #1546): a background thread's output and comm
 messages go to whichever cell is executing *now* unless the thread says otherwise (stream
 output on ipykernel 7; comm messages on ipykernel 6, whose `Kernel.get_parent()` reads one
 global per channel). Capturing the starting cell's parent and re-entering it in the worker
@@ -53,7 +53,7 @@ def current_parent() -> dict[str, Any] | None:
         parent = getter()
     except Exception:  # a shell without a parent header (terminal IPython variants)
         return None
-    return parent if isinstance(parent, Mapping) and parent else None
+    return dict(parent) if isinstance(parent, Mapping) and parent else None
 
 
 def parent_msg_id(parent: Mapping[str, Any] | None) -> str | None:

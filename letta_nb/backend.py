@@ -28,7 +28,6 @@ from letta_client import (
 )
 from pydantic import BaseModel
 
-from .core import chunks as ct
 from .core.chunks import Chunk
 from .core.errors import (
     ConfigurationError,
@@ -43,6 +42,7 @@ from .core.errors import (
     Unauthorized,
 )
 from .core.secrets import mask, redact, register_secret
+from .protocol import MessageType as MT
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 
@@ -87,9 +87,9 @@ def _error_chunk(body: Any, run_id: str | None) -> Chunk:
             data["message"] = str(data["error"])
     else:
         data = {"message": str(body)}
-    data["message_type"] = ct.ERROR
+    data["message_type"] = MT.ERROR
     data.setdefault("run_id", run_id)
-    return Chunk(ct.ERROR, data, data.get("run_id") or run_id, data.get("seq_id"))
+    return Chunk(MT.ERROR, data, data.get("run_id") or run_id, data.get("seq_id"))
 
 
 def _detail(body: Any) -> str:
@@ -270,9 +270,9 @@ class Backend:
         return self._stream(
             lambda: self._once.agents.messages.with_raw_response.create(
                 agent_id,
-                messages=items,
+                messages=items,  # type: ignore[arg-type]  # plain dicts, as the SDK sends them
                 streaming=True,
-                background=background,  # type: ignore[arg-type]
+                background=background,
                 stream_tokens=stream_tokens,
                 include_pings=include_pings,
                 timeout=httpx.Timeout(read, connect=5.0),

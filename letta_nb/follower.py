@@ -18,9 +18,8 @@ from collections.abc import Callable, Iterator
 from datetime import UTC
 from typing import Any
 
-from .core import chunks as ct
 from .core.approval import SENDING, ApprovalState
-from .core.chunks import FINAL_STATUSES, Chunk, status_for_stop_reason
+from .core.chunks import Chunk
 from .core.errors import (
     ApprovalError,
     LettaNbError,
@@ -28,10 +27,11 @@ from .core.errors import (
     StreamInterrupted,
     StreamTimeout,
 )
+from .core.status import SETTLED
 from .core.transcript import Transcript
+from .protocol import FINAL_RUN_STATUSES, status_for_stop_reason
+from .protocol import MessageType as MT
 
-#: Statuses after which the reader thread is idle (wait() returns).
-SETTLED = frozenset({"requires_approval", "completed", "failed", "cancelled", "detached", "error"})
 Policy = Callable[[list[dict[str, Any]]], "bool | None"]
 STALL_WARNING = "no data for {:.0f} s: the run may be stalled (Cancel stops it server-side)"
 
@@ -208,7 +208,7 @@ class Follower:
                 except LettaNbError as exc:
                     self._set_status("error", error=str(exc))
                     return
-                if run.get("status") in FINAL_STATUSES:
+                if run.get("status") in FINAL_RUN_STATUSES:
                     self._set_status("running")
                     self._read_tail(run_id, final=run)
                     return
@@ -365,7 +365,7 @@ class Follower:
                     if acc is None:
                         continue
                     kind = acc.message_type
-                    if kind == ct.PING:
+                    if kind == MT.PING:
                         continue
                     progressed = True
                     self.frames += 1
@@ -373,14 +373,14 @@ class Follower:
                     if self.warning is not None:
                         self.warning = None
                         self._stall_warned = False
-                    if kind == ct.STOP_REASON:
+                    if kind == MT.STOP_REASON:
                         stop_reason = str(acc.data.get("stop_reason"))
                         if stop_reason == "cancelled":
                             return self._finish(rid, stop_reason)
-                    elif kind == ct.USAGE:
+                    elif kind == MT.USAGE:
                         if stop_reason is not None:
                             return self._finish(rid, stop_reason)
-                    elif kind == ct.ERROR:
+                    elif kind == MT.ERROR:
                         return self._finish(rid, stop_reason or "error", error=acc)
                     self._notify()
             except StreamInterrupted as exc:
@@ -432,7 +432,7 @@ class Follower:
             idle_eofs = 0 if progressed else idle_eofs + 1
             if idle_eofs >= self.eof_checks:
                 run = self.backend.get_run(rid)
-                if run.get("status") in FINAL_STATUSES:
+                if run.get("status") in FINAL_RUN_STATUSES:
                     return self._finish(rid, run.get("stop_reason"), status=run["status"])
                 if idle_eofs >= self.max_reconnects:
                     raise StreamInterrupted(f"the stream of run {rid} keeps ending without data")
@@ -606,17 +606,17 @@ class Follower:
                 self._stream = stream
                 for chunk in stream:
                     acc = self.transcript.apply(chunk, rid)
-                    if acc is not None and acc.message_type != ct.PING:
+                    if acc is not None and acc.message_type != MT.PING:
                         self.frames += 1
                         progressed = True
                         deadline = time.monotonic() + self.tail_timeout
                         kind = acc.message_type
-                        if kind == ct.STOP_REASON:
+                        if kind == MT.STOP_REASON:
                             stop_reason = str(acc.data.get("stop_reason"))
                             done = stop_reason == "cancelled"
-                        elif kind == ct.ERROR:
+                        elif kind == MT.ERROR:
                             error, done = acc, True
-                        elif kind == ct.USAGE and stop_reason is not None:
+                        elif kind == MT.USAGE and stop_reason is not None:
                             done = True
                         if done:
                             break
@@ -676,7 +676,7 @@ class Follower:
         rid = self._run_id
         if rid is None:
             return self.status
-        if self.status in FINAL_STATUSES:
+        if self.status in FINAL_RUN_STATUSES:
             return self.status
         result = self.backend.cancel(self.agent_id, [rid]).get(rid, "cancelled")
         if self._settled.is_set() and result == "cancelled":

@@ -15,26 +15,13 @@ from typing import Any
 
 import pandas as pd
 
-from .core.chunks import FINAL_STATUSES, STATUS_BY_STOP_REASON, SeqTracker
+from .core.chunks import SeqTracker
 from .core.errors import LettaNbError, StreamInterrupted
+from .protocol import FINAL_RUN_STATUSES, MessageType, RunStatus, StopReason, content_text
 
-RUN_STATUSES = ("created", "running", "completed", "failed", "cancelled")
-STOP_REASONS = tuple(STATUS_BY_STOP_REASON)
-MESSAGE_TYPES = (
-    "reasoning_message",
-    "hidden_reasoning_message",
-    "assistant_message",
-    "tool_call_message",
-    "tool_return_message",
-    "approval_request_message",
-    "approval_response_message",
-    "user_message",
-    "system_message",
-    "stop_reason",
-    "usage_statistics",
-    "error_message",
-    "ping",
-)
+RUN_STATUSES = tuple(s.value for s in RunStatus)
+STOP_REASONS = tuple(s.value for s in StopReason)
+MESSAGE_TYPES = tuple(t.value for t in MessageType)
 #: How long `chunks_frame` listens to a run that is still live and followed by nobody here.
 LIVE_READ_TIMEOUT = 2.0
 LIVE_READ_LIMIT = 10.0
@@ -161,12 +148,8 @@ def _frame_text(data: Mapping[str, Any]) -> str | None:
         "message",
     ):
         value = data.get(key)
-        if isinstance(value, str):
-            return value
-        if isinstance(value, list):  # content parts
-            return "".join(
-                str(p.get("text", "")) if isinstance(p, Mapping) else str(p) for p in value
-            )
+        if isinstance(value, str | list):  # a string, or content parts
+            return content_text(value)
     call = data.get("tool_call")
     if isinstance(call, Mapping):
         return call.get("arguments")
@@ -265,7 +248,7 @@ def chunks_frame(run_id: str, batch_size: int | None = None) -> pd.DataFrame:
         end = follower.transcript.last_seq(run_id) or None
     if end is None:
         status = backend.get_run(run_id).get("status")
-        if status not in FINAL_STATUSES:
+        if status not in FINAL_RUN_STATUSES:
             timeout = LIVE_READ_TIMEOUT
     return chunks_table(chunk_rows(backend, run_id, end, timeout, batch_size))
 

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 class RunHandle:
     """One run chain as the notebook sees it (see docs/architecture.md)."""
 
+    _view: Any = None  # the one live view every repr of this handle shares
+
     def __init__(self, session: Session, follower: Follower, key: str) -> None:
         self._session = session
         self.follower = follower
@@ -144,7 +146,7 @@ def _widget_bundle(handle: RunHandle) -> dict[str, Any] | None:
         shell = get_ipython()
         if shell is None or not hasattr(shell, "kernel"):
             return None
-        from .widgets import RunView  # type: ignore[attr-defined]
+        from .widgets import RunView
     except Exception:
         return None
     try:

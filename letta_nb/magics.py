@@ -20,6 +20,7 @@ from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode
 from . import _kernel
 from .core.cursor import cell_key
 from .core.errors import ConfigurationError, LettaNbError
+from .core.status import SETTLED
 
 COMMANDS = ("connect", "agents", "agent", "runs", "attach", "cancel", "chunks", "status")
 #: Which of the line magic's options each subcommand accepts.
@@ -40,7 +41,6 @@ _ARITY = {
     "chunks": (1, 1),
     "status": (0, 0),
 }
-_SETTLED = frozenset({"requires_approval", "completed", "failed", "cancelled", "detached", "error"})
 
 
 def _fail(err: LettaNbError | str) -> None:
@@ -127,7 +127,7 @@ class LettaMagics(Magics):
     @argument("--auto-approve", action="store_true", help="approve tool calls automatically")
     @argument("--auto-deny", action="store_true", help="deny tool calls automatically")
     @argument("--out", metavar="VAR", help="store the RunHandle in the variable VAR")
-    @cell_magic("letta")
+    @cell_magic("letta")  # type: ignore[arg-type]  # IPython types the decorator as Never
     def letta_cell(self, line: str, cell: str) -> None:
         """Send the cell body to a Letta agent as a background run and show it live.
 
@@ -180,7 +180,7 @@ class LettaMagics(Magics):
             policy=self._policy(args),
         )
         self.last_handle = handle
-        if args.out:
+        if args.out and self.shell is not None:
             self.shell.user_ns[args.out] = handle
         wait = self.wait if args.wait is None else args.wait
         if wait:
@@ -193,7 +193,7 @@ class LettaMagics(Magics):
         text = handle.transcript
         if text:
             print(text)
-        if status not in _SETTLED:
+        if status not in SETTLED:
             _fail(
                 f"still {status} after {timeout:g} s; the run goes on (re-run the cell to "
                 f"resume it)"
@@ -227,7 +227,7 @@ class LettaMagics(Magics):
         metavar="SEQ",
         help="attach: resume after this seq (default 0: the whole run)",
     )
-    @line_magic("letta")
+    @line_magic("letta")  # type: ignore[arg-type]  # IPython types the decorator as Never
     def letta_line(self, line: str) -> Any:
         """Connection, agents and runs.
 

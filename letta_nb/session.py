@@ -28,8 +28,9 @@ from .core.errors import (
     Unauthorized,
 )
 from .core.secrets import mask, register_secret
+from .core.status import FINISHED, SETTLED
 from .core.transcript import Transcript
-from .follower import SETTLED, Follower, Policy
+from .follower import Follower, Policy
 from .handle import RunHandle
 
 #: Transcripts longer than this (characters) are not cached in the cursor store.
@@ -39,8 +40,6 @@ LETTA_CLOUD_URL = "https://api.letta.com"
 
 DEMO_AGENT = "demo-analyst"
 DEMO_MODEL = "letta_nb/demo"
-#: Statuses whose cursor is finished: re-running the cell shows it, the server is not asked.
-DONE = frozenset({"completed", "failed", "cancelled", "requires_approval"})
 PERSIST_EVERY = 2.0
 
 _current: Session | None = None
@@ -171,7 +170,7 @@ class Session:
             for rid in cur.runs[:-1]:  # earlier runs the records do not cover: replay them
                 self._replay(transcript, rid, cur.seqs.get(rid, 0))
             follower = self._new_follower(agent_id, transcript, policy)
-            done = cur.status in DONE and cur.records_current
+            done = cur.status in FINISHED and cur.records_current
             if done:
                 self._restore(follower, cur)
             self._register(key, follower, cur)
@@ -278,7 +277,7 @@ class Session:
         self._keys[id(follower)] = key
         for rid in cur.runs:
             self._followers[rid] = follower
-        state = {"last": 0.0, "status": None, "runs": 0}
+        state: dict[str, Any] = {"last": 0.0, "status": None, "runs": 0}
         message = cur.message
 
         def persist(f: Follower) -> None:
@@ -361,8 +360,8 @@ def _embedded() -> tuple[str, Any]:
     try:
         from .server.launcher import ensure_server
     except ImportError:
-        ensure_server = None
-    if ensure_server is not None:
+        pass
+    else:
         try:
             return ensure_server(state / "server"), None
         except (OSError, RuntimeError, TimeoutError):
@@ -394,6 +393,7 @@ def connect(
     embedded = base_url is None
     if embedded:
         base_url, server = _embedded()
+    assert base_url is not None
     backend = (backend_factory or Backend)(base_url, api_key)
     backend.reattaches_otid = embedded
     session = Session(backend, server=server)

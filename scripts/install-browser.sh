@@ -37,15 +37,19 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 echo "install-browser: chromium missing; running apt-get update ..."
-if ! apt-get update -qq; then
+aptlog="$(mktemp)"
+if ! apt-get update -qq >"$aptlog" 2>&1; then
+    cat "$aptlog" >&2
     echo "install-browser: ERROR apt-get update failed; cannot install chromium." >&2
     exit 1
 fi
 echo "install-browser: running apt-get install -y chromium ..."
-if ! apt-get install -y -qq chromium; then
+if ! apt-get install -y -qq chromium >"$aptlog" 2>&1; then
+    cat "$aptlog" >&2
     echo "install-browser: ERROR apt-get install chromium failed." >&2
     exit 1
 fi
+rm -f "$aptlog"
 
 if path="$(found)"; then
     echo "install-browser: installed chromium at $path ($("$path" --version 2>/dev/null || echo 'version unknown'))."

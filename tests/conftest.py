@@ -1,4 +1,4 @@
-"""Shared fixtures: the golden recordings and an embedded server (when it exists)."""
+"""Shared fixtures: the recorded Letta traffic and an embedded server."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-GOLDEN_DIR = REPO_ROOT.parent / "shared" / "letta-golden"
+#: Recorded traffic of the real Letta 0.16.8 server (tests/fixtures/README.md says where from).
+GOLDEN_DIR = REPO_ROOT / "tests" / "fixtures" / "letta-golden"
 if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
 _HELPERS = str(Path(__file__).resolve().parent / "core")
@@ -19,23 +20,18 @@ if _HELPERS not in sys.path:  # lnb_golden: the pure SSE reader shared by core a
 
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
-    if not GOLDEN_DIR.is_dir():
-        pytest.skip(
-            f"golden recordings not found at {GOLDEN_DIR} (expected ../shared/"
-            "letta-golden next to the repo)"
-        )
+    if not (GOLDEN_DIR / "README.md").is_file():  # part of the repo: missing data is a failure
+        pytest.fail(f"the recorded Letta traffic is missing from {GOLDEN_DIR}")
     return GOLDEN_DIR
 
 
 @pytest.fixture(scope="session")
 def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """base_url of an in-process embedded server on a temporary database."""
-    server_mod = pytest.importorskip("letta_nb.server")
-    start = getattr(server_mod, "start_in_process", None)
-    if start is None:
-        pytest.skip("letta_nb.server.start_in_process is not available yet")
+    from letta_nb.server import start_in_process  # a broken server import fails the test
+
     db = tmp_path_factory.mktemp("embedded-server") / "server.sqlite3"
-    server = start(db)
+    server = start_in_process(db)
     try:
         yield server.base_url
     finally:

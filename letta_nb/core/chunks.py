@@ -12,46 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-PING = "ping"
-STOP_REASON = "stop_reason"
-USAGE = "usage_statistics"
-ERROR = "error_message"
-ASSISTANT = "assistant_message"
-REASONING = "reasoning_message"
-HIDDEN_REASONING = "hidden_reasoning_message"
-TOOL_CALL = "tool_call_message"
-TOOL_RETURN = "tool_return_message"
-APPROVAL_REQUEST = "approval_request_message"
-APPROVAL_RESPONSE = "approval_response_message"
-USER = "user_message"
-SYSTEM = "system_message"
-
-ACTIVE_STATUSES = frozenset({"created", "running"})
-FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
-
-#: Run status that each stop reason implies (Letta's `StopReasonType` table).
-STATUS_BY_STOP_REASON: Mapping[str, str] = {
-    "end_turn": "completed",
-    "max_steps": "completed",
-    "tool_rule": "completed",
-    "requires_approval": "completed",
-    "cancelled": "cancelled",
-    "error": "failed",
-    "llm_api_error": "failed",
-    "invalid_llm_response": "failed",
-    "invalid_tool_call": "failed",
-    "no_tool_call": "failed",
-    "max_tokens_exceeded": "failed",
-    "context_window_overflow_in_system_prompt": "failed",
-    "insufficient_credits": "failed",
-}
-
-
-def status_for_stop_reason(stop_reason: str | None) -> str:
-    """Unknown stop reasons (newer servers) are treated as failures, never as "still running"."""
-    if stop_reason is None:
-        return "running"
-    return STATUS_BY_STOP_REASON.get(stop_reason, "failed")
+from ..protocol import MessageType, StopReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,14 +40,17 @@ class Chunk:
 
     @property
     def is_ping(self) -> bool:
-        return self.message_type == PING
+        return self.message_type == MessageType.PING
 
     @property
     def is_terminal(self) -> bool:
         """A frame after which no further data of this run can follow a reader."""
-        if self.message_type == ERROR:
+        if self.message_type == MessageType.ERROR:
             return True
-        return self.message_type == STOP_REASON and self.data.get("stop_reason") == "cancelled"
+        return (
+            self.message_type == MessageType.STOP_REASON
+            and self.data.get("stop_reason") == StopReason.CANCELLED
+        )
 
     def with_seq(self, seq_id: int, run_id: str | None) -> Chunk:
         return Chunk(self.message_type, self.data, run_id or self.run_id, seq_id)
@@ -116,7 +80,7 @@ class SeqTracker:
 
     def accept(self, chunk: Chunk) -> Chunk | None:
         seq = chunk.seq_id
-        if chunk.message_type == PING:
+        if chunk.message_type == MessageType.PING:
             if seq is None:
                 return None
             self._prev = seq  # the stored ping is seq 1; keepalives repeat the last delivered

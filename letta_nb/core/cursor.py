@@ -112,7 +112,7 @@ class Cursor:
     def from_json(cls, text: str, records: str | None = None) -> Cursor:
         """A stored body (with `records` inside: older files) or state + records columns."""
         raw: Mapping[str, Any] = json.loads(text)
-        cur = cls(**{k: raw[k] for k in cls.__slots__ if k in raw})  # type: ignore[attr-defined]
+        cur = cls(**{k: raw[k] for k in cls.__slots__ if k in raw})
         if "records" not in raw:  # split storage: the records column, with its own seqs
             cached = json.loads(records) if records else {"records": [], "seqs": {}}
             cur.records = cached["records"]

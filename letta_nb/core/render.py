@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Iterable
 
-from . import chunks as ct
+from ..protocol import MessageType as MT
 from .transcript import Entry, Transcript
 
 
@@ -24,28 +25,28 @@ def _args_text(raw: str) -> str:
 def entry_text(entry: Entry) -> str | None:
     kind = entry.kind
     text = str(entry.text)
-    if kind == ct.ASSISTANT:
+    if kind == MT.ASSISTANT:
         return text
-    if kind in (ct.REASONING, ct.HIDDEN_REASONING):
+    if kind in (MT.REASONING, MT.HIDDEN_REASONING):
         return f"(thinking) {text}"
-    if kind == ct.TOOL_CALL:
+    if kind == MT.TOOL_CALL:
         return f"→ {entry.name}({_args_text(text)})"
-    if kind == ct.TOOL_RETURN:
+    if kind == MT.TOOL_RETURN:
         return f"← {entry.name} [{entry.status}]: {text}"
-    if kind == ct.APPROVAL_REQUEST:
+    if kind == MT.APPROVAL_REQUEST:
         return f"? approval requested: {entry.name}({_args_text(text)})"
-    if kind == ct.STOP_REASON:
+    if kind == MT.STOP_REASON:
         return f"■ {text}"
-    if kind == ct.USAGE:
+    if kind == MT.USAGE:
         extra = entry.extra
         return (
             f"  usage: {extra.get('total_tokens')} tokens "
             f"({extra.get('prompt_tokens')} prompt, {extra.get('completion_tokens')} "
             f"completion), {extra.get('step_count')} step(s)"
         )
-    if kind == ct.ERROR:
+    if kind == MT.ERROR:
         return f"✖ error: {text}"
-    if kind == ct.USER:
+    if kind == MT.USER:
         return f"> {text}"
     return f"[{kind}] {text}" if text else None
 
@@ -54,7 +55,7 @@ def render_text(transcript: Transcript, *, usage: bool = True) -> str:
     """Deterministic plain-text transcript of a whole chain."""
     lines: list[str] = []
     for entry in transcript.entries:
-        if entry.kind == ct.USAGE and not usage:
+        if entry.kind == MT.USAGE and not usage:
             continue
         line = entry_text(entry)
         if line is not None:
@@ -62,16 +63,16 @@ def render_text(transcript: Transcript, *, usage: bool = True) -> str:
     return "\n".join(lines)
 
 
-_STYLE = {
-    ct.REASONING: "color:#6b7280;font-style:italic",
-    ct.HIDDEN_REASONING: "color:#9ca3af;font-style:italic",
-    ct.ASSISTANT: "color:inherit",
-    ct.TOOL_CALL: "font-family:monospace;color:#1d4ed8",
-    ct.TOOL_RETURN: "font-family:monospace;color:#047857",
-    ct.APPROVAL_REQUEST: "font-family:monospace;color:#b45309;font-weight:600",
-    ct.STOP_REASON: "color:#6b7280;font-size:90%",
-    ct.USAGE: "color:#6b7280;font-size:90%",
-    ct.ERROR: "color:#b91c1c;font-weight:600",
+_STYLE: dict[str, str] = {
+    MT.REASONING: "color:#6b7280;font-style:italic",
+    MT.HIDDEN_REASONING: "color:#9ca3af;font-style:italic",
+    MT.ASSISTANT: "color:inherit",
+    MT.TOOL_CALL: "font-family:monospace;color:#1d4ed8",
+    MT.TOOL_RETURN: "font-family:monospace;color:#047857",
+    MT.APPROVAL_REQUEST: "font-family:monospace;color:#b45309;font-weight:600",
+    MT.STOP_REASON: "color:#6b7280;font-size:90%",
+    MT.USAGE: "color:#6b7280;font-size:90%",
+    MT.ERROR: "color:#b91c1c;font-weight:600",
 }
 
 
@@ -91,19 +92,19 @@ def entry_html(entry: Entry, tail: int | None = None) -> str:
     )
     body = html.escape(text)
     style = _STYLE.get(kind, "")
-    if kind == ct.REASONING or kind == ct.HIDDEN_REASONING:
+    if kind == MT.REASONING or kind == MT.HIDDEN_REASONING:
         inner = f"<details open><summary>thinking</summary>{prefix}{body}</details>"
-    elif kind == ct.TOOL_CALL:
+    elif kind == MT.TOOL_CALL:
         inner = f"→ <b>{html.escape(str(entry.name))}</b>({prefix}{body})"
-    elif kind == ct.TOOL_RETURN:
+    elif kind == MT.TOOL_RETURN:
         status = html.escape(str(entry.status))
         inner = f"← <b>{html.escape(str(entry.name))}</b> [{status}]: {prefix}{body}"
-    elif kind == ct.APPROVAL_REQUEST:
+    elif kind == MT.APPROVAL_REQUEST:
         inner = (
             f"approval requested: <b>{html.escape(str(entry.name))}</b>({prefix}{body})"
             f" <span style='color:#6b7280'>[{html.escape(str(entry.tool_call_id))}]</span>"
         )
-    elif kind in (ct.STOP_REASON, ct.USAGE, ct.ERROR):
+    elif kind in (MT.STOP_REASON, MT.USAGE, MT.ERROR):
         inner = html.escape(entry_text(entry) or "")
     else:
         inner = prefix + body
@@ -113,5 +114,7 @@ def entry_html(entry: Entry, tail: int | None = None) -> str:
     )
 
 
-def render_html(transcript: Transcript, *, tail: int | None = None) -> str:
-    return "".join(entry_html(e, tail) for e in transcript.entries)
+def render_html(transcript: Transcript | Iterable[Entry], *, tail: int | None = None) -> str:
+    """A transcript (or some of its entries) as HTML blocks."""
+    entries = transcript.entries if isinstance(transcript, Transcript) else transcript
+    return "".join(entry_html(e, tail) for e in entries)

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import chunks as ct
+from ..protocol import MessageType as MT
+from ..protocol import content_text
 from .chunks import Chunk, SeqTracker
 from .textbuf import TextBuffer
 
@@ -56,19 +57,6 @@ class Entry:
         fields["text"] = TextBuffer(fields.get("text") or "")
         fields["extra"] = dict(fields.get("extra") or {})
         return cls(**fields)
-
-
-def _content_text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            str(part.get("text", "")) if isinstance(part, Mapping) else str(part)
-            for part in content
-        )
-    return str(content)
 
 
 def _tool_call_of(data: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -115,7 +103,7 @@ class Transcript:
         """
         rid = chunk.run_id or run_id
         accepted = self.tracker(rid).accept(chunk)
-        if accepted is None or accepted.message_type == ct.PING:
+        if accepted is None or accepted.message_type == MT.PING:
             return accepted
         self._fold(accepted, rid)
         self.version += 1
@@ -129,17 +117,17 @@ class Transcript:
         kind = chunk.message_type
         data = chunk.data
         seq = chunk.seq_id
-        if kind == ct.STOP_REASON:
+        if kind == MT.STOP_REASON:
             reason = str(data.get("stop_reason"))
             if run_id is not None:
                 self.stop_reasons[run_id] = reason
             self._add(Entry(kind, run_id, text=TextBuffer(reason), seq_first=seq, seq_last=seq))
             return
-        if kind == ct.USAGE:
+        if kind == MT.USAGE:
             usage = {k: v for k, v in data.items() if k != "message_type"}
             self._add(Entry(kind, run_id, seq_first=seq, seq_last=seq, extra=usage))
             return
-        if kind == ct.ERROR:
+        if kind == MT.ERROR:
             text = str(data.get("message") or data.get("detail") or "the run failed")
             body = {k: v for k, v in data.items() if k != "message_type"}
             self._add(
@@ -162,13 +150,13 @@ class Transcript:
                 self._index[key] = entry
         entry.seq_last = seq
 
-        if kind == ct.ASSISTANT:
-            entry.text.append(_content_text(data.get("content")))
-        elif kind == ct.REASONING:
+        if kind == MT.ASSISTANT:
+            entry.text.append(content_text(data.get("content")))
+        elif kind == MT.REASONING:
             entry.text.append(str(data.get("reasoning") or ""))
-        elif kind == ct.HIDDEN_REASONING:
+        elif kind == MT.HIDDEN_REASONING:
             entry.text.append(str(data.get("hidden_reasoning") or ""))
-        elif kind in (ct.TOOL_CALL, ct.APPROVAL_REQUEST):
+        elif kind in (MT.TOOL_CALL, MT.APPROVAL_REQUEST):
             call = _tool_call_of(data)
             entry.name = entry.name or call.get("name")
             entry.tool_call_id = entry.tool_call_id or call.get("tool_call_id")
@@ -176,15 +164,15 @@ class Transcript:
             calls = data.get("tool_calls")
             if isinstance(calls, list) and calls and all(isinstance(c, Mapping) for c in calls):
                 entry.extra["tool_calls"] = [dict(c) for c in calls]
-        elif kind == ct.TOOL_RETURN:
+        elif kind == MT.TOOL_RETURN:
             entry.name = data.get("name") or entry.name
             entry.tool_call_id = data.get("tool_call_id") or entry.tool_call_id
             entry.status = data.get("status") or entry.status
             entry.text.append(str(data.get("tool_return") or ""))
-        elif kind == ct.USER:
-            entry.text.append(_content_text(data.get("content")))
+        elif kind == MT.USER:
+            entry.text.append(content_text(data.get("content")))
         else:
-            entry.text.append(_content_text(data.get("content")))
+            entry.text.append(content_text(data.get("content")))
             entry.extra.setdefault("raw", dict(data))
 
     def _add(self, entry: Entry) -> None:
@@ -204,7 +192,7 @@ class Transcript:
     @property
     def error(self) -> Entry | None:
         for entry in reversed(self.entries):
-            if entry.kind == ct.ERROR and entry.run_id == self.run_id:
+            if entry.kind == MT.ERROR and entry.run_id == self.run_id:
                 return entry
         return None
 
@@ -215,7 +203,7 @@ class Transcript:
             return []
         calls: list[dict[str, Any]] = []
         for entry in self.entries:
-            if entry.run_id == rid and entry.kind == ct.APPROVAL_REQUEST:
+            if entry.run_id == rid and entry.kind == MT.APPROVAL_REQUEST:
                 calls.append(
                     {
                         "tool_call_id": entry.tool_call_id,
@@ -227,7 +215,7 @@ class Transcript:
 
     def assistant_text(self) -> str:
         """The agent's answer text across the chain, messages separated by blank lines."""
-        return "\n\n".join(str(e.text) for e in self.entries if e.kind == ct.ASSISTANT)
+        return "\n\n".join(str(e.text) for e in self.entries if e.kind == MT.ASSISTANT)
 
     def to_records(self) -> list[dict[str, Any]]:
         return [e.to_record() for e in self.entries]
@@ -246,7 +234,7 @@ class Transcript:
             tr.entries.append(entry)
             if entry.run_id and entry.run_id not in tr.runs:
                 tr.runs.append(entry.run_id)
-            if entry.kind == ct.STOP_REASON and entry.run_id:
+            if entry.kind == MT.STOP_REASON and entry.run_id:
                 tr.stop_reasons[entry.run_id] = str(entry.text)
             elif entry.id:
                 tr._index[(entry.run_id, str(entry.id), entry.kind)] = entry

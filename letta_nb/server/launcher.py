@@ -103,7 +103,7 @@ def stop_server(state_dir: str | Path) -> bool:
     found = _read(state)
     if not found:
         return False
-    pid = int(found.get("pid", 0))  # type: ignore[arg-type]
+    pid = int(str(found.get("pid", 0)))
     (state / DISCOVERY).unlink(missing_ok=True)
     if pid <= 0:
         return False

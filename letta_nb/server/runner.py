@@ -56,7 +56,7 @@ RECENT_KEEP = 16384  # committed frames a live run keeps in memory for its live 
 ARG_CHUNK = 8
 
 
-_encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_encode_str = json.encoder.encode_basestring
 
 
 def dumps(obj: Any) -> str:

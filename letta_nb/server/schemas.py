@@ -15,7 +15,6 @@ USER_ID = "user-00000000-0000-4000-8000-000000000000"
 ORG_ID = "org-00000000-0000-4000-8000-000000000000"
 
 COMPLETED_REASONS = frozenset({"end_turn", "max_steps", "tool_rule", "requires_approval"})
-ACTIVE_STATUSES = ("created", "running")
 
 _date_cache: tuple[int, str] = (0, "")
 

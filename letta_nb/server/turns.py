@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from letta_nb.protocol import content_text
 from letta_nb.server.errors import ApiError
 
 
@@ -40,18 +41,9 @@ class TurnRequest:
 
 
 def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, dict):
-                parts.append(str(part.get("text", "")))
-            else:
-                parts.append(str(part))
-        return "".join(parts)
-    if content is None:
-        return ""
+    """Letta accepts a string or a list of content parts; anything else is a 422."""
+    if content is None or isinstance(content, str | list):
+        return content_text(content)
     raise ApiError(422, "message content must be a string or a list of content parts")
 
 

@@ -11,10 +11,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-ACTIVE = frozenset({"starting", "running"})
-#: Statuses after which the follower reads nothing more (requires_approval waits for a click).
-FINAL = frozenset({"completed", "failed", "cancelled", "detached", "error"})
-
 _STATUS_COLOR = {
     "starting": "#6b7280",
     "running": "#1d4ed8",

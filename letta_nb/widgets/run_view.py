@@ -18,7 +18,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 import ipywidgets as widgets
@@ -26,9 +25,11 @@ import ipywidgets as widgets
 from .. import _kernel
 from ..core.errors import LettaNbError
 from ..core.render import render_html
+from ..core.status import LIVE as ACTIVE
+from ..core.status import OVER as FINAL
 from ..core.throttle import Throttle
 from .approval import ApprovalCard
-from .header import ACTIVE, FINAL, header_html
+from .header import header_html
 from .pump import InlinePump, ThreadPump, shared_pump
 from .shared import Shared
 from .transcript_view import TranscriptView
@@ -163,7 +164,8 @@ class RunView(widgets.VBox):
         if self._controls is not None:
             parts.append(self._controls)
         children = tuple(parts)
-        if children != self.children:
+        current = tuple(self.children)  # type: ignore[has-type]  # a trait of an untyped base
+        if children != current:
             self.children = children
 
     def _build_controls(self) -> widgets.HBox:
@@ -224,14 +226,14 @@ class RunView(widgets.VBox):
         transcript = getattr(self.follower, "transcript", None)
         entries = list(getattr(transcript, "entries", None) or [])
         skipped = max(0, len(entries) - SNAPSHOT_ENTRIES)
-        shown = SimpleNamespace(entries=entries[skipped:])
+        shown = entries[skipped:]
         label = f"letta_nb run · agent {self.agent}" if self.agent else "letta_nb run"
         more = f" · {skipped:,} earlier messages not shown" if skipped else ""
         return (
             f'<div class="lnb-snapshot"><div style="color:#6b7280;font-size:90%">'
             f"{html.escape(label)} (transcript when displayed{more})</div>"
             f"{render_html(shown, tail=self.messages.tail)}</div>"
-        )  # type: ignore[arg-type]
+        )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
         bundle = super()._repr_mimebundle_(**kwargs)

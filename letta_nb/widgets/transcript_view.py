@@ -26,14 +26,14 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..core import chunks as ct
 from ..core import render
 from ..core.render import entry_html
 from ..core.transcript import Entry
+from ..protocol import MessageType as MT
 from .shared import Shared
 
 #: Kinds whose text streams in long runs of deltas: shown as segments while live.
-SEGMENTED = frozenset({ct.ASSISTANT, ct.REASONING, ct.HIDDEN_REASONING})
+SEGMENTED = frozenset({MT.ASSISTANT, MT.REASONING, MT.HIDDEN_REASONING})
 #: Default characters per segment of a live message.
 SEGMENT = 1024
 #: A message that grew by n characters since the last sync gets segments of >= FAST * n.
@@ -130,7 +130,7 @@ def segment_html(entry: Entry, text: str, *, head: bool) -> str:
     style = render._STYLE.get(kind, "")  # the same look as entry_html
     body = html.escape(text)
     if head:
-        if kind in (ct.REASONING, ct.HIDDEN_REASONING):
+        if kind in (MT.REASONING, MT.HIDDEN_REASONING):
             body = f"<details open><summary>thinking</summary>{body}</details>"
         return (
             f'<div class="{_kind_class(kind)} lnb-seg" '

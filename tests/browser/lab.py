@@ -2,7 +2,7 @@
 
 Kept free of pytest so scenario tests (and ad-hoc debugging scripts) can import
 it directly. Every wait here is bounded: a hung browser or kernel must fail the
-test with a message, never hang CI. Recipe: shared/docs/jupyter-engineering.md §2(e).
+test with a message, never hang CI. Recipe: tests/browser/README.md.
 """
 
 from __future__ import annotations

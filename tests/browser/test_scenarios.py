@@ -44,7 +44,6 @@ CONNECT = "%load_ext letta_nb\n%letta connect"
 TUTORIAL = "notebooks/03-approvals.ipynb"
 #: A live cell that streams visibly: 60 tokens, 40 ms apart (~2.4 s of streaming).
 VISIBLE_STREAM = "/long 60 40"
-FINAL_STATUSES = ("completed", "failed", "cancelled", "error", "detached")
 TOKEN = re.compile(r"\btoken(\d+)\b")
 CONNECTED = re.compile(r"connected to (http://\S+)")
 

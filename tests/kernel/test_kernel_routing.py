@@ -1,7 +1,8 @@
 """A real kernel: a run's widget updates stay in its cell while other cells run; restarts resume.
 
 Each test runs on ipykernel 7.4 and 6.31 (the `kernel_variant` fixture in conftest.py): thread
-output routing differs between them (jupyter-engineering §2a), the behaviour must not.
+output routing differs between them (ipykernel 7.1 routes thread output to the latest cell),
+the behaviour must not.
 
 Cells execute through jupyter_client like nbclient does (no cellId), so the cursor key is the
 hash of agent + cell source: re-running the same cell text finds the same cursor.

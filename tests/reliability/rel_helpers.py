@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from letta_nb.core import chunks as ct
 from letta_nb.core.chunks import Chunk, SeqTracker
 from letta_nb.core.transcript import Transcript
+from letta_nb.protocol import MessageType as MT
 
 Frame = tuple[int, str, str]  # (seq, message_type, canonical JSON of the payload)
 
@@ -56,8 +56,8 @@ def replay(backend: Any, run_id: str) -> list[Frame]:
             if acc is None:
                 continue
             out.append((int(acc.seq_id or 0), acc.message_type, canon(acc.data)))
-            if acc.message_type == ct.ERROR or (
-                acc.message_type == ct.STOP_REASON and acc.data.get("stop_reason") == "cancelled"
+            if acc.message_type == MT.ERROR or (
+                acc.message_type == MT.STOP_REASON and acc.data.get("stop_reason") == "cancelled"
             ):
                 break
     finally:

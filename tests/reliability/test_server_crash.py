@@ -97,7 +97,8 @@ def test_kill_9_mid_run_restart_same_db_and_port(
     assert len(want) > seq_at_kill  # frames stored after the follower's last one came too
     assert len(direct.list_runs(agent_id=agent_id, limit=1000)) == 1  # no second run
 
-    widgets = pytest.importorskip("letta_nb.widgets")
+    from letta_nb import widgets
+
     view = widgets.RunView(handle, pump=widgets.InlinePump())
     view.flush()
     assert ">failed<" in view.header.value

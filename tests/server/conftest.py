@@ -16,9 +16,6 @@ from scripted_brain import HANDLE, ScriptedBrain
 
 from letta_nb.server import EmbeddedServer, start_in_process
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-GOLDEN = REPO_ROOT.parent / "shared" / "letta-golden"
-
 
 @pytest.fixture(scope="session")
 def brains() -> dict[str, ScriptedBrain]:
@@ -49,10 +46,5 @@ def agent_id(client: Letta) -> str:
 
 
 @pytest.fixture(scope="session")
-def golden() -> Path:
-    if not GOLDEN.is_dir():
-        pytest.skip(
-            f"GOLDEN DATA MISSING: expected the recorded Letta exchanges at {GOLDEN} "
-            "(../shared/letta-golden beside the repo); golden comparisons skipped"
-        )
-    return GOLDEN
+def golden(golden_dir: Path) -> Path:
+    return golden_dir

@@ -1,4 +1,4 @@
-"""Our wire shapes against the recorded Letta 0.16.8 server (``../shared/letta-golden``).
+"""Our wire shapes against the recorded Letta 0.16.8 server (``tests/fixtures/letta-golden``).
 
 Each scenario runs the equivalent exchange on the embedded server (scripted test brain) and
 compares shapes (see ``golden_shapes``): frame key order and value types, the message_type

@@ -14,11 +14,7 @@ from server_helpers import bg, frame_json, frames, post_sse
 
 from letta_nb.server import EmbeddedServer, start_in_process
 from letta_nb.server.brains.base import accepts_workdir
-from letta_nb.server.brains.registry import DEMO_HANDLE, default_brains
-
-needs_demo = pytest.mark.skipif(
-    DEMO_HANDLE not in default_brains(), reason="demo brain not installed"
-)
+from letta_nb.server.brains.registry import DEMO_HANDLE
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +34,6 @@ def test_sleep_between_deltas_keeps_one_message(client: Letta, agent_id: str) ->
     assert len(stored) == 1 and stored[0].content == "w0000 w0001 w0002 w0003 w0004"
 
 
-@needs_demo
 def test_demo_long_with_delay_is_one_message(demo_server: EmbeddedServer) -> None:
     c = Letta(base_url=demo_server.base_url, max_retries=0, timeout=30)
     agent = c.agents.create(model=DEMO_HANDLE).id
@@ -48,7 +43,6 @@ def test_demo_long_with_delay_is_one_message(demo_server: EmbeddedServer) -> Non
     assert len({d.id for d in deltas}) == 1
 
 
-@needs_demo
 def test_workdir_is_passed_by_runner_not_shown(demo_server: EmbeddedServer) -> None:
     c = Letta(base_url=demo_server.base_url, max_retries=0, timeout=30)
     agent = c.agents.create(model=DEMO_HANDLE).id

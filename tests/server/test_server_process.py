@@ -14,13 +14,8 @@ import httpx
 import pytest
 from letta_client import Letta
 
-from letta_nb.server.brains.registry import DEMO_HANDLE, default_brains
+from letta_nb.server.brains.registry import DEMO_HANDLE
 from letta_nb.server.launcher import ensure_server, stop_server
-
-needs_demo = pytest.mark.skipif(
-    DEMO_HANDLE not in default_brains(),
-    reason="the demo brain (letta_nb.server.brains.demo) is missing",
-)
 
 
 def _spawn(db: Path, port_file: Path) -> tuple[subprocess.Popen, str]:
@@ -55,7 +50,6 @@ def _spawn(db: Path, port_file: Path) -> tuple[subprocess.Popen, str]:
     raise TimeoutError("server subprocess did not start")
 
 
-@needs_demo
 def test_kill_9_mid_run_then_restart(tmp_path: Path) -> None:
     db, port_file = tmp_path / "s.sqlite3", tmp_path / "port"
     proc, url = _spawn(db, port_file)

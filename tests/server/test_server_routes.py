@@ -165,9 +165,7 @@ def test_token_auth() -> None:
 def test_default_model_is_demo_when_installed() -> None:
     from letta_nb.server.brains.registry import DEMO_HANDLE, default_brains
 
-    brains = default_brains()
-    if DEMO_HANDLE not in brains:
-        pytest.skip("letta_nb.server.brains.demo is not installed yet")
+    assert DEMO_HANDLE in default_brains()
     with start_in_process() as srv:
         c = Letta(base_url=srv.base_url, max_retries=0)
         assert c.agents.create().model == DEMO_HANDLE

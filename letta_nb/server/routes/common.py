@@ -123,7 +123,7 @@ def _matches(value: Any, schema: dict[str, Any]) -> bool:
         return False
     if not isinstance(value, _PY_TYPES[kind]):
         return False
-    if kind == "array" and "items" in schema:
+    if isinstance(value, list) and "items" in schema:
         return all(v is not None and _matches(v, schema["items"]) for v in value)
     return True
 

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from letta_nb.protocol import ACTIVE_RUN_STATUSES
 from letta_nb.server import schemas
 from letta_nb.server.errors import ApiError, not_found
 from letta_nb.server.ids import is_valid_run_id
@@ -51,9 +52,9 @@ async def list_runs(request: Request) -> list[dict[str, Any]]:
     statuses = q.getlist("statuses")
     if flag(q.get("active"), False):
         statuses = (
-            [s for s in statuses if s in schemas.ACTIVE_STATUSES]
+            [s for s in statuses if s in ACTIVE_RUN_STATUSES]
             if statuses
-            else list(schemas.ACTIVE_STATUSES)
+            else list(ACTIVE_RUN_STATUSES)
         )
         if not statuses:
             return []
@@ -63,7 +64,7 @@ async def list_runs(request: Request) -> list[dict[str, Any]]:
 @router.get("/v1/runs/active")
 async def list_active_runs(request: Request) -> list[dict[str, Any]]:
     """Deprecated alias kept because the real server still serves it."""
-    return _list(request, statuses=list(schemas.ACTIVE_STATUSES), default_limit=100)
+    return _list(request, statuses=list(ACTIVE_RUN_STATUSES), default_limit=100)
 
 
 @router.get("/v1/runs/{run_id}")

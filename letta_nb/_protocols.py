@@ -1,0 +1,131 @@
+"""The typed seams between layers: what the run chain needs of a Letta server, what front ends
+read of a run chain.
+
+`Backend` (backend.py) is the one implementation of `LettaBackend` that talks to a server; the
+test fakes implement the same Protocols, so mypy checks them against what the real code uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .core.approval import ApprovalState
+    from .core.chunks import Chunk
+    from .core.transcript import Transcript
+
+
+class ChunkStream(Protocol):
+    """An open stream of a run's frames; `close()` may be called from another thread."""
+
+    def __iter__(self) -> Iterator[Chunk]: ...
+
+    def __next__(self) -> Chunk: ...
+
+    def close(self) -> None: ...
+
+
+class LettaBackend(Protocol):
+    """One Letta server (Cloud, self-hosted or embedded), as the run chain, session and frames
+    use it. Every method raises `core.errors` (one line, redacted), never an SDK exception."""
+
+    base_url: str
+    #: True when the server re-attaches a re-sent otid to the run it started.
+    reattaches_otid: bool
+
+    def health(self) -> dict[str, Any]: ...
+
+    def list_agents(self, *, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    def resolve_agent(self, name_or_id: str) -> dict[str, Any]: ...
+
+    def create_agent(self, name: str, model: str = ..., **kw: Any) -> dict[str, Any]: ...
+
+    def pending_approval(self, agent_id: str) -> list[dict[str, Any]]: ...
+
+    def start(
+        self,
+        agent_id: str,
+        messages: list[dict[str, Any]],
+        *,
+        otid: str,
+        background: bool = True,
+        stream_tokens: bool = True,
+        include_pings: bool = True,
+        timeout: float | None = None,
+    ) -> ChunkStream: ...
+
+    def resume(
+        self,
+        run_id: str,
+        starting_after: int = 0,
+        *,
+        batch_size: int | None = None,
+        include_pings: bool = True,
+        timeout: float | None = None,
+    ) -> ChunkStream: ...
+
+    def approve(
+        self, agent_id: str, approvals: list[dict[str, Any]], *, otid: str
+    ) -> ChunkStream: ...
+
+    def cancel(self, agent_id: str, run_ids: list[str] | None) -> dict[str, str]: ...
+
+    def get_run(self, run_id: str) -> dict[str, Any]: ...
+
+    def list_runs(
+        self,
+        *,
+        agent_id: str | None = None,
+        active: bool | None = None,
+        statuses: list[str] | None = None,
+        limit: int = 100,
+        order: str = "desc",
+    ) -> list[dict[str, Any]]: ...
+
+    def run_usage(self, run_id: str) -> dict[str, Any]: ...
+
+    def run_messages(self, run_id: str, limit: int = 1000) -> list[dict[str, Any]]: ...
+
+    def run_steps(self, run_id: str, limit: int = 1000) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+Listener = Callable[[Any], object]
+
+
+class RunChain(Protocol):
+    """What a front end (run view, magics, frames) reads of one followed run chain.
+
+    Listeners are called from the reader thread after each change; front ends only mark
+    themselves dirty there and draw on their own schedule.
+    """
+
+    agent_id: str
+    #: A `core.status.ChainStatus` value.
+    status: str
+    approval: ApprovalState | None
+    warning: str | None
+    error: str | None
+    transcript: Transcript
+
+    @property
+    def run_id(self) -> str | None: ...
+
+    @property
+    def runs(self) -> list[str]: ...
+
+    @property
+    def last_seq(self) -> int: ...
+
+    def add_listener(self, fn: Listener) -> None: ...
+
+    def remove_listener(self, fn: Listener) -> None: ...
+
+    def answer(self, approve: bool, reason: str | None = None) -> None: ...
+
+    def cancel(self) -> str: ...
+
+    def detach(self) -> None: ...
