@@ -27,7 +27,7 @@ from .core.errors import (
     StreamInterrupted,
     StreamTimeout,
 )
-from .core.status import SETTLED
+from .core.status import LIVE, SETTLED
 from .core.transcript import Transcript
 from .protocol import FINAL_RUN_STATUSES, status_for_stop_reason
 from .protocol import MessageType as MT
@@ -78,6 +78,11 @@ class Follower:
         self.batch_size: int | None = None
         self.started_at: float | None = None
         self.ended_at: float | None = None
+        #: Monotonic (start, end) of each stretch this chain was being worked on; a human's
+        #: wait for an approval lies between two stretches. A restored chain's total comes
+        #: from the server (`active_base`).
+        self._spans: list[list[float | None]] = []
+        self.active_base = 0.0
         self.background = True
         self._run_id: str | None = self.transcript.run_id
         self._listeners: list[Callable[[Follower], Any]] = []
@@ -151,12 +156,27 @@ class Follower:
             except Exception:  # a broken view must not kill the reader
                 pass
 
+    @property
+    def active_seconds(self) -> float:
+        """Seconds the chain's runs were being worked on here, human approval waits excluded."""
+        now = time.monotonic()
+        total = self.active_base
+        for start, end in self._spans:
+            assert start is not None
+            total += (now if end is None else end) - start
+        return max(0.0, total)
+
     def _set_status(self, status: str, *, error: str | None = None) -> None:
         self.status = status
         if error is not None:
             self.error = error
         if status in SETTLED and status != "requires_approval":
             self.ended_at = time.time()
+        open_span = bool(self._spans) and self._spans[-1][1] is None
+        if status in LIVE and not open_span:
+            self._spans.append([time.monotonic(), None])
+        elif status in SETTLED and open_span:
+            self._spans[-1][1] = time.monotonic()
         self._notify()
 
     # ---- starting ------------------------------------------------------------------------

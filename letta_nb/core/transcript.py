@@ -213,6 +213,12 @@ class Transcript:
                 )
         return calls
 
+    def total_tokens(self) -> int | None:
+        """Tokens the chain's runs reported (their usage frames), None before any report."""
+        totals = [e.extra.get("total_tokens") for e in self.entries if e.kind == MT.USAGE]
+        known = [int(t) for t in totals if isinstance(t, int)]
+        return sum(known) if known else None
+
     def assistant_text(self) -> str:
         """The agent's answer text across the chain, messages separated by blank lines."""
         return "\n\n".join(str(e.text) for e in self.entries if e.kind == MT.ASSISTANT)
