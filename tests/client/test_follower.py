@@ -15,7 +15,7 @@ from letta_nb.backend import Backend
 from letta_nb.core.errors import ApprovalError
 from letta_nb.core.render import render_text
 from letta_nb.core.transcript import Transcript
-from letta_nb.follower import Follower
+from letta_nb.run import Follower
 
 LONG = "05_replay_finished_run/01_replay_from_0_batch_1000.sse"
 BOUND = 120.0  # hang guard only: wait() returns as soon as the chain settles
@@ -136,21 +136,21 @@ def test_stop_reason_then_eof_reads_the_tail_once(golden_dir: Path) -> None:
     assert f.transcript.to_records() == _uncut(golden_dir / rel).to_records()
 
 
-def test_repeated_empty_eofs_ask_the_server(golden_dir: Path) -> None:
+def test_a_run_whose_frames_stop_early_is_incomplete_never_completed(golden_dir: Path) -> None:
+    """The server calls the run completed, but its stream ends ([DONE]) at seq 10 every time:
+    after `eof_checks` empty streams the follower asks the server and says incomplete."""
     fake = FakeLetta([golden_dir / LONG])
     f = _follower(fake)
     f.start([{"role": "user", "content": "x"}])
     assert f.wait(BOUND) == "completed"
     rid = f.run_id
-    # a new follower whose server only ever returns empty streams for this run
-    fake.runs[rid].frames = [fr for fr in fake.runs[rid].frames if fr.seq <= 10] + [
-        fr for fr in fake.runs[rid].frames if fr.seq > 1000
-    ]
+    fake.runs[rid].frames = [fr for fr in fake.runs[rid].frames if fr.seq <= 10 or fr.done]
     g = _follower(fake)
     g.eof_checks = 2
     g.follow(rid)
-    assert g.wait(BOUND) == "completed"
+    assert g.wait(BOUND) == "incomplete", g.error
     assert g.last_seq == 10 and len(fake.resumes) >= 2
+    assert g.warning and "frames stop at seq 10" in g.warning and "\n" not in g.warning
 
 
 def test_unknown_run_is_one_line_not_found() -> None:

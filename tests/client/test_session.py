@@ -12,7 +12,7 @@ import letta_nb.session as session_mod
 from letta_nb.backend import Backend
 from letta_nb.core.cursor import CursorStore
 from letta_nb.core.transcript import Transcript
-from letta_nb.follower import Follower
+from letta_nb.run import Follower
 from letta_nb.session import Session
 
 LONG = "05_replay_finished_run/01_replay_from_0_batch_1000.sse"

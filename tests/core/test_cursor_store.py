@@ -14,6 +14,7 @@ def _cursor(key: str = "cell:nb.ipynb:abc") -> Cursor:
     tr = Transcript()
     from letta_nb.core.chunks import Chunk
 
+    tr.begin_stream("run-1", 1)  # seq 1 is the run's ping
     for i, word in enumerate(["Hello", " there"], start=2):
         tr.apply(Chunk("assistant_message", {"id": "message-1", "content": word}, "run-1", i))
     tr.apply(Chunk("stop_reason", {"stop_reason": "end_turn"}), "run-1")
