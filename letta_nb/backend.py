@@ -120,20 +120,32 @@ def _detail(body: Any) -> str:
 
 
 class _Frames(Stream[object]):
-    """The SDK's stream of plain JSON frames, noting whether the server ended it with [DONE].
+    """The SDK's stream of plain JSON frames, noting how the server ended the response.
 
     The SDK ends iteration quietly both at `[DONE]` and at an EOF, even one in the middle of a
-    frame (it drops the partial event). Only `[DONE]` means the server finished the response;
-    anything else is a cut that merely looks clean.
+    frame (it drops the partial event). Only `[DONE]` means the server finished the response:
+    a body that brought bytes but no `[DONE]` was cut, however clean the EOF looked. (A body
+    with no bytes at all is the embedded server's answer to a resume past a run's end.)
     """
 
     done = False
+    received = False
 
     def _iter_events(self) -> Iterator[ServerSentEvent]:
-        for sse in super()._iter_events():
+        for sse in self._decoder.iter_bytes(self._bytes()):
             if sse.data.startswith("[DONE]"):
                 self.done = True
             yield sse
+
+    def _bytes(self) -> Iterator[bytes]:
+        for piece in self.response.iter_bytes():
+            if piece:
+                self.received = True
+            yield piece
+
+    @property
+    def cut(self) -> bool:
+        return self.received and not self.done
 
 
 class ChunkStream:
@@ -351,7 +363,7 @@ class Backend:
         try:
             for item in stream:
                 yield convert(item)
-            if not getattr(stream, "done", True):
+            if getattr(stream, "cut", False):
                 raise StreamInterrupted(f"the stream of {what} ended before the server finished it")
         except APIStatusError as exc:
             if exc.status_code == 200:  # `event: error`: the run failed, the body says why

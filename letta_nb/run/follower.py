@@ -326,7 +326,7 @@ class Follower:
                     self._finish(run_id, self._reader.read_finished(run_id, run, stop=stop))
                     return
             self._set_status(ChainStatus.RUNNING)
-            self._chain(self._reader._resumer(run_id), stop)
+            self._chain(self._reader.resumer(run_id), stop)
 
         self._launch(body)
 
@@ -644,3 +644,12 @@ def _complete_args(raw: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+if TYPE_CHECKING:
+    from .._protocols import RunChain
+    from .reader import ReadingChain
+
+    def _conforms(f: Follower) -> tuple[RunChain, ReadingChain]:
+        """mypy checks here that the follower is what front ends and its reader rely on."""
+        return f, f

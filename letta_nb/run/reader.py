@@ -176,7 +176,7 @@ class RunReader:
                     continue
                 self._backoff(failures, str(exc), stop)
                 self._reconnecting(str(exc), failures)
-                opener = self._resumer(rid)
+                opener = self.resumer(rid)
                 continue
             except ServerUnavailable as exc:
                 if stop.is_set():
@@ -194,7 +194,7 @@ class RunReader:
                     continue
                 self._backoff(failures, str(exc), stop)
                 self._reconnecting(str(exc), failures)
-                opener = self._resumer(chain.run_id)
+                opener = self.resumer(chain.run_id)
                 continue
             finally:
                 chain.opened(None)
@@ -206,7 +206,7 @@ class RunReader:
                 raise StreamInterrupted("the server closed the stream before naming its run")
             if gap:
                 self._reconnecting("a frame arrived past a hole in the seqs", 0)
-                opener = self._resumer(rid)
+                opener = self.resumer(rid)
                 continue
             # a clean end of the stream without the end of the run
             if end.stop_reason is not None:
@@ -227,7 +227,7 @@ class RunReader:
                     raise StreamInterrupted(f"the stream of run {rid} keeps ending without data")
             self._backoff(idle_eofs, "the stream ended early", stop)
             self._reconnecting("the stream ended early", idle_eofs)
-            opener = self._resumer(rid)
+            opener = self.resumer(rid)
 
     # ---- bounded reads of what is stored ---------------------------------------------------
     def read_finished(self, rid: str, run: dict[str, Any], *, stop: threading.Event) -> Ending:
@@ -349,11 +349,11 @@ class RunReader:
             )
             if rid is not None:
                 adopt(rid)
-                return self._resumer(rid)
+                return self.resumer(rid)
         self._backoff(failures, "the send broke before the first frame", stop)
         return send.resend
 
-    def _resumer(self, rid: str) -> Opener:
+    def resumer(self, rid: str) -> Opener:
         chain = self.chain
 
         def opener() -> Iterator[Chunk] | ChunkStream:

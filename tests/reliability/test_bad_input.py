@@ -202,7 +202,7 @@ def pending_approval_send(env: Env) -> str:
     # the HTTP form (non-streaming POST) maps to PendingApproval, not retried by the SDK
     exc_line = _line_of(
         lambda: env.backend._call(
-            lambda: env.backend._once.agents.messages.create(
+            lambda: env.backend._client.agents.messages.create(
                 env.agent["id"], messages=[{"role": "user", "content": "hi"}]
             ),
             "send",
