@@ -487,3 +487,36 @@ def test_resuming_client_reassembles_every_frame_exactly_once(sse_port: int, see
     assert cuts == stats.cuts >= 5, f"seed={seed} {stats}"
     assert stats.cuts_boundary and stats.cuts_mid_frame and stats.stalls
     assert stats.internal_errors == 0
+
+
+# --------------------------------------------------------------------------- REST and budgets
+
+
+def test_rest_cuts_break_json_bodies_inside(sse_port: int) -> None:
+    """`cut_rest`: a non-streaming answer ends inside its body (the client sees a broken
+    response, never a shorter valid one); streams are left alone by it."""
+    with proxy_for(sse_port, seed=13, cut_rest=1.0) as proxy:
+        for _ in range(10):
+            with httpx.Client(base_url=proxy.base_url, timeout=TIMEOUT) as c:
+                with pytest.raises(httpx.TransportError):
+                    c.get("/json")
+        with httpx.Client(base_url=proxy.base_url, timeout=TIMEOUT) as c:
+            assert stream_body(c, "/stream") == (frames(1, N), None)
+        stats, faults = proxy.stats, proxy.faults
+    assert stats.cuts_rest == stats.faults == 10 and stats.cuts == 10
+    assert {f.kind for f in faults} == {"cut_rest"}
+    assert all(0 <= f.raw_offset < 520 for f in faults) and len({f.raw_offset for f in faults}) > 3
+
+
+def test_byte_budget_cuts_every_connection_whatever_it_carries(sse_port: int) -> None:
+    """`byte_budget=(lo, hi)`: each connection gets a seeded number of bytes, then is cut —
+    in a head, a JSON body or a stream alike (the issue's "cut after 600-20,000 bytes")."""
+    with proxy_for(sse_port, seed=14, byte_budget=(100, 900), rst=0.0) as proxy:
+        got: list[int] = []
+        for _ in range(12):
+            raw, _reset = raw_exchange(proxy.port, b"GET /stream?n=200 HTTP/1.1\r\nhost: x\r\n\r\n")
+            got.append(len(raw))
+        stats, faults = proxy.stats, proxy.faults
+    assert stats.cuts_budget == stats.faults == 12 == stats.connections
+    assert [f.raw_offset for f in faults] == got  # exactly the budget, byte for byte
+    assert all(100 <= n <= 900 for n in got) and len(set(got)) > 6
