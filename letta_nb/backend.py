@@ -19,7 +19,6 @@ import contextlib
 import os
 import random
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import partial
@@ -36,7 +35,7 @@ from letta_client import (
 from letta_client._streaming import ServerSentEvent
 from pydantic import BaseModel
 
-from .core.chunks import Chunk
+from .core.chunks import Chunk, new_otid
 from .core.clock import SYSTEM, Clock, epoch
 from .core.errors import (
     ConfigurationError,
@@ -54,15 +53,13 @@ from .core.errors import (
 from .core.secrets import mask, redact, register_secret
 from .protocol import MessageType as MT
 
+__all__ = ["Backend", "ChunkStream", "new_otid", "to_chunk"]
+
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 #: HTTP statuses an idempotent call retries (busy, or a proxy in between failing).
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 #: Largest page `GET /v1/runs/` serves; longer lists are paginated with `after`.
 RUNS_PAGE = 1000
-
-
-def new_otid() -> str:
-    return f"otid-{uuid.uuid4()}"
 
 
 def _plain(obj: BaseModel) -> dict[str, Any]:

@@ -8,12 +8,18 @@ point past them (see `SeqTracker`).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol import MessageType, StopReason
 from .errors import SeqGap
+
+
+def new_otid() -> str:
+    """A client id for one send's messages: a broken send's run is found again by it."""
+    return f"otid-{uuid.uuid4()}"
 
 
 @dataclass(frozen=True, slots=True)

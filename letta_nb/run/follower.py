@@ -20,6 +20,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..core.approval import SENDING, ApprovalState
+from ..core.chunks import new_otid
 from ..core.clock import SYSTEM, Clock, epoch
 from ..core.errors import (
     ApprovalError,
@@ -281,8 +282,6 @@ class Follower:
         timeout: float | None = None,
     ) -> None:
         """Send `messages` and follow the new run in a thread."""
-        from ..backend import new_otid  # lazy: keep the run chain importable without the SDK
-
         otid = otid or new_otid()
         self.background = background
         sent_at = self.clock.time()
@@ -437,8 +436,6 @@ class Follower:
     def _answer_opener(
         self, state: ApprovalState, approve: bool, reason: str | None
     ) -> tuple[Opener, Send, ApprovalState]:
-        from ..backend import new_otid
-
         otid = new_otid()
         answers = state.answers(approve, reason)
 

@@ -160,9 +160,7 @@ class MemoryBackend:
     ) -> MemoryStream:
         raise NotImplementedError("MemoryBackend serves stored runs only")
 
-    def approve(
-        self, agent_id: str, approvals: list[dict[str, Any]], *, otid: str
-    ) -> MemoryStream:
+    def approve(self, agent_id: str, approvals: list[dict[str, Any]], *, otid: str) -> MemoryStream:
         raise NotImplementedError("MemoryBackend serves stored runs only")
 
     # ---- REST ------------------------------------------------------------------------------

@@ -232,7 +232,9 @@ def test_a_relaunch_that_cannot_work_is_its_own_one_line() -> None:
         raise ServerUnavailable("the embedded server could not start: see /tmp/x/server.log")
 
     backend.on_unreachable = relaunch
-    with pytest.raises(ServerUnavailable, match="could not start: see /tmp/x/server.log"):
+    with pytest.raises(
+        ServerUnavailable, match=re.escape("could not start: see /tmp/x/server.log")
+    ):
         backend.get_run(RUN)
 
 

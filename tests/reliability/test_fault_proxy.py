@@ -497,9 +497,11 @@ def test_rest_cuts_break_json_bodies_inside(sse_port: int) -> None:
     response, never a shorter valid one); streams are left alone by it."""
     with proxy_for(sse_port, seed=13, cut_rest=1.0) as proxy:
         for _ in range(10):
-            with httpx.Client(base_url=proxy.base_url, timeout=TIMEOUT) as c:
-                with pytest.raises(httpx.TransportError):
-                    c.get("/json")
+            with (
+                httpx.Client(base_url=proxy.base_url, timeout=TIMEOUT) as c,
+                pytest.raises(httpx.TransportError),
+            ):
+                c.get("/json")
         with httpx.Client(base_url=proxy.base_url, timeout=TIMEOUT) as c:
             assert stream_body(c, "/stream") == (frames(1, N), None)
         stats, faults = proxy.stats, proxy.faults

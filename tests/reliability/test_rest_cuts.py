@@ -61,7 +61,9 @@ def _rows(frame: Any) -> list[tuple[int, str, str]]:
     """(seq, message_type, payload) of a chunks table, as `rel_helpers.replay` gives them."""
     return [
         (int(seq), str(kind), canon(data))
-        for seq, kind, data in zip(frame["seq_id"], frame["message_type"], frame["data"])
+        for seq, kind, data in zip(
+            frame["seq_id"], frame["message_type"], frame["data"], strict=True
+        )
         if kind != "ping"
     ]
 
