@@ -24,7 +24,7 @@ from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode
 from . import _kernel
 from .core.cursor import cell_key
 from .core.errors import ConfigurationError, LettaNbError
-from .core.status import SETTLED
+from .core.status import SETTLED, ChainStatus
 
 COMMANDS = ("connect", "agents", "agent", "runs", "attach", "cancel", "chunks", "status")
 #: Which of the line magic's options each subcommand accepts.
@@ -275,14 +275,14 @@ class LettaMagics(Magics):
                 f"still {status} after {timeout:g} s; the run goes on (re-run the cell to "
                 f"resume it)"
             )
-        elif status == "requires_approval":
+        elif status == ChainStatus.REQUIRES_APPROVAL:
             _fail(
                 "the run is waiting for an approval: use the buttons below, "
                 "--auto-approve / --auto-deny, or the handle's .approve() / .deny()"
             )
             if _kernel.in_kernel():
                 display(self._view(handle, key=key))
-        elif status in ("failed", "error") and handle.error:
+        elif status in (ChainStatus.FAILED, ChainStatus.ERROR) and handle.error:
             _fail(handle.error)
 
     # ---- %letta --------------------------------------------------------------------------

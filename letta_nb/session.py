@@ -217,7 +217,7 @@ class Session:
         policy: str | Policy | None,
     ) -> RunHandle:
         follower = self._new_follower(agent["id"], Transcript(), policy)
-        cur = Cursor(key=key, agent_id=agent["id"], message=message, status="starting")
+        cur = Cursor(key=key, agent_id=agent["id"], message=message, status=ChainStatus.STARTING)
         with self._lock:
             self._register(key, follower, cur)
         client_timeout = None
@@ -257,7 +257,7 @@ class Session:
             agent_id = self.resolve(agent)["id"]
         key = f"run:{run_id}"
         follower = self._new_follower(agent_id, Transcript(), None)
-        cur = Cursor(key=key, agent_id=agent_id, runs=[run_id], status="running")
+        cur = Cursor(key=key, agent_id=agent_id, runs=[run_id], status=ChainStatus.RUNNING)
         with self._lock:
             self._register(key, follower, cur)
         follower.follow(run_id, starting_after=starting_after, batch_size=batch_size)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol import MessageType as MT
-from ..protocol import content_text
+from ..protocol import StopReason, content_text
 from .chunks import Chunk, SeqTracker
 from .textbuf import TextBuffer
 
@@ -212,7 +212,7 @@ class Transcript:
     def pending_tool_calls(self) -> list[dict[str, Any]]:
         """Tool calls awaiting approval, if the newest run stopped with requires_approval."""
         rid = self.run_id
-        if rid is None or self.stop_reasons.get(rid) != "requires_approval":
+        if rid is None or self.stop_reasons.get(rid) != StopReason.REQUIRES_APPROVAL:
             return []
         calls: list[dict[str, Any]] = []
         for entry in self.entries:

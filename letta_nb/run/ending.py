@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..core.chunks import Chunk
 from ..core.status import ChainStatus
 from ..protocol import MessageType as MT
-from ..protocol import status_for_stop_reason
+from ..protocol import StopReason, status_for_stop_reason
 
 #: Frames the end-of-run rule looks at (the others are content).
 CONTROL = frozenset({MT.STOP_REASON, MT.USAGE, MT.ERROR})
@@ -34,7 +34,7 @@ class RunEnd:
         kind = acc.message_type
         if kind == MT.STOP_REASON:
             self.stop_reason = str(acc.data.get("stop_reason"))
-            self.over = self.stop_reason == "cancelled"
+            self.over = self.stop_reason == StopReason.CANCELLED
         elif kind == MT.ERROR:
             self.error = acc
             self.over = True
@@ -47,7 +47,7 @@ class RunEnd:
         """The run's status by its frames (Letta's stop-reason table; an error fails it)."""
         if self.stop_reason is None and self.error is None:
             return ChainStatus.FAILED  # over without a stop reason: nothing says it worked
-        status = ChainStatus(status_for_stop_reason(self.stop_reason or "error").value)
+        status = ChainStatus(status_for_stop_reason(self.stop_reason or StopReason.ERROR).value)
         if self.error is not None and status == ChainStatus.COMPLETED:
             return ChainStatus.FAILED
         return status

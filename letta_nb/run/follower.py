@@ -11,9 +11,11 @@ seqs of stop_reason/usage, so a resume never asks for a frame twice and never as
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import math
+import queue
 import threading
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -31,7 +33,7 @@ from ..core.errors import (
 )
 from ..core.status import LIVE, SETTLED, ChainStatus
 from ..core.transcript import Transcript
-from ..protocol import FINAL_RUN_STATUSES
+from ..protocol import FINAL_RUN_STATUSES, RunStatus, StopReason
 from .reader import Ending, Opener, RunReader, Send
 from .reconnect import Backoff
 
@@ -44,6 +46,8 @@ Listener = Callable[[Any], object]
 STALL_WARNING = "no data for {:.0f} s: the run may be stalled (Cancel stops it server-side)"
 #: Bound of `wait(None)` / `wait(inf)`: a notebook cell never hangs forever.
 WAIT_BOUND = 3600.0
+#: A restored chain asks the server for its run durations this long after it is shown.
+DURATIONS_AFTER = 0.5
 
 
 class Follower:
@@ -123,8 +127,9 @@ class Follower:
         """A chain shown from its cursor: no reader, no server call that could start a run.
 
         `active_seconds` (the cursor's) is shown at once; with `server_durations` the server's
-        run durations (`total_duration_ns`) replace it when they arrive (a background thread;
-        listeners are told).
+        run durations (`total_duration_ns`) replace it when they arrive (a background thread,
+        `DURATIONS_AFTER` seconds later on one shared worker thread, so showing a cell costs no
+        thread and the first render never waits; listeners are told).
         """
         f = cls(
             backend,
@@ -147,13 +152,13 @@ class Follower:
         f._settled.set()
         f._named.set()
         if server_durations and transcript.runs:
-            threading.Thread(
-                target=f._load_durations, daemon=True, name="letta-nb-durations"
-            ).start()
+            _later(f._load_durations)
         return f
 
     def _load_durations(self) -> None:
         """The chain's active time from the server's run durations (approval waits excluded)."""
+        if self.clock.wait(self._stop, DURATIONS_AFTER):
+            return
         total = 0.0
         for rid in list(self.transcript.runs):
             try:
@@ -466,7 +471,7 @@ class Follower:
         if ending.error is not None:
             self.error = ending.error
         if (
-            ending.stop_reason == "requires_approval"
+            ending.stop_reason == StopReason.REQUIRES_APPROVAL
             and ending.status == ChainStatus.COMPLETED
             and rid is not None
         ):
@@ -513,8 +518,8 @@ class Follower:
             return str(self.status)
         if self.status in FINAL_RUN_STATUSES:
             return str(self.status)
-        result = self.backend.cancel(self.agent_id, [rid]).get(rid, "cancelled")
-        if self._settled.is_set() and result == "cancelled":
+        result = self.backend.cancel(self.agent_id, [rid]).get(rid, RunStatus.CANCELLED)
+        if self._settled.is_set() and result == RunStatus.CANCELLED:
             if self.approval is not None and self.approval.open:
                 self.approval.failed("the run was cancelled", retryable=False)
             self._set_status(ChainStatus.CANCELLED)
@@ -608,6 +613,28 @@ class Follower:
                 self._stall_warned = True
                 self.warning = STALL_WARNING.format(idle)
                 self._notify()
+
+
+_tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+_worker: threading.Thread | None = None
+_worker_lock = threading.Lock()
+
+
+def _later(task: Callable[[], None]) -> None:
+    """Run `task` on the one background worker (a daemon thread, started on first use)."""
+    global _worker
+    _tasks.put(task)
+    with _worker_lock:
+        if _worker is None or not _worker.is_alive():
+            _worker = threading.Thread(target=_work, daemon=True, name="letta-nb-background")
+            _worker.start()
+
+
+def _work() -> None:
+    while True:
+        task = _tasks.get()
+        with contextlib.suppress(Exception):  # a background refresh never stops the worker
+            task()
 
 
 #: Runs this long leave megabytes of freed per-frame garbage in the reader thread's heap.
