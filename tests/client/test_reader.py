@@ -13,7 +13,7 @@ from letta_nb.core.errors import StreamInterrupted
 from letta_nb.core.render import render_text
 from letta_nb.core.status import ChainStatus
 from letta_nb.core.transcript import Transcript
-from letta_nb.run import Follower, RunEnd, replay
+from letta_nb.run import Follower
 
 RID = "run-00000000-0000-4000-8000-0000000000aa"
 WORDS = 40  # seqs: ping 1, tokens 2..41, stop_reason 42, usage 43
@@ -97,22 +97,3 @@ def test_a_hole_the_server_keeps_is_never_completed(server_status: str, shown: s
     text = render_text(chain.transcript)
     assert "token8 token11 " in text and "token9" not in text and "token40" in text
     assert [after for _, after in backend.resumes] == [0, 9]  # one re-read, then accepted
-
-
-def test_replay_reads_to_a_known_end_through_cuts_and_never_past_it() -> None:
-    """The one bounded replay (session rebuilds, tables, tails): resumes, stops at `until`."""
-    backend = MemoryBackend(MemoryRun(RID, long_run(RID, WORDS)))
-    backend.cuts = [3, 0, 9]
-    tr = Transcript()
-    clock = ManualClock(instant=True)
-    from letta_nb.run import Backoff
-
-    done = replay(backend, RID, tr, RunEnd(), until=30, backoff=Backoff(clock=clock), clock=clock)
-    assert done.reached and tr.last_seq(RID) == 30 and done.reconnects == 3
-    assert [after for _, after in backend.resumes] == [0, 3, 3, 12]
-    again = replay(backend, RID, tr, RunEnd(), until=30, clock=clock)
-    assert again.reached and again.frames == 0 and len(backend.resumes) == 4  # nothing to read
-    end = RunEnd()
-    replay(backend, RID, tr, end, final=True, clock=clock)  # to the run's end: usage
-    assert end.over and end.stop_reason == "end_turn" and tr.last_seq(RID) == WORDS + 3
-    assert not backend.violations
