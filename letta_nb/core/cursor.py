@@ -188,6 +188,7 @@ class CursorStore:
         self._db: sqlite3.Connection | None = None
         self._warn = warn or log.warning
         self._failing: str | None = None  # the write problem last warned about
+        self._closed = False  # closed: memory only (a late listener writes nothing)
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -216,6 +217,8 @@ class CursorStore:
 
     def _guarded(self, op: Callable[[sqlite3.Connection], T], default: T, doing: str) -> T:
         """Run `op` on the file; bad local state costs one warning line, never the run."""
+        if self._closed:
+            return default
         try:
             result = op(self._conn())
         except sqlite3.DatabaseError as exc:
@@ -345,7 +348,9 @@ class CursorStore:
             self._guarded(remove, None, "write")
 
     def close(self) -> None:
+        """Release the file; afterwards the store answers from memory and writes nothing."""
         with self._lock:
+            self._closed = True
             if self._db is not None:
                 self._db.close()
                 self._db = None

@@ -516,8 +516,8 @@ class Follower:
         rid = self._run_id
         if rid is None:
             return str(self.status)
-        if self.status in FINAL_RUN_STATUSES:
-            return str(self.status)
+        if self.status in FINAL_RUN_STATUSES or self.status == ChainStatus.INCOMPLETE:
+            return str(self.status)  # over on the server: a cancel would change nothing
         result = self.backend.cancel(self.agent_id, [rid]).get(rid, RunStatus.CANCELLED)
         if self._settled.is_set() and result == RunStatus.CANCELLED:
             if self.approval is not None and self.approval.open:

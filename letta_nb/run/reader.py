@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.chunks import Chunk
-from ..core.errors import SeqGap, ServerUnavailable, StreamInterrupted, Unreachable
+from ..core.errors import (
+    LettaNbError,
+    SeqGap,
+    ServerUnavailable,
+    StreamInterrupted,
+    Unreachable,
+)
 from ..core.status import ChainStatus
 from ..protocol import FINAL_RUN_STATUSES, RunStatus
 from ..protocol import MessageType as MT
@@ -317,10 +323,8 @@ class RunReader:
     def _server_status(self, rid: str) -> RunStatus | None:
         try:
             status = self.chain.backend.get_run(rid).get("status")
-        except (StreamInterrupted, ServerUnavailable):
-            return None
-        except Exception:
-            return None
+        except LettaNbError:
+            return None  # unknown: the frames' own word stands (with the hole noted)
         return RunStatus(status) if status in FINAL_RUN_STATUSES else None
 
     # ---- reconnecting ----------------------------------------------------------------------
