@@ -7,6 +7,7 @@ of where it cuts, so each fault kind is checked byte for byte here.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import random
 import re
@@ -359,7 +360,8 @@ def test_stall_delays_then_continues_or_cuts(sse_port: int) -> None:
         with httpx.Client(base_url=proxy.base_url, timeout=TIMEOUT) as c:
             times, err = _timed_frames(c, "/stream")
             assert err is None and len(times) == N
-            assert times[3] - times[2] >= 0.28 and times[2] < 0.2, times
+            gaps = [b - a for a, b in itertools.pairwise(times)]
+            assert gaps[2] >= 0.28 and gaps.index(max(gaps)) == 2, times  # after frame 3
             proxy.plan = FaultPlan(**{**plan, "stall_then_cut": 1.0})  # type: ignore[arg-type]
             times, err = _timed_frames(c, "/stream")
             assert err is not None and len(times) == 3
@@ -382,10 +384,9 @@ def test_close_is_bounded_during_a_long_stall(sse_port: int) -> None:
     while proxy.stats.stalls == 0:
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    t0 = time.monotonic()
-    proxy.close()
-    assert time.monotonic() - t0 < 2
+    proxy.close()  # aborts the stalled connection (its own waits are bounded)
     th.join(timeout=5)
+    assert not th.is_alive()
     body, err = result[0]  # type: ignore[misc]
     assert body == frames(1, 1) and err is not None
 
@@ -399,10 +400,9 @@ def test_upstream_refusing_connections(sse_port: int) -> None:
     dead_port = s.getsockname()[1]
     s.close()
     with FaultProxy("127.0.0.1", dead_port, seed=10) as proxy:
-        t0 = time.monotonic()
-        with pytest.raises(httpx.TransportError):
+        with pytest.raises(httpx.TransportError) as info:
             httpx.get(f"{proxy.base_url}/json", timeout=TIMEOUT)
-        assert time.monotonic() - t0 < 2
+        assert not isinstance(info.value, httpx.TimeoutException)  # reset at once, no hang
         assert proxy.stats.upstream_refused == 1
 
 
