@@ -11,12 +11,13 @@ kernel that dies mid-run resumes from those seqs and re-reads the rest from the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .core.cursor import Cursor, CursorStore, default_state_dir
@@ -118,11 +119,17 @@ class Session:
         return self.backend.list_agents()
 
     def ensure_agent(self, name: str = DEMO_AGENT, model: str = DEMO_MODEL) -> dict[str, Any]:
-        try:
-            return self._remember(self.backend.resolve_agent(name))
-        except NotFound:
-            pass
-        return self._remember(self.backend.create_agent(name, model=model))
+        """The agent called `name`, created if the server has none.
+
+        Kernels of this machine do this one at a time per server (a lock file in the state
+        dir): N kernels connecting at once find one agent, never create N.
+        """
+        with _agent_lock(self.backend.base_url, name):
+            try:
+                return self._remember(self.backend.resolve_agent(name))
+            except NotFound:
+                pass
+            return self._remember(self.backend.create_agent(name, model=model))
 
     # ---- sending -------------------------------------------------------------------------
     def send(
@@ -418,6 +425,41 @@ class Session:
         if self.server is not None and hasattr(self.server, "stop"):
             self.server.stop()
         self.store.close()
+
+
+@contextlib.contextmanager
+def _agent_lock(base_url: str, name: str, timeout: float = 30.0) -> Iterator[None]:
+    """An exclusive lock per (server, agent name) for this user's kernels (bounded wait).
+
+    Without `fcntl` (not POSIX) or a writable state dir it does nothing: the worst case is a
+    duplicate agent, never a failed connect.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    digest = hashlib.sha256(f"{base_url}\0{name}".encode()).hexdigest()[:16]
+    path = default_state_dir() / "locks" / f"agent-{digest}.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    except OSError:
+        yield
+        return
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break  # another kernel is stuck: go on rather than hang
+                threading.Event().wait(0.02)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 # ---- connection resolution -----------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -293,3 +294,45 @@ def test_an_incomplete_chain_stays_incomplete_after_a_restart(
     again = _session(fake, db).send("LONG")
     assert again.status == "incomplete" and again.warning == h.warning
     assert len(fake.posts) == posts and again.transcript == h.transcript
+
+
+def test_kernels_connecting_at_once_create_one_demo_agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kernel A holds the agent lock while it creates the agent; kernel B, connecting at the
+    same moment, waits for it and then finds A's agent instead of creating a second one."""
+    from fake_backend import MemoryBackend
+
+    from letta_nb.core.errors import NotFound
+
+    monkeypatch.setenv("LETTA_NB_STATE_DIR", str(tmp_path / "state"))
+    agents: list[dict] = []
+    b_resolved = threading.Event()
+
+    class Server(MemoryBackend):
+        def __init__(self, kernel: str) -> None:
+            super().__init__()
+            self.kernel = kernel
+
+        def resolve_agent(self, name_or_id: str) -> dict:
+            if self.kernel == "B":
+                b_resolved.set()
+            found = [a for a in agents if a["name"] == name_or_id]
+            if not found:
+                raise NotFound(f"unknown agent '{name_or_id}'")
+            return found[0]
+
+        def create_agent(self, name: str, model: str = "letta_nb/demo", **kw: object) -> dict:
+            if self.kernel == "A":  # B connects while A is creating
+                other.start()
+                assert not b_resolved.wait(0.2), "B looked the agent up inside A's lock"
+            agents.append({"id": f"agent-{len(agents)}", "name": name, "model": model})
+            return agents[-1]
+
+    a = Session(Server("A"), store=CursorStore(tmp_path / "a.db"))
+    b = Session(Server("B"), store=CursorStore(tmp_path / "b.db"))
+    found: list[dict] = []
+    other = threading.Thread(target=lambda: found.append(b.ensure_agent()))
+    made = a.ensure_agent()
+    other.join(BOUND)
+    assert b_resolved.is_set() and found == [made] and len(agents) == 1
