@@ -321,7 +321,7 @@ def consume_bare(client: Any, run_id: str) -> int:
 
 def consume_lnb(backend: Any, agent_id: str, run_id: str, flushes: FlushLog) -> tuple[Any, Any]:
     """Follow the finished run with a RunView attached; return once the final state is drawn."""
-    from letta_nb.follower import Follower
+    from letta_nb.run import Follower
     from letta_nb.widgets import RunView
 
     follower = Follower(backend, agent_id=agent_id)
@@ -417,7 +417,7 @@ def bench_live(
     say: Callable[[str], None],
 ) -> dict[str, Any]:
     """Start `message` and follow it live with a RunView; comm traffic of the whole run."""
-    from letta_nb.follower import Follower
+    from letta_nb.run import Follower
     from letta_nb.widgets import RunView
 
     say(f"live traffic: {message} ...")

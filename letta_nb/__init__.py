@@ -10,11 +10,16 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    import pandas as pd
+
     from .handle import RunHandle
     from .session import Session
 
 __all__ = [
     "__version__",
+    "agents_frame",
     "attach",
     "chunks_frame",
     "connect",
@@ -24,8 +29,6 @@ __all__ = [
     "unload_ipython_extension",
     "usage_frame",
 ]
-
-_FRAMES = ("runs_frame", "chunks_frame", "usage_frame")
 
 
 def connect(base_url: str | None = None, api_key: str | None = None, **kw: Any) -> Session:
@@ -54,6 +57,43 @@ def attach(
     return current().attach(run_id, starting_after, batch_size=batch_size, **kw)
 
 
+def runs_frame(
+    agent: str | None = None, active: bool | None = None, limit: int = 100
+) -> pd.DataFrame:
+    """Recent runs (newest first) of the current session, optionally of one agent or active."""
+    from .session import current
+
+    return current().runs_frame(agent, active=active, limit=limit)
+
+
+def chunks_frame(run_id: str, batch_size: int | None = None) -> pd.DataFrame:
+    """Every stored frame of a run, replayed from the server (seq-less frames get their seq).
+
+    A run this kernel follows is read up to its cursor; a live run followed by nobody here
+    until a few seconds of silence; a finished run to its end. `batch_size` is passed to the
+    server's resume (frames per page of the stored replay).
+    """
+    from .session import current
+
+    return current().chunks_frame(run_id, batch_size=batch_size)
+
+
+def usage_frame(
+    run_ids: Iterable[str] | None = None, agent: str | None = None, limit: int = 100
+) -> pd.DataFrame:
+    """Token usage per run: the given runs, else the `limit` newest (of `agent`)."""
+    from .session import current
+
+    return current().usage_frame(run_ids, agent=agent, limit=limit)
+
+
+def agents_frame() -> pd.DataFrame:
+    """The current server's agents: name, id, model, creation time (UTC)."""
+    from .session import current
+
+    return current().agents_frame()
+
+
 def load_ipython_extension(ipython: Any) -> None:
     from . import magics
 
@@ -66,11 +106,3 @@ def unload_ipython_extension(ipython: Any) -> None:
     unloader = getattr(magics, "unload_ipython_extension", None)
     if unloader is not None:
         unloader(ipython)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _FRAMES:
-        from . import frames
-
-        return getattr(frames, name)
-    raise AttributeError(f"module 'letta_nb' has no attribute {name!r}")

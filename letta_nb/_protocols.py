@@ -34,6 +34,9 @@ class LettaBackend(Protocol):
     #: True when the server re-attaches a re-sent otid to the run it started.
     reattaches_otid: bool
 
+    # Streams end with `StreamInterrupted` unless the server finished them (`[DONE]`, an
+    # error event, or an empty body past a run's end); REST calls retry what may succeed.
+
     def health(self) -> dict[str, Any]: ...
 
     def list_agents(self, *, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]: ...
@@ -100,16 +103,33 @@ class RunChain(Protocol):
     """What a front end (run view, magics, frames) reads of one followed run chain.
 
     Listeners are called from the reader thread after each change; front ends only mark
-    themselves dirty there and draw on their own schedule.
+    themselves dirty there and draw on their own schedule. Everything is read-only here:
+    front ends act through `answer`, `cancel` and `detach`.
     """
 
-    agent_id: str
-    #: A `core.status.ChainStatus` value.
-    status: str
-    approval: ApprovalState | None
-    warning: str | None
-    error: str | None
-    transcript: Transcript
+    @property
+    def agent_id(self) -> str: ...
+
+    @property
+    def status(self) -> str:
+        """A `core.status.ChainStatus` value. `DETACHED`: this kernel stopped reading at
+        `last_seq` (the run goes on; re-running the cell or `lnb.attach` revives this same
+        chain). `INCOMPLETE`: the server no longer has every frame (`warning` says which)."""
+        ...
+
+    @property
+    def approval(self) -> ApprovalState | None: ...
+
+    @property
+    def warning(self) -> str | None:
+        """One line: reconnecting, a stall, or what an incomplete run is missing."""
+        ...
+
+    @property
+    def error(self) -> str | None: ...
+
+    @property
+    def transcript(self) -> Transcript: ...
 
     @property
     def run_id(self) -> str | None: ...
@@ -122,7 +142,8 @@ class RunChain(Protocol):
 
     @property
     def active_seconds(self) -> float:
-        """Time the chain's runs were being worked on, human approval waits excluded."""
+        """Time the chain's runs were being worked on, human approval waits excluded (a
+        chain restored from its cursor: the server's run durations)."""
         ...
 
     def add_listener(self, fn: Listener) -> None: ...

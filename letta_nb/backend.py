@@ -1,9 +1,13 @@
 """The only module that imports `letta_client`: SDK calls in, `Chunk`s and one-line errors out.
 
 Works against any Letta server (Cloud, self-hosted, the embedded one): only public endpoints.
-Sends never retry inside the SDK (a retried POST starts a second run); every message item carries
-a client `otid` so a deliberate retry of the same send can be recognised. Streams are read as the
-SDK's `Stream[object]`: each frame arrives as its plain JSON dict (the SDK's SSE decoding and
+The SDK never retries (its retries would re-send POSTs: each retried send starts another run);
+retries are decided here, in one place: idempotent REST calls retry with a bounded, jittered
+backoff on broken connections, 429 and 502-504; `create_agent` looks the agent up by name before
+it tries again; sends are never retried here (every message item carries a client `otid`, and
+the run chain finds a broken send's run by it). When nothing listens at the server's address,
+`on_unreachable` (set by `connect()` for the embedded server) may relaunch it. Streams are read
+as the SDK's `Stream[object]`: each frame arrives as its plain JSON dict (the SDK's SSE decoding and
 error handling, without its per-frame pydantic union validation, which is about half of the
 SDK's per-frame cost: see docs/benchmarks.md). Other SDK objects become plain dicts by reading
 pydantic's `__dict__`.
@@ -13,9 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
+import random
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import httpx
@@ -26,9 +32,11 @@ from letta_client import (
     Letta,
     Stream,
 )
+from letta_client._streaming import ServerSentEvent
 from pydantic import BaseModel
 
-from .core.chunks import Chunk
+from .core.chunks import Chunk, new_otid
+from .core.clock import SYSTEM, Clock, epoch
 from .core.errors import (
     ConfigurationError,
     Conflict,
@@ -40,15 +48,18 @@ from .core.errors import (
     StreamInterrupted,
     StreamTimeout,
     Unauthorized,
+    Unreachable,
 )
 from .core.secrets import mask, redact, register_secret
 from .protocol import MessageType as MT
 
+__all__ = ["Backend", "ChunkStream", "new_otid", "to_chunk"]
+
 _PLAIN = frozenset({str, int, float, bool, type(None)})
-
-
-def new_otid() -> str:
-    return f"otid-{uuid.uuid4()}"
+#: HTTP statuses an idempotent call retries (busy, or a proxy in between failing).
+_RETRY_STATUSES = frozenset({429, 502, 503, 504})
+#: Largest page `GET /v1/runs/` serves; longer lists are paginated with `after`.
+RUNS_PAGE = 1000
 
 
 def _plain(obj: BaseModel) -> dict[str, Any]:
@@ -105,6 +116,35 @@ def _detail(body: Any) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+class _Frames(Stream[object]):
+    """The SDK's stream of plain JSON frames, noting how the server ended the response.
+
+    The SDK ends iteration quietly both at `[DONE]` and at an EOF, even one in the middle of a
+    frame (it drops the partial event). Only `[DONE]` means the server finished the response:
+    a body that brought bytes but no `[DONE]` was cut, however clean the EOF looked. (A body
+    with no bytes at all is the embedded server's answer to a resume past a run's end.)
+    """
+
+    done = False
+    received = False
+
+    def _iter_events(self) -> Iterator[ServerSentEvent]:
+        for sse in self._decoder.iter_bytes(self._bytes()):
+            if sse.data.startswith("[DONE]"):
+                self.done = True
+            yield sse
+
+    def _bytes(self) -> Iterator[bytes]:
+        for piece in self.response.iter_bytes():
+            if piece:
+                self.received = True
+            yield piece
+
+    @property
+    def cut(self) -> bool:
+        return self.received and not self.done
+
+
 class ChunkStream:
     """An iterator of Chunks whose `close()` may be called from another thread (detach)."""
 
@@ -130,6 +170,18 @@ class ChunkStream:
 class Backend:
     """A connection to one Letta server (see docs/architecture.md, "Backend")."""
 
+    #: Called when nothing listens at `base_url` (connection refused); it relaunches the
+    #: server and returns the new base URL, or None if unchanged. Set by `connect()` for the
+    #: embedded server; called at most once per `relaunch_interval`, never recursively.
+    on_unreachable: Callable[[], str | None] | None = None
+    relaunch_interval = 5.0
+    #: Backoff between retries of an idempotent call (seconds, doubled per attempt, capped).
+    retry_base = 0.2
+    retry_cap = 2.0
+    #: Retries after a refused connection: enough for a relaunched server to answer, short
+    #: for a URL where nothing runs (one clear line after ~1 s).
+    unreachable_retries = 2
+
     def __init__(
         self,
         base_url: str,
@@ -137,26 +189,73 @@ class Backend:
         *,
         http_client: httpx.Client | None = None,
         stream_timeout: float = 90.0,
-        max_retries: int = 2,
+        max_retries: int = 6,
+        clock: Clock = SYSTEM,
     ) -> None:
         register_secret(api_key)
         register_secret(os.environ.get("LETTA_API_KEY"))  # the SDK falls back to it
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self.stream_timeout = stream_timeout
+        #: Retries of an idempotent REST call (0: fail at the first broken connection).
+        self.max_retries = max_retries
+        self.clock = clock
         #: True when the server re-attaches a re-sent otid to its run (the embedded server).
         self.reattaches_otid = False
         self._client = Letta(
             base_url=self.base_url,
             api_key=api_key,
-            max_retries=max_retries,
+            max_retries=0,  # retries are decided here (`_call`), never blindly by the SDK
             http_client=http_client,
             timeout=httpx.Timeout(30.0, connect=5.0),
         )
-        self._once = self._client.with_options(max_retries=0)
+        self._closed = threading.Event()  # ends retry waits at close()
+        self._hook_lock = threading.Lock()
+        self._hook_at: float | None = None
+        self._in_hook = threading.local()
 
     def __repr__(self) -> str:
         return f"Backend({self.base_url!r}, api_key={mask(self._api_key)})"
+
+    # ---- relaunch ------------------------------------------------------------------------
+    def _unreachable(self) -> None:
+        """Nothing listens at `base_url`: let `on_unreachable` relaunch the server (bounded).
+
+        A relaunch that cannot work says so in one line (its own `LettaNbError`, e.g. with the
+        server log's path); the caller's backoff and retries go on after a successful one.
+        """
+        hook = self.on_unreachable
+        if hook is None or getattr(self._in_hook, "active", False):
+            return
+        with self._hook_lock:
+            now = self.clock.monotonic()
+            if self._hook_at is not None and now - self._hook_at < self.relaunch_interval:
+                return  # relaunched just now (maybe by another reader): retry against it
+            self._hook_at = now
+            self._in_hook.active = True
+            try:
+                url = hook()
+            except LettaNbError:
+                raise
+            except Exception as exc:
+                raise ServerUnavailable(
+                    f"relaunching the server at {self.base_url} failed: {type(exc).__name__}"
+                ) from None
+            finally:
+                self._in_hook.active = False
+        if url:
+            self.use_base_url(url)
+
+    def use_base_url(self, base_url: str) -> None:
+        """Talk to `base_url` from now on (a relaunched server); open streams keep theirs."""
+        url = base_url.rstrip("/")
+        if url != self.base_url:
+            self._client = self._client.with_options(base_url=url)
+            self.base_url = url
+
+    def _pause(self, attempt: int) -> None:
+        delay = min(self.retry_cap, self.retry_base * (2 ** max(0, attempt - 1)))
+        self.clock.wait(self._closed, delay * (0.5 + random.random() / 2))
 
     # ---- errors ----------------------------------------------------------------------------
     def _error(self, exc: BaseException, what: str) -> LettaNbError:
@@ -200,7 +299,7 @@ class Backend:
         elif isinstance(exc, APIConnectionError | httpx.ConnectError):
             cause = exc.__cause__ if isinstance(exc, APIConnectionError) else exc
             if isinstance(cause, httpx.ConnectError):
-                err = ServerUnavailable(
+                err = Unreachable(
                     f"cannot reach the Letta server at {url} ({what})",
                     hint="is it running? check base_url / LETTA_BASE_URL",
                 )
@@ -213,11 +312,32 @@ class Backend:
         err.args = (redact(str(err.args[0])), *err.args[1:])
         return err
 
-    def _call(self, fn: Callable[[], Any], what: str) -> Any:
-        try:
-            return fn()
-        except (APIStatusError, APIConnectionError, httpx.HTTPError) as exc:
-            raise self._error(exc, what) from None
+    def _call(self, fn: Callable[[], Any], what: str, *, idempotent: bool = True) -> Any:
+        """Run one SDK call; an idempotent one is retried (bounded) when it may succeed later.
+
+        Retried: a refused or broken connection, a read timeout (once), 429 and 502-504.
+        Never retried: other HTTP errors (they would fail the same way) and non-idempotent
+        calls (their caller decides: see `create_agent`).
+        """
+        attempt = timeouts = refused = 0
+        while True:
+            try:
+                return fn()
+            except (APIStatusError, APIConnectionError, httpx.HTTPError) as exc:
+                err = self._error(exc, what)
+                status = exc.status_code if isinstance(exc, APIStatusError) else None
+            retry = isinstance(err, StreamInterrupted) or status in _RETRY_STATUSES
+            if isinstance(err, Unreachable):
+                self._unreachable()
+                refused += 1
+                retry = refused <= self.unreachable_retries
+            elif isinstance(err, StreamTimeout):
+                timeouts += 1
+                retry = timeouts <= 1  # each costs a whole read timeout
+            if not (idempotent and retry) or attempt >= self.max_retries or self._closed.is_set():
+                raise err
+            attempt += 1
+            self._pause(attempt)
 
     # ---- streams -------------------------------------------------------------------------
     def _stream(self, open_fn: Callable[[], Any], what: str, run_id: str | None) -> ChunkStream:
@@ -231,12 +351,17 @@ class Backend:
         try:
             stream = open_fn()
         except (APIStatusError, APIConnectionError, httpx.HTTPError) as exc:
-            raise self._error(exc, what) from None
+            err = self._error(exc, what)
+            if isinstance(err, Unreachable):
+                self._unreachable()  # the reader's own backoff retries the relaunched server
+            raise err from None
         holder._stream = stream
         convert = to_chunk
         try:
             for item in stream:
                 yield convert(item)
+            if getattr(stream, "cut", False):
+                raise StreamInterrupted(f"the stream of {what} ended before the server finished it")
         except APIStatusError as exc:
             if exc.status_code == 200:  # `event: error`: the run failed, the body says why
                 yield _error_chunk(exc.body, run_id)
@@ -268,7 +393,7 @@ class Backend:
             items.append(item)
         read = timeout if timeout is not None else self.stream_timeout
         return self._stream(
-            lambda: self._once.agents.messages.with_raw_response.create(
+            lambda: self._client.agents.messages.with_raw_response.create(
                 agent_id,
                 messages=items,  # type: ignore[arg-type]  # plain dicts, as the SDK sends them
                 streaming=True,
@@ -276,7 +401,7 @@ class Backend:
                 stream_tokens=stream_tokens,
                 include_pings=include_pings,
                 timeout=httpx.Timeout(read, connect=5.0),
-            ).parse(to=Stream[object]),
+            ).parse(to=_Frames),
             f"send to agent {agent_id}",
             None,
         )
@@ -298,7 +423,7 @@ class Backend:
         return self._stream(
             lambda: self._client.runs.messages.with_raw_response.stream(
                 run_id, timeout=httpx.Timeout(read, connect=5.0), **kw
-            ).parse(to=Stream[object]),
+            ).parse(to=_Frames),
             f"run {run_id}",
             run_id,
         )
@@ -331,11 +456,37 @@ class Backend:
         raise NotFound(f"unknown agent '{name_or_id}' (known: {known})")
 
     def create_agent(self, name: str, model: str = "letta_nb/demo", **kw: Any) -> dict[str, Any]:
-        agent = self._call(
-            lambda: self._client.agents.create(name=name, model=model, **kw),
-            f"creating agent '{name}'",
-        )
-        return _agent_row(agent)
+        """POST a new agent; never blindly retried: a create whose answer broke may have worked.
+
+        After a broken answer the agent is looked up by name (created since the first try)
+        before another create; a refused connection reached nobody and is simply retried.
+        """
+        what = f"creating agent '{name}'"
+        started = self.clock.time()
+        attempt = 0
+        while True:
+            try:
+                agent = self._call(
+                    lambda: self._client.agents.create(name=name, model=model, **kw),
+                    what,
+                    idempotent=False,
+                )
+                return _agent_row(agent)
+            except Unreachable:
+                if attempt >= min(self.max_retries, self.unreachable_retries):
+                    raise
+            except (StreamInterrupted, ServerUnavailable):
+                if attempt >= self.max_retries:
+                    raise
+                made = [
+                    a
+                    for a in self.list_agents(name=name)
+                    if a["name"] == name and epoch(a.get("created_at")) >= started - 5.0
+                ]
+                if made:
+                    return made[0]
+            attempt += 1
+            self._pause(attempt)
 
     def pending_approval(self, agent_id: str) -> list[dict[str, Any]]:
         """The complete pending tool calls (streamed argument deltas may be partial)."""
@@ -381,16 +532,39 @@ class Backend:
         limit: int = 100,
         order: str = "desc",
     ) -> list[dict[str, Any]]:
-        """One page only: the real server's `after` cursor is broken, auto-pagination repeats."""
-        kw: dict[str, Any] = {"limit": limit, "order": order}
+        """Up to `limit` runs, in pages of at most `RUNS_PAGE`, each page retried on its own.
+
+        Never the SDK's auto-pagination: the real server's `after` cursor is broken (returns
+        the wrong side), so pages are joined by run id and a page with nothing new ends the
+        list: no run twice, whatever a cut or a server does.
+        """
+        kw: dict[str, Any] = {"order": order}
         if agent_id is not None:
             kw["agent_id"] = agent_id
         if active is not None:
             kw["active"] = active
         if statuses:
             kw["statuses"] = statuses
-        page = self._call(lambda: self._client.runs.list(**kw), "listing runs")
-        return [r.model_dump(mode="json") for r in page.items]
+        runs: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        after: str | None = None
+        while len(runs) < limit:
+            want = min(RUNS_PAGE, limit - len(runs))
+            page_kw: dict[str, Any] = {**kw, "limit": want}
+            if after:
+                page_kw["after"] = after
+            page = self._call(partial(self._list_runs_page, page_kw), "listing runs")
+            items = [r.model_dump(mode="json") for r in page.items]
+            fresh = [r for r in items if r.get("id") not in seen]
+            runs.extend(fresh)
+            seen.update(str(r.get("id")) for r in fresh)
+            if len(items) < want or not fresh:
+                break
+            after = str(items[-1]["id"])
+        return runs[:limit]
+
+    def _list_runs_page(self, kw: dict[str, Any]) -> Any:
+        return self._client.runs.list(**kw)  # the current client: a relaunch may switch it
 
     def run_usage(self, run_id: str) -> dict[str, Any]:
         usage = self._call(lambda: self._client.runs.usage.retrieve(run_id), f"run {run_id}")
@@ -410,6 +584,7 @@ class Backend:
         return [s.model_dump(mode="json") for s in page.items]
 
     def close(self) -> None:
+        self._closed.set()
         self._client.close()
 
 

@@ -1,30 +1,25 @@
-"""Run history as pandas DataFrames with real dtypes, straight from the session's backend.
+"""Run history as pandas DataFrames with real dtypes, built from rows passed in.
 
 Typed, not stringly: UTC datetimes (the server's `completed_at` has no timezone and is UTC),
 `timedelta64` durations, categorical status / stop_reason / message_type and nullable `Int64`
 counters, so `df.groupby("status")` or `df.duration.mean()` just work. Empty results keep the
-typed columns.
+typed columns. This module only builds tables: the session fetches the rows (`Session.runs_frame`
+and friends, `lnb.runs_frame`), so it imports nothing above the core.
 """
 
 from __future__ import annotations
 
-import contextlib
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
-from .core.chunks import SeqTracker
-from .core.errors import LettaNbError, StreamInterrupted
-from .protocol import FINAL_RUN_STATUSES, MessageType, RunStatus, StopReason, content_text
+from .core.chunks import Chunk
+from .protocol import MessageType, RunStatus, StopReason, content_text
 
 RUN_STATUSES = tuple(s.value for s in RunStatus)
 STOP_REASONS = tuple(s.value for s in StopReason)
 MESSAGE_TYPES = tuple(t.value for t in MessageType)
-#: How long `chunks_frame` listens to a run that is still live and followed by nobody here.
-LIVE_READ_TIMEOUT = 2.0
-LIVE_READ_LIMIT = 10.0
 
 RUN_COLUMNS = [
     "run_id",
@@ -90,23 +85,10 @@ def _strings(values: Iterable[Any]) -> pd.Series:
     return pd.Series([None if v is None else str(v) for v in values], dtype="str")
 
 
-def _session() -> Any:
-    from .session import current
-
-    return current()
-
-
-def _agent_id(session: Any, agent: str | None) -> str | None:
-    return None if agent is None else session.resolve(agent)["id"]
-
-
-def _names(session: Any, agent_ids: Iterable[str | None]) -> list[str | None]:
-    namer = getattr(session, "agent_name", None)
-    return [namer(a) if namer and a else None for a in agent_ids]
-
-
 # ---- runs ------------------------------------------------------------------------------------
-def _runs_table(rows: list[Mapping[str, Any]], names: list[str | None]) -> pd.DataFrame:
+def runs_table(rows: Sequence[Mapping[str, Any]], names: list[str | None]) -> pd.DataFrame:
+    """One row per run (`Backend.list_runs` / `get_run` dicts); `names`: their agents'."""
+
     def col(key: str) -> list[Any]:
         return [r.get(key) for r in rows]
 
@@ -126,15 +108,6 @@ def _runs_table(rows: list[Mapping[str, Any]], names: list[str | None]) -> pd.Da
         }
     )
     return frame[RUN_COLUMNS]
-
-
-def runs_frame(
-    agent: str | None = None, active: bool | None = None, limit: int = 100
-) -> pd.DataFrame:
-    """Recent runs (newest first), optionally of one agent (name or id) or only active ones."""
-    session = _session()
-    rows = session.runs(agent_id=_agent_id(session, agent), active=active, limit=limit)
-    return _runs_table(rows, _names(session, [r.get("agent_id") for r in rows]))
 
 
 # ---- chunks ----------------------------------------------------------------------------------
@@ -164,51 +137,20 @@ def _frame_name(data: Mapping[str, Any]) -> str | None:
     return str(name) if name else None
 
 
-def chunk_rows(
-    backend: Any, run_id: str, end: int | None, timeout: float | None, batch_size: int | None = None
-) -> list[dict[str, Any]]:
-    """Stored frames of one run with their effective seq; stops at `end` when given."""
-    rows: list[dict[str, Any]] = []
-    deadline = None if timeout is None else time.monotonic() + LIVE_READ_LIMIT
-    tracker = SeqTracker(run_id)
-    kw: dict[str, Any] = {"include_pings": False}
-    if timeout is not None:
-        kw["timeout"] = timeout
-    if batch_size is not None:
-        kw["batch_size"] = batch_size
-    stream = backend.resume(run_id, 0, **kw)
-    try:
-        for chunk in stream:
-            acc = tracker.accept(chunk)
-            if acc is None:
-                continue
-            data = acc.data
-            rows.append(
-                {
-                    "run_id": run_id,
-                    "seq_id": acc.seq_id,
-                    "message_type": acc.message_type,
-                    "id": data.get("id"),
-                    "step_id": data.get("step_id"),
-                    "date": data.get("date"),
-                    "name": _frame_name(data),
-                    "text": _frame_text(data),
-                    "data": dict(data),
-                }
-            )
-            if end is not None and tracker.last_seq >= end:
-                break  # never read past what is known: a live run's stream would wait
-            if deadline is not None and time.monotonic() > deadline:
-                break
-    except StreamInterrupted:
-        if timeout is None:
-            raise  # a finished run's stream broke: say so instead of returning a part
-    finally:
-        close = getattr(stream, "close", None)
-        if close is not None:
-            with contextlib.suppress(Exception):
-                close()
-    return rows
+def chunk_row(run_id: str, acc: Chunk) -> dict[str, Any]:
+    """The table row of one accepted frame (its effective seq included)."""
+    data = acc.data
+    return {
+        "run_id": run_id,
+        "seq_id": acc.seq_id,
+        "message_type": acc.message_type,
+        "id": data.get("id"),
+        "step_id": data.get("step_id"),
+        "date": data.get("date"),
+        "name": _frame_name(data),
+        "text": _frame_text(data),
+        "data": dict(data),
+    }
 
 
 def chunks_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -231,55 +173,22 @@ def chunks_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame[CHUNK_COLUMNS]
 
 
-def chunks_frame(run_id: str, batch_size: int | None = None) -> pd.DataFrame:
-    """Every stored frame of a run, replayed from the server (seq-less frames get their seq).
-
-    A run this kernel follows is read up to its cursor; a live run followed by nobody here is
-    read until `LIVE_READ_TIMEOUT` seconds of silence or `LIVE_READ_LIMIT` seconds in all; a
-    finished run is read to its end. `batch_size` is passed to the server's resume (frames
-    per page of the stored replay).
-    """
-    session = _session()
-    backend = session.backend
-    follower = session.follower_for(run_id) if hasattr(session, "follower_for") else None
-    end: int | None = None
-    timeout: float | None = None
-    if follower is not None:
-        end = follower.transcript.last_seq(run_id) or None
-    if end is None:
-        status = backend.get_run(run_id).get("status")
-        if status not in FINAL_RUN_STATUSES:
-            timeout = LIVE_READ_TIMEOUT
-    return chunks_table(chunk_rows(backend, run_id, end, timeout, batch_size))
-
-
 # ---- usage -----------------------------------------------------------------------------------
-def usage_frame(
-    run_ids: Iterable[str] | None = None, agent: str | None = None, limit: int = 100
+def usage_table(
+    runs: Sequence[Mapping[str, Any]],
+    usages: Sequence[Mapping[str, Any]],
+    names: list[str | None],
 ) -> pd.DataFrame:
-    """Token usage per run: the given runs, else the `limit` newest (of `agent`)."""
-    session = _session()
-    backend = session.backend
-    if run_ids is None:
-        runs = session.runs(agent_id=_agent_id(session, agent), limit=limit)
-    else:
-        runs = [backend.get_run(rid) for rid in run_ids]
-    usages: list[Mapping[str, Any]] = []
-    for run in runs:
-        try:
-            usages.append(backend.run_usage(run["id"]))
-        except LettaNbError:
-            usages.append({})  # a run without usage yet (still starting): a row of <NA>
-    base = _runs_table(runs, _names(session, [r.get("agent_id") for r in runs]))
+    """Token usage per run: `runs` with their `usages` (an empty dict: a row of <NA>)."""
+    base = runs_table(runs, names)
     for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
         base[key] = _ints([u.get(key) for u in usages])
     return base[USAGE_COLUMNS]
 
 
 # ---- agents ----------------------------------------------------------------------------------
-def agents_frame() -> pd.DataFrame:
+def agents_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """The server's agents: name, id, model, creation time (UTC)."""
-    rows = _session().agents()
     frame = pd.DataFrame(
         {
             "name": _strings([r.get("name") for r in rows]),

@@ -2,7 +2,7 @@
 
 A thin view over a `Follower` (the live chain) and its cursor. It holds no raw chunks:
 `.chunks` replays the runs from the server when asked, so a million-frame run costs the kernel
-only its transcript.
+only its transcript. It imports no front end (the widget is loaded lazily when displayed).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from .core.render import render_html, render_text
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .core.approval import ApprovalState
     from .core.cursor import Cursor
-    from .follower import Follower
+    from .run import Follower
     from .session import Session
 
 
@@ -55,7 +56,7 @@ class RunHandle:
         return self.follower.error
 
     @property
-    def approval(self) -> Any:
+    def approval(self) -> ApprovalState | None:
         return self.follower.approval
 
     @property
@@ -83,16 +84,16 @@ class RunHandle:
     @property
     def chunks(self) -> pd.DataFrame:
         """Every stored frame of the chain, replayed from the server up to the cursor (the
-        same table as `lnb.chunks_frame`, one run after another)."""
-        from .frames import chunk_rows, chunks_table
+        same table as `lnb.chunks_frame`, one run after another; cuts are resumed)."""
+        from .frames import chunk_row, chunks_table
 
-        backend = self._session.backend
         transcript = self.follower.transcript
         rows: list[dict[str, Any]] = []
         for rid in self.follower.runs:
             end = transcript.last_seq(rid)
             if end > 0:  # never read past the cursor: past the end a real server hangs
-                rows.extend(chunk_rows(backend, rid, end, None))
+                frames = self._session.stored_frames(rid, until=end)
+                rows.extend(chunk_row(rid, c) for c in frames.frames)
         return chunks_table(rows)
 
     # ---- control -------------------------------------------------------------------------

@@ -7,20 +7,24 @@ transcript) and reports every `LettaNbError` as one red line, never a traceback.
 
 from __future__ import annotations
 
+import argparse
+import difflib
+import math
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import arg_split, argument, magic_arguments
 from IPython.display import display
 from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode
 
 from . import _kernel
 from .core.cursor import cell_key
 from .core.errors import ConfigurationError, LettaNbError
-from .core.status import SETTLED
+from .core.status import SETTLED, ChainStatus
 
 COMMANDS = ("connect", "agents", "agent", "runs", "attach", "cancel", "chunks", "status")
 #: Which of the line magic's options each subcommand accepts.
@@ -46,6 +50,81 @@ _ARITY = {
 def _fail(err: LettaNbError | str) -> None:
     """One red line on stderr (Jupyter shows stderr in red), no traceback."""
     print(f"letta: {err}", file=sys.stderr)
+
+
+# ---- argument parsing: every mistake is one usage line ---------------------------------------
+def _seconds(text: str) -> float:
+    """`--timeout`: a positive, finite number of seconds (`inf`, `nan`, `-1`, `abc` are not)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants a number of seconds, not {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"wants a positive, finite number of seconds, not {text!r}"
+        )
+    return value
+
+
+def _count(least: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"wants a whole number, not {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"wants a number >= {least}, not {text!r}")
+        return value
+
+    parse.__name__ = "count"
+    return parse
+
+
+def _suggest(word: str, known: list[str]) -> str:
+    bare = {k.lstrip("-"): k for k in known}
+    near = difflib.get_close_matches(word.lstrip("-"), list(bare), n=1, cutoff=0.6)
+    return f" (did you mean {bare[near[0]]}?)" if near else ""
+
+
+def _parse(magic: Callable[..., Any], line: str, commands: tuple[str, ...] = ()) -> Any:
+    """`line` parsed by `magic`'s parser; an unknown option or command says what was meant.
+
+    argparse alone answers `--agnet` with "unrecognized arguments" and accepts any prefix of
+    an option; here an option that is neither known nor an unambiguous prefix of one is a
+    usage error naming the closest option.
+    """
+    parser: argparse.ArgumentParser = magic.parser  # type: ignore[attr-defined]
+    try:
+        argv = arg_split(line, strict=True)
+    except ValueError as exc:
+        raise UsageError(f"cannot read the options ({exc})") from None
+    actions = parser._option_string_actions
+    options = sorted(o for o in actions if o.startswith("--"))
+    positional: list[str] = []
+    value_next = False
+    for token in argv:
+        if value_next:
+            value_next = False
+            continue
+        if token == "--":
+            break
+        if not token.startswith("-") or token.lstrip("-").replace(".", "", 1).isdigit():
+            positional.append(token)
+            continue
+        name = token.split("=", 1)[0]
+        matches = [o for o in options if o.startswith(name)] if name.startswith("--") else []
+        action = actions.get(name) or (actions[matches[0]] if len(matches) == 1 else None)
+        if action is None:
+            raise UsageError(f"unknown option {name}{_suggest(name, options)}")
+        value_next = "=" not in token and action.nargs != 0
+    if commands and positional:
+        first = positional[0]
+        if first not in commands:
+            raise UsageError(
+                f"unknown command {first!r}{_suggest(first, list(commands))}; "
+                f"commands: {', '.join(commands)}"
+            )
+    return parser.parse_args(argv)
 
 
 @magics_class
@@ -121,7 +200,7 @@ class LettaMagics(Magics):
     )
     @argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         help="seconds: bound on --wait (and the expected duration of a --no-background run)",
     )
     @argument("--auto-approve", action="store_true", help="approve tool calls automatically")
@@ -134,7 +213,7 @@ class LettaMagics(Magics):
         The cell returns at once; the widget streams, its buttons answer approvals. Re-running
         the cell resumes the same run (also after a kernel restart); `--new` starts another.
         """
-        args = parse_argstring(self.letta_cell, line)
+        args = _parse(self.letta_cell, line)
         message = (cell or "").strip()
         if not message:
             raise UsageError("%%letta needs a message in the cell body")
@@ -142,8 +221,6 @@ class LettaMagics(Magics):
             raise UsageError("--auto-approve and --auto-deny exclude each other")
         if args.out is not None and not args.out.isidentifier():
             raise UsageError(f"--out wants a variable name, not {args.out!r}")
-        if args.timeout is not None and args.timeout <= 0:
-            raise UsageError("--timeout must be a positive number of seconds")
         try:
             self._send(args, message)
         except LettaNbError as err:
@@ -198,14 +275,14 @@ class LettaMagics(Magics):
                 f"still {status} after {timeout:g} s; the run goes on (re-run the cell to "
                 f"resume it)"
             )
-        elif status == "requires_approval":
+        elif status == ChainStatus.REQUIRES_APPROVAL:
             _fail(
                 "the run is waiting for an approval: use the buttons below, "
                 "--auto-approve / --auto-deny, or the handle's .approve() / .deny()"
             )
             if _kernel.in_kernel():
                 display(self._view(handle, key=key))
-        elif status in ("failed", "error") and handle.error:
+        elif status in (ChainStatus.FAILED, ChainStatus.ERROR) and handle.error:
             _fail(handle.error)
 
     # ---- %letta --------------------------------------------------------------------------
@@ -219,11 +296,11 @@ class LettaMagics(Magics):
     )
     @argument("--active", action="store_true", help="runs: only created/running runs")
     @argument("--agent", "-a", help="runs: only this agent's runs")
-    @argument("--limit", type=int, help="runs: at most N rows")
+    @argument("--limit", type=_count(1), help="runs: at most N rows")
     @argument(
         "--from",
         dest="from_seq",
-        type=int,
+        type=_count(0),
         metavar="SEQ",
         help="attach: resume after this seq (default 0: the whole run)",
     )
@@ -240,7 +317,7 @@ class LettaMagics(Magics):
         %letta chunks RUN_ID                        every stored frame of a run (DataFrame)
         %letta status                               connection and the runs followed here
         """
-        args = parse_argstring(self.letta_line, line)
+        args = _parse(self.letta_line, line, COMMANDS)
         command = args.command
         for option, owner in _OPTIONS.items():
             value = getattr(args, option)
@@ -255,8 +332,6 @@ class LettaMagics(Magics):
                 else ("one argument" if low == high else "at most one argument")
             )
             raise UsageError(f"`%letta {command}` takes {want}, got {len(args.args)}")
-        if args.limit is not None and args.limit <= 0:
-            raise UsageError("--limit must be a positive number")
         try:
             return getattr(self, f"_cmd_{command}")(args)
         except LettaNbError as err:
@@ -277,10 +352,7 @@ class LettaMagics(Magics):
         print(f"connected to {session.backend.base_url} · agent {agent}")
 
     def _cmd_agents(self, args: Any) -> None:
-        from .frames import agents_frame
-
-        self._session()
-        display(agents_frame())
+        display(self._session().agents_frame())
 
     def _cmd_agent(self, args: Any) -> None:
         row = self._session().use_agent(args.args[0])
@@ -288,10 +360,8 @@ class LettaMagics(Magics):
         print(f"default agent: {row['name']} ({row['id']})")
 
     def _cmd_runs(self, args: Any) -> None:
-        from .frames import runs_frame
-
         display(
-            runs_frame(
+            self._session().runs_frame(
                 args.agent,
                 active=True if args.active else None,
                 limit=args.limit or self.runs_limit,
@@ -321,10 +391,7 @@ class LettaMagics(Magics):
         print(f"cancel {run_id}: {result}")
 
     def _cmd_chunks(self, args: Any) -> None:
-        from .frames import chunks_frame
-
-        self._session()
-        display(chunks_frame(args.args[0]))
+        display(self._session().chunks_frame(args.args[0]))
 
     def _cmd_status(self, args: Any) -> None:
         session = self._session()

@@ -11,14 +11,15 @@ kernel that dies mid-run resumes from those seqs and re-reads the rest from the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
-from .core.approval import ApprovalState
 from .core.cursor import Cursor, CursorStore, default_state_dir
 from .core.errors import (
     ConfigurationError,
@@ -28,10 +29,18 @@ from .core.errors import (
     Unauthorized,
 )
 from .core.secrets import mask, register_secret
-from .core.status import FINISHED, SETTLED
+from .core.status import FINISHED, SETTLED, ChainStatus
 from .core.transcript import Transcript
-from .follower import Follower, Policy
 from .handle import RunHandle
+from .protocol import FINAL_RUN_STATUSES
+from .run import Follower, FrameLog, Policy, RunEnd, replay, stored_frames
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ._protocols import LettaBackend
+
+log = logging.getLogger("letta_nb")
 
 #: Transcripts longer than this (characters) are not cached in the cursor store.
 CACHE_CHARS = 1_000_000
@@ -55,7 +64,7 @@ class Session:
 
     def __init__(
         self,
-        backend: Any,
+        backend: LettaBackend,
         *,
         agent: dict[str, Any] | None = None,
         store: CursorStore | None = None,
@@ -110,11 +119,17 @@ class Session:
         return self.backend.list_agents()
 
     def ensure_agent(self, name: str = DEMO_AGENT, model: str = DEMO_MODEL) -> dict[str, Any]:
-        try:
-            return self._remember(self.backend.resolve_agent(name))
-        except NotFound:
-            pass
-        return self._remember(self.backend.create_agent(name, model=model))
+        """The agent called `name`, created if the server has none.
+
+        Kernels of this machine do this one at a time per server (a lock file in the state
+        dir): N kernels connecting at once find one agent, never create N.
+        """
+        with _agent_lock(self.backend.base_url, name):
+            try:
+                return self._remember(self.backend.resolve_agent(name))
+            except NotFound:
+                pass
+            return self._remember(self.backend.create_agent(name, model=model))
 
     # ---- sending -------------------------------------------------------------------------
     def send(
@@ -148,7 +163,7 @@ class Session:
             handle.wait(timeout)
         return handle
 
-    def _reattach(self, key: str, agent_id: str, policy: Any) -> RunHandle | None:
+    def _reattach(self, key: str, agent_id: str, policy: str | Policy | None) -> RunHandle | None:
         with self._lock:
             live = self._by_key.get(key)
             if live is not None and live.agent_id == agent_id:
@@ -169,38 +184,34 @@ class Session:
                 transcript.tracker(rid)
             for rid in cur.runs[:-1]:  # earlier runs the records do not cover: replay them
                 self._replay(transcript, rid, cur.seqs.get(rid, 0))
+            # A finished chain (or one whose server lacks frames: re-reading cannot complete
+            # it) is shown from its cursor; anything else resumes from the records' seqs.
+            settled = cur.status in FINISHED or cur.status == ChainStatus.INCOMPLETE
+            if settled and cur.records_current:
+                follower = Follower.restored(
+                    self.backend,
+                    agent_id=agent_id,
+                    transcript=transcript,
+                    status=cur.status,
+                    run_id=cur.run_id,
+                    ended_at=cur.updated_at,
+                    active_seconds=cur.active_seconds,
+                    notice=cur.notice,
+                    policy=policy,
+                    stall_after=self.stall_after,
+                )
+                self._register(key, follower, cur)
+                return RunHandle(self, follower, key)
             follower = self._new_follower(agent_id, transcript, policy)
-            done = cur.status in FINISHED and cur.records_current
-            if done:
-                self._restore(follower, cur)
+            follower.active_base = cur.active_seconds  # the time before the kernel restarted
             self._register(key, follower, cur)
-            if not done:
-                follower.follow(cur.run_id, starting_after=seqs.get(cur.run_id, 0))
+            follower.follow(cur.run_id, starting_after=seqs.get(cur.run_id, 0))
             return RunHandle(self, follower, key)
 
     def _replay(self, transcript: Transcript, run_id: str, end: int) -> None:
         """Read a finished run of the chain up to `end` into `transcript` (never past it: a
-        real server hangs there)."""
-        if transcript.last_seq(run_id) >= end:
-            return
-        transcript.begin_stream(run_id, transcript.last_seq(run_id))
-        stream = self.backend.resume(run_id, transcript.last_seq(run_id), include_pings=False)
-        try:
-            for chunk in stream:
-                transcript.apply(chunk, run_id)
-                if transcript.last_seq(run_id) >= end:
-                    break
-        finally:
-            stream.close()
-
-    def _restore(self, follower: Follower, cur: Cursor) -> None:
-        """A finished cursor: the follower shows it, no thread, no server call."""
-        follower._run_id = cur.run_id
-        follower.status = cur.status
-        follower.started_at = follower.ended_at = cur.updated_at
-        follower._settled.set()
-        if cur.status == "requires_approval" and cur.run_id:
-            follower.approval = ApprovalState(cur.run_id, follower.transcript.pending_tool_calls())
+        real server hangs there); resumed after cuts like every read."""
+        replay(self.backend, run_id, transcript, RunEnd(), until=end, include_pings=False)
 
     def _start(
         self,
@@ -210,10 +221,10 @@ class Session:
         *,
         background: bool,
         timeout: float | None,
-        policy: Any,
+        policy: str | Policy | None,
     ) -> RunHandle:
         follower = self._new_follower(agent["id"], Transcript(), policy)
-        cur = Cursor(key=key, agent_id=agent["id"], message=message, status="starting")
+        cur = Cursor(key=key, agent_id=agent["id"], message=message, status=ChainStatus.STARTING)
         with self._lock:
             self._register(key, follower, cur)
         client_timeout = None
@@ -253,7 +264,7 @@ class Session:
             agent_id = self.resolve(agent)["id"]
         key = f"run:{run_id}"
         follower = self._new_follower(agent_id, Transcript(), None)
-        cur = Cursor(key=key, agent_id=agent_id, runs=[run_id], status="running")
+        cur = Cursor(key=key, agent_id=agent_id, runs=[run_id], status=ChainStatus.RUNNING)
         with self._lock:
             self._register(key, follower, cur)
         follower.follow(run_id, starting_after=starting_after, batch_size=batch_size)
@@ -263,7 +274,9 @@ class Session:
         return self._followers.get(run_id)
 
     # ---- followers and cursors -----------------------------------------------------------
-    def _new_follower(self, agent_id: str, transcript: Transcript, policy: Any) -> Follower:
+    def _new_follower(
+        self, agent_id: str, transcript: Transcript, policy: str | Policy | None
+    ) -> Follower:
         return Follower(
             self.backend,
             agent_id=agent_id,
@@ -280,7 +293,7 @@ class Session:
         state: dict[str, Any] = {"last": 0.0, "status": None, "runs": 0}
         message = cur.message
 
-        def persist(f: Follower) -> None:
+        def persist(f: Follower) -> None:  # the store reports its own disk problems
             runs = f.transcript.runs
             status = f.status
             changed = status != state["status"] or len(runs) != state["runs"]
@@ -301,32 +314,24 @@ class Session:
 
     def _cursor(self, key: str, f: Follower, message: str = "", *, records: bool = True) -> Cursor:
         tr = f.transcript
-        stop = tr.stop_reason
         seqs = tr.seq_state()
+        keep: dict[str, int] | None = dict(seqs) if records else None
         if records and sum(len(e.text) for e in tr.entries) > CACHE_CHARS:
             # Too big to be worth a copy (encoding it doubles the kernel's memory for a
             # moment): no cached records, and a rebuild replays the chain from the server.
-            return Cursor(
-                key=key,
-                agent_id=f.agent_id,
-                runs=list(tr.runs),
-                seqs=seqs,
-                status=f.status,
-                stop_reason=stop,
-                records=[],
-                message=message,
-                record_seqs={},
-            )
+            records, keep = False, {}
         return Cursor(
             key=key,
             agent_id=f.agent_id,
             runs=list(tr.runs),
             seqs=seqs,
             status=f.status,
-            stop_reason=stop,
+            stop_reason=tr.stop_reason,
             records=tr.to_records() if records else [],
             message=message,
-            record_seqs=dict(seqs) if records else None,
+            record_seqs=keep,
+            active_seconds=round(f.active_seconds, 3),
+            notice=f.notice,
         )
 
     def cursor_of(self, handle: RunHandle) -> Cursor:
@@ -342,6 +347,75 @@ class Session:
     def runs(self, **kw: Any) -> list[dict[str, Any]]:
         return self.backend.list_runs(**kw)
 
+    # ---- history as DataFrames (frames.py builds the tables from these rows) ---------------
+    def _agent_id(self, agent: str | None) -> str | None:
+        return None if agent is None else self.resolve(agent)["id"]
+
+    def _names(self, rows: Iterable[dict[str, Any]]) -> list[str | None]:
+        return [self.agent_name(a) if (a := r.get("agent_id")) else None for r in rows]
+
+    def runs_frame(
+        self, agent: str | None = None, active: bool | None = None, limit: int = 100
+    ) -> pd.DataFrame:
+        """Recent runs (newest first), optionally of one agent (name or id) or only active."""
+        from .frames import runs_table
+
+        rows = self.runs(agent_id=self._agent_id(agent), active=active, limit=limit)
+        return runs_table(rows, self._names(rows))
+
+    def stored_frames(
+        self, run_id: str, *, until: int | None = None, batch_size: int | None = None
+    ) -> FrameLog:
+        """Every stored frame of a run, read like every read (resumed after cuts, bounded).
+
+        A run this kernel follows is read up to its cursor (or `until`); a live run followed
+        by nobody here for a few seconds of silence; a finished run to its end. A hole the
+        server no longer fills is one warning line.
+        """
+        follower = self._followers.get(run_id)
+        live = False
+        if until is None and follower is not None:
+            until = follower.transcript.last_seq(run_id) or None
+        if until is None:
+            live = self.backend.get_run(run_id).get("status") not in FINAL_RUN_STATUSES
+        frames = stored_frames(self.backend, run_id, until=until, live=live, batch_size=batch_size)
+        if frames.holes:
+            spans = ", ".join(f"{a}–{b}" for a, b in frames.holes[:3])
+            log.warning("letta_nb: run %s: the server no longer has seqs %s", run_id, spans)
+        return frames
+
+    def chunks_frame(self, run_id: str, batch_size: int | None = None) -> pd.DataFrame:
+        """Every stored frame of a run as a table (see `stored_frames`); `batch_size` is
+        passed to the server's resume (frames per page of the stored replay)."""
+        from .frames import chunk_row, chunks_table
+
+        frames = self.stored_frames(run_id, batch_size=batch_size)
+        return chunks_table([chunk_row(run_id, c) for c in frames.frames])
+
+    def usage_frame(
+        self, run_ids: Iterable[str] | None = None, agent: str | None = None, limit: int = 100
+    ) -> pd.DataFrame:
+        """Token usage per run: the given runs, else the `limit` newest (of `agent`)."""
+        from .frames import usage_table
+
+        if run_ids is None:
+            runs = self.runs(agent_id=self._agent_id(agent), limit=limit)
+        else:
+            runs = [self.backend.get_run(rid) for rid in run_ids]
+        usages: list[dict[str, Any]] = []
+        for run in runs:
+            try:
+                usages.append(self.backend.run_usage(run["id"]))
+            except LettaNbError:
+                usages.append({})  # a run without usage yet (still starting): a row of <NA>
+        return usage_table(runs, usages, self._names(runs))
+
+    def agents_frame(self) -> pd.DataFrame:
+        """The server's agents: name, id, model, creation time (UTC)."""
+        from .frames import agents_table
+
+        return agents_table(self.agents())
+
     def close(self) -> None:
         """Detach every live follower and release the connection (runs go on)."""
         for f in set(self._by_key.values()):
@@ -351,6 +425,41 @@ class Session:
         if self.server is not None and hasattr(self.server, "stop"):
             self.server.stop()
         self.store.close()
+
+
+@contextlib.contextmanager
+def _agent_lock(base_url: str, name: str, timeout: float = 30.0) -> Iterator[None]:
+    """An exclusive lock per (server, agent name) for this user's kernels (bounded wait).
+
+    Without `fcntl` (not POSIX) or a writable state dir it does nothing: the worst case is a
+    duplicate agent, never a failed connect.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    digest = hashlib.sha256(f"{base_url}\0{name}".encode()).hexdigest()[:16]
+    path = default_state_dir() / "locks" / f"agent-{digest}.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    except OSError:
+        yield
+        return
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break  # another kernel is stuck: go on rather than hang
+                threading.Event().wait(0.02)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 # ---- connection resolution -----------------------------------------------------------------

@@ -8,11 +8,18 @@ point past them (see `SeqTracker`).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol import MessageType, StopReason
+from .errors import SeqGap
+
+
+def new_otid() -> str:
+    """A client id for one send's messages: a broken send's run is found again by it."""
+    return f"otid-{uuid.uuid4()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,26 +64,42 @@ class Chunk:
 
 
 class SeqTracker:
-    """Dedupe by seq and give hidden frames their implicit seq, for one run.
+    """Dedupe by seq, give hidden frames their implicit seq and refuse holes, for one run.
 
     Background streams are contiguous: every stored frame is `previous + 1`, whether or not its
     JSON shows the number. "Previous" is the frame before it *on the same connection* (a replay
     from 0 re-sends stop_reason/usage after the seqs it already saw: they must dedupe too), so a
     reader opening a resume calls `begin(starting_after)`. Keepalive pings repeat the last seq
     (or carry none) and are liveness, never data. ``accept`` returns the chunk with its
-    effective seq, or None for a duplicate or a keepalive ping.
+    effective seq, or None for a duplicate or a keepalive ping; a frame past a hole raises
+    `SeqGap` (nothing is accepted) until the reader records the hole with `skip_hole`.
     """
 
-    __slots__ = ("_prev", "last_seq", "run_id")
+    __slots__ = ("_prev", "holes", "last_seq", "run_id")
 
     def __init__(self, run_id: str | None, last_seq: int = 0) -> None:
         self.run_id = run_id
         self.last_seq = last_seq
         self._prev: int | None = None  # None: the stream continues from last_seq
+        #: Seq ranges `(first, last)` the server no longer has (recorded by `skip_hole`).
+        self.holes: list[tuple[int, int]] = []
 
     def begin(self, starting_after: int) -> None:
-        """A new connection that starts after `starting_after` (exclusive)."""
+        """A new connection that starts after `starting_after` (exclusive).
+
+        Starting past what is known is a deliberate skip (attach from seq N): the frames up to
+        it are not expected, so they are not a hole.
+        """
         self._prev = starting_after
+        if starting_after > self.last_seq:
+            self.last_seq = starting_after
+
+    def skip_hole(self, seq: int) -> None:
+        """Accept that the frames before `seq` are gone: record the hole, continue before `seq`."""
+        if seq > self.last_seq + 1:
+            self.holes.append((self.last_seq + 1, seq - 1))
+            self.last_seq = seq - 1
+        self._prev = seq - 1
 
     def accept(self, chunk: Chunk) -> Chunk | None:
         seq = chunk.seq_id
@@ -91,8 +114,11 @@ class SeqTracker:
             return None
         if seq is None:
             seq = (self.last_seq if self._prev is None else self._prev) + 1
+        last = self.last_seq
+        if seq > last + 1:
+            raise SeqGap(self.run_id or chunk.run_id, last, seq)
         self._prev = seq
-        if seq <= self.last_seq:
+        if seq <= last:
             return None
         self.last_seq = seq
         if self.run_id is None:

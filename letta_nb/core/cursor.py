@@ -9,20 +9,32 @@ The cheap state (runs, seqs, status) and the transcript records are stored apart
 writes the state often and the records only at settle points, so a long run costs no O(n)
 encode every few seconds. The records carry their own seq state (`record_seqs`): a resume
 after a crash starts from there, never from the newer `seqs` (that would skip frames).
+
+Bad local state never stops a run: a file SQLite cannot read (corrupt, not a database) is moved
+aside (`cursors.db.corrupt-<time>`) with one warning line and a fresh store is used; a write
+that fails (full disk, read-only file) is one warning line, the cursors stay in memory and the
+runs go on on the server.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+log = logging.getLogger("letta_nb")
+T = TypeVar("T")
+#: SQLite primary result codes of a file that is not a readable database.
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cursors (
@@ -40,6 +52,8 @@ _STATE_FIELDS = (
     "stop_reason",
     "message",
     "updated_at",
+    "active_seconds",
+    "notice",
 )
 
 
@@ -56,6 +70,10 @@ class Cursor:
     updated_at: float = field(default_factory=time.time)
     #: The seq state `records` reflect (None: the same as `seqs`). Resume from these.
     record_seqs: dict[str, int] | None = None
+    #: Seconds the chain was worked on, as last measured here (approval waits excluded).
+    active_seconds: float = 0.0
+    #: The chain's lasting warning (e.g. what an incomplete run misses).
+    notice: str | None = None
 
     @property
     def resume_seqs(self) -> dict[str, int]:
@@ -91,6 +109,8 @@ class Cursor:
                 "message": self.message,
                 "updated_at": self.updated_at,
                 "record_seqs": self.record_seqs,
+                "active_seconds": self.active_seconds,
+                "notice": self.notice,
             },
             separators=(",", ":"),
             default=str,
@@ -152,24 +172,31 @@ def default_state_dir() -> Path:
 
 
 class CursorStore:
-    """Cursors in memory, written through to SQLite. Thread-safe; writes are cheap upserts."""
+    """Cursors in memory, written through to SQLite. Thread-safe; writes are cheap upserts.
 
-    def __init__(self, path: Path | str | None = None) -> None:
+    `warn` receives the one-line warnings about the file (default: the "letta_nb" logger).
+    """
+
+    def __init__(
+        self, path: Path | str | None = None, *, warn: Callable[[str], None] | None = None
+    ) -> None:
         if path is None:
             path = os.environ.get("LETTA_NB_CURSOR_DB") or default_state_dir() / "cursors.db"
         self.path = Path(path)
         self._mem: dict[str, Cursor] = {}
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._warn = warn or log.warning
+        self._failing: str | None = None  # the write problem last warned about
+        self._closed = False  # closed: memory only (a late listener writes nothing)
 
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fresh = not self.path.exists()
-            if fresh:
-                fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
-                os.close(fd)
-            db = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0)
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.path.exists():
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+            os.close(fd)
+        db = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0)
+        try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(_SCHEMA)
@@ -177,9 +204,68 @@ class CursorStore:
             if "records" not in cols:  # older files: records lived inside body
                 db.execute("ALTER TABLE cursors ADD COLUMN records TEXT")
             db.commit()
-            os.chmod(self.path, 0o600)
-            self._db = db
+        except BaseException:
+            db.close()
+            raise
+        os.chmod(self.path, 0o600)
+        return db
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = self._open()
         return self._db
+
+    def _guarded(self, op: Callable[[sqlite3.Connection], T], default: T, doing: str) -> T:
+        """Run `op` on the file; bad local state costs one warning line, never the run."""
+        if self._closed:
+            return default
+        try:
+            result = op(self._conn())
+        except sqlite3.DatabaseError as exc:
+            if not _corrupt(exc):
+                self._disk_problem(exc, doing)
+                return default
+            self._set_aside(exc)
+            try:
+                result = op(self._conn())
+            except sqlite3.DatabaseError as again:
+                self._disk_problem(again, doing)
+                return default
+        except OSError as exc:  # the state dir itself (permissions, a full disk at create)
+            self._disk_problem(exc, doing)
+            return default
+        self._failing = None
+        return result
+
+    def _set_aside(self, exc: sqlite3.DatabaseError) -> None:
+        """The file is not a readable database: move it (and its WAL) aside, start afresh."""
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        moved = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self.path}{suffix}")
+            if src.exists():
+                try:
+                    os.replace(src, Path(f"{moved}{suffix}"))
+                except OSError:
+                    src.unlink(missing_ok=True)
+        self._warn(
+            f"letta_nb: the cursor store {self.path} could not be read ({exc}); moved it to "
+            f"{moved.name} and started a fresh one (earlier cells start new runs when re-run)"
+        )
+
+    def _disk_problem(self, exc: BaseException, doing: str) -> None:
+        """A write (or read) failed for a reason other than corruption: say it once."""
+        what = " ".join(str(exc).split()) or type(exc).__name__
+        if what != self._failing:
+            self._failing = what
+            self._warn(
+                f"letta_nb: cannot {doing} the cursor store {self.path} ({what}); cursors stay "
+                "in memory and runs go on on the server"
+            )
 
     def get(self, key: str, *, records: bool = True) -> Cursor | None:
         """The cursor of `key`; with `records` its cached transcript too, read from disk.
@@ -192,14 +278,20 @@ class CursorStore:
             cur = self._mem.get(key)
             if cur is not None and (cur.records or not records):
                 return cur
-            row = (
-                self._conn()
-                .execute("SELECT body, records FROM cursors WHERE key=?", (key,))
-                .fetchone()
-            )
+
+            def read(db: sqlite3.Connection) -> tuple[str, str | None] | None:
+                row = db.execute("SELECT body, records FROM cursors WHERE key=?", (key,))
+                found: tuple[str, str | None] | None = row.fetchone()
+                return found
+
+            row = self._guarded(read, None, "read")
             if row is None:
                 return cur
-            stored = Cursor.from_json(row[0], row[1])
+            try:
+                stored = Cursor.from_json(row[0], row[1])
+            except (ValueError, KeyError, TypeError) as exc:  # a damaged row: only it is lost
+                self._warn(f"letta_nb: the stored cursor {key!r} is unreadable ({exc}); ignored")
+                return cur
             if cur is None:
                 cur = self._mem[key] = _lean(stored)
             return replace(cur, records=stored.records, record_seqs=stored.record_seqs)
@@ -219,36 +311,57 @@ class CursorStore:
             if not persist:
                 self._mem[cursor.key] = cursor
                 return
-            db = self._conn()
-            if records:
-                db.execute(
-                    "INSERT INTO cursors(key, body, updated_at, records) VALUES(?,?,?,?) "
-                    "ON CONFLICT(key) DO UPDATE SET body=excluded.body, "
-                    "updated_at=excluded.updated_at, records=excluded.records",
-                    (cursor.key, cursor.state_json(), cursor.updated_at, cursor.records_json()),
-                )
-            else:
-                db.execute(
-                    "INSERT INTO cursors(key, body, updated_at) VALUES(?,?,?) "
-                    "ON CONFLICT(key) DO UPDATE SET body=excluded.body, "
-                    "updated_at=excluded.updated_at",
-                    (cursor.key, cursor.state_json(), cursor.updated_at),
-                )
-            db.commit()
+
+            def write(db: sqlite3.Connection) -> None:
+                if records:
+                    db.execute(
+                        "INSERT INTO cursors(key, body, updated_at, records) VALUES(?,?,?,?) "
+                        "ON CONFLICT(key) DO UPDATE SET body=excluded.body, "
+                        "updated_at=excluded.updated_at, records=excluded.records",
+                        (cursor.key, cursor.state_json(), cursor.updated_at, cursor.records_json()),
+                    )
+                else:
+                    db.execute(
+                        "INSERT INTO cursors(key, body, updated_at) VALUES(?,?,?) "
+                        "ON CONFLICT(key) DO UPDATE SET body=excluded.body, "
+                        "updated_at=excluded.updated_at",
+                        (cursor.key, cursor.state_json(), cursor.updated_at),
+                    )
+                try:
+                    db.commit()
+                except sqlite3.DatabaseError:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.rollback()
+                    raise
+
+            self._guarded(write, None, "write")
             self._mem[cursor.key] = _lean(cursor)
 
     def delete(self, key: str) -> None:
         with self._lock:
             self._mem.pop(key, None)
-            db = self._conn()
-            db.execute("DELETE FROM cursors WHERE key=?", (key,))
-            db.commit()
+
+            def remove(db: sqlite3.Connection) -> None:
+                db.execute("DELETE FROM cursors WHERE key=?", (key,))
+                db.commit()
+
+            self._guarded(remove, None, "write")
 
     def close(self) -> None:
+        """Release the file; afterwards the store answers from memory and writes nothing."""
         with self._lock:
+            self._closed = True
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+def _corrupt(exc: sqlite3.DatabaseError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    text = str(exc).lower()
+    return "not a database" in text or "malformed" in text
 
 
 def _lean(cursor: Cursor) -> Cursor:

@@ -29,6 +29,10 @@ class ServerUnavailable(LettaNbError):
     """The server cannot be reached (down, wrong URL, timed out)."""
 
 
+class Unreachable(ServerUnavailable):
+    """Nothing answered at the server's address: no request reached it, so re-sending is safe."""
+
+
 class Unauthorized(LettaNbError):
     """401/403: the API key (or embedded-server token) was refused."""
 
@@ -63,3 +67,18 @@ class StreamInterrupted(LettaNbError):
 
 class StreamTimeout(StreamInterrupted):
     """A read timed out: nothing (not even a keepalive) arrived for the read timeout."""
+
+
+class SeqGap(LettaNbError):
+    """A frame arrived past a hole in its run's seqs: frames `after + 1 .. seq - 1` never came.
+
+    Raised by `SeqTracker.accept` so no reader can fold a run with a hole by accident: readers
+    re-read from `after` and, if the server sends the same hole again, record it
+    (`SeqTracker.skip_hole`) and report the run incomplete.
+    """
+
+    def __init__(self, run_id: str | None, after: int, seq: int) -> None:
+        super().__init__(f"run {run_id}: seqs {after + 1}..{seq - 1} are missing (got {seq})")
+        self.run_id = run_id
+        self.after = after
+        self.seq = seq

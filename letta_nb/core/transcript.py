@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol import MessageType as MT
-from ..protocol import content_text
+from ..protocol import StopReason, content_text
 from .chunks import Chunk, SeqTracker
 from .textbuf import TextBuffer
 
@@ -91,6 +91,18 @@ class Transcript:
         """A reader (re)connects to `run_id` after `starting_after`: hidden seqs count from it."""
         self.tracker(run_id).begin(starting_after)
 
+    def skip_hole(self, run_id: str, seq: int) -> None:
+        """The server no longer has the frames of `run_id` before `seq`: continue without them."""
+        self.tracker(run_id).skip_hole(seq)
+        self.version += 1
+
+    def holes(self, run_id: str | None = None) -> list[tuple[int, int]]:
+        """Seq ranges the server no longer had, of one run or (None) of the whole chain."""
+        if run_id is not None:
+            tracker = self._seq.get(run_id)
+            return list(tracker.holes) if tracker else []
+        return [h for rid in self.runs for h in self.holes(rid)]
+
     def last_seq(self, run_id: str) -> int:
         tracker = self._seq.get(run_id)
         return tracker.last_seq if tracker else 0
@@ -99,7 +111,8 @@ class Transcript:
         """Fold one frame in; returns it with its effective seq, or None if it was a duplicate.
 
         `run_id` names the run whose stream this frame came from, for frames that do not say
-        (stop_reason, usage_statistics).
+        (stop_reason, usage_statistics). A frame past a hole in the run's seqs raises `SeqGap`
+        and folds nothing (see `SeqTracker`).
         """
         rid = chunk.run_id or run_id
         accepted = self.tracker(rid).accept(chunk)
@@ -199,7 +212,7 @@ class Transcript:
     def pending_tool_calls(self) -> list[dict[str, Any]]:
         """Tool calls awaiting approval, if the newest run stopped with requires_approval."""
         rid = self.run_id
-        if rid is None or self.stop_reasons.get(rid) != "requires_approval":
+        if rid is None or self.stop_reasons.get(rid) != StopReason.REQUIRES_APPROVAL:
             return []
         calls: list[dict[str, Any]] = []
         for entry in self.entries:

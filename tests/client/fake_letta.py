@@ -31,6 +31,7 @@ class FakeRun:
     frames: list[Frame]
     created_at: float = field(default_factory=time.time)
     status: str = "completed"
+    total_duration_ns: int | None = None
 
     @property
     def terminal_seq(self) -> int:
@@ -52,6 +53,7 @@ class FakeRun:
             "background": True,
             "created_at": created,
             "stop_reason": self.stop_reason,
+            "total_duration_ns": self.total_duration_ns,
         }
 
 
@@ -127,12 +129,18 @@ class FakeLetta:
         self.pending: list[dict[str, Any]] | None = None
         self.status_overrides: dict[str, int] = {}  # path regex → status
         self.pause: Callable[[int], None] | None = None
+        #: Nothing listens (every request: connection refused), as a dead server.
+        self.down = False
+        self.hosts: list[str] = []  # the host of every request that reached the server
 
     def client(self) -> httpx.Client:
         return httpx.Client(transport=httpx.MockTransport(self.handle), base_url="http://fake")
 
     # ---- routing -------------------------------------------------------------------------
     def handle(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+        self.hosts.append(request.url.host)
         path = request.url.path
         for pattern, status in self.status_overrides.items():
             if re.search(pattern, path):

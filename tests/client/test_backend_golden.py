@@ -19,6 +19,7 @@ from letta_nb.core.errors import (
     NotFound,
     PendingApproval,
     ServerUnavailable,
+    StreamInterrupted,
     Unauthorized,
 )
 
@@ -54,10 +55,25 @@ def _serving(body: bytes, seen: list[httpx.Request] | None = None):
     return handler
 
 
+def _read_all(stream) -> tuple[list, Exception | None]:
+    got = []
+    try:
+        for chunk in stream:
+            got.append(chunk)
+    except StreamInterrupted as exc:
+        return got, exc
+    return got, None
+
+
 def test_every_recorded_stream_parses_like_the_wire(golden_dir: Path) -> None:
+    """Every recording parses frame for frame; one the server did not finish (no `[DONE]`,
+    no error event: the client closed it) ends in StreamInterrupted, never a quiet end."""
     for path in sse_files(golden_dir):
-        expected = to_chunks(read_frames(path))
-        got = list(_backend(_serving(path.read_bytes())).resume("run-x", 0))
+        frames = read_frames(path)
+        expected = to_chunks(frames)
+        got, broke = _read_all(_backend(_serving(path.read_bytes())).resume("run-x", 0))
+        finished = any(f.done or f.event == "error" for f in frames)
+        assert (broke is None) == finished, (path, broke)
         assert [c.message_type for c in got] == [c.message_type for c in expected], path
         assert [c.seq_id for c in got] == [c.seq_id for c in expected], path
         assert [c.run_id for c in got] == [c.run_id for c in expected], path

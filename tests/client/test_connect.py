@@ -6,6 +6,7 @@ import socket
 from typing import Any
 
 import pytest
+from fake_backend import MemoryBackend
 
 import letta_nb.session as session_mod
 from letta_nb.backend import Backend
@@ -21,20 +22,17 @@ class _Recorder:
         self.error = error
         self.calls: list[tuple[str, str | None]] = []
 
-    def __call__(self, base_url: str, api_key: str | None) -> Any:
+    def __call__(self, base_url: str, api_key: str | None) -> MemoryBackend:
         self.calls.append((base_url, api_key))
         error = self.error
 
-        class _Backend:
-            reattaches_otid = False
-
-            def resolve_agent(self, name: str) -> dict[str, Any]:
+        class _Backend(MemoryBackend):  # a typed LettaBackend whose lookups fail
+            def resolve_agent(self, name_or_id: str) -> dict[str, Any]:
                 raise error
 
-            def close(self) -> None:
-                return None
-
-        return _Backend()
+        backend = _Backend()
+        backend.base_url = base_url
+        return backend
 
 
 @pytest.fixture(autouse=True)

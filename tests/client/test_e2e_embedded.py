@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,10 @@ def test_resend_with_same_key_starts_no_run(session: Session, tmp_path: Path) ->
 
 def test_restart_while_running_resumes_from_the_cursor(session: Session) -> None:
     h = session.send("/long 40 50", key="e2e-running")
-    h.wait(0.6)
+    deadline = time.monotonic() + BOUND
+    while h.follower.last_seq < 5:  # some tokens arrived, most are still to come
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
     h.detach()
     assert h.status == "detached"
     before = _runs(session)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -12,16 +13,17 @@ from fake_letta import AGENT, FakeLetta
 from lnb_golden import read_frames, to_chunks
 
 from letta_nb.backend import Backend
+from letta_nb.core.clock import ManualClock
 from letta_nb.core.errors import ApprovalError
 from letta_nb.core.render import render_text
 from letta_nb.core.transcript import Transcript
-from letta_nb.follower import Follower
+from letta_nb.run import Follower
 
 LONG = "05_replay_finished_run/01_replay_from_0_batch_1000.sse"
 BOUND = 120.0  # hang guard only: wait() returns as soon as the chain settles
 
 
-def _follower(fake: FakeLetta, **kw) -> Follower:
+def _follower(fake: FakeLetta, **kw: Any) -> Follower:
     backend = Backend("http://fake", None, max_retries=0, http_client=fake.client())
     f = Follower(backend, agent_id=AGENT, stall_after=kw.pop("stall_after", 30.0), **kw)
     f.backoff_base = 0.001
@@ -29,6 +31,14 @@ def _follower(fake: FakeLetta, **kw) -> Follower:
     f.recover_delays = (0.0, 0.0)
     f.tail_timeout = 0.5
     return f
+
+
+def _until(pred: Any, what: str) -> None:
+    """Deadline polling for a state the test needs (a hang guard, not a timing assertion)."""
+    deadline = time.monotonic() + BOUND
+    while not pred():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
 
 
 def _uncut(path: Path) -> Transcript:
@@ -136,21 +146,21 @@ def test_stop_reason_then_eof_reads_the_tail_once(golden_dir: Path) -> None:
     assert f.transcript.to_records() == _uncut(golden_dir / rel).to_records()
 
 
-def test_repeated_empty_eofs_ask_the_server(golden_dir: Path) -> None:
+def test_a_run_whose_frames_stop_early_is_incomplete_never_completed(golden_dir: Path) -> None:
+    """The server calls the run completed, but its stream ends ([DONE]) at seq 10 every time:
+    after `eof_checks` empty streams the follower asks the server and says incomplete."""
     fake = FakeLetta([golden_dir / LONG])
     f = _follower(fake)
     f.start([{"role": "user", "content": "x"}])
     assert f.wait(BOUND) == "completed"
     rid = f.run_id
-    # a new follower whose server only ever returns empty streams for this run
-    fake.runs[rid].frames = [fr for fr in fake.runs[rid].frames if fr.seq <= 10] + [
-        fr for fr in fake.runs[rid].frames if fr.seq > 1000
-    ]
+    fake.runs[rid].frames = [fr for fr in fake.runs[rid].frames if fr.seq <= 10 or fr.done]
     g = _follower(fake)
     g.eof_checks = 2
     g.follow(rid)
-    assert g.wait(BOUND) == "completed"
+    assert g.wait(BOUND) == "incomplete", g.error
     assert g.last_seq == 10 and len(fake.resumes) >= 2
+    assert g.warning and "frames stop at seq 10" in g.warning and "\n" not in g.warning
 
 
 def test_unknown_run_is_one_line_not_found() -> None:
@@ -237,6 +247,7 @@ def test_incomplete_arguments_come_from_the_agent(golden_dir: Path) -> None:
 
 
 def test_stall_warning_comes_and_goes(golden_dir: Path) -> None:
+    """The watchdog reads the follower's clock: the test moves time, nothing sleeps."""
     fake = FakeLetta([golden_dir / "02_bg_stream_tokens_true/01_post_messages_stream.sse"])
     gate = threading.Event()
 
@@ -245,14 +256,27 @@ def test_stall_warning_comes_and_goes(golden_dir: Path) -> None:
             gate.wait(BOUND)
 
     fake.pause = pause
-    f = _follower(fake, stall_after=0.1)
+    clock = ManualClock()
+    f = _follower(fake, stall_after=10.0, clock=clock)
+    warned = threading.Event()
     warnings: list[str | None] = []
-    f.add_listener(lambda fol: warnings.append(fol.warning))
+
+    def listener(fol: Follower) -> None:
+        warnings.append(fol.warning)
+        if fol.warning and "stalled" in fol.warning:
+            warned.set()
+
+    f.add_listener(listener)
     f.start([{"role": "user", "content": "x"}])
-    deadline = time.monotonic() + BOUND
-    while f.warning is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert f.warning and "stalled" in f.warning and f.status == "running"
+    _until(lambda: f.status == "running" and fake.streams, "the run never started")
+    checks = len(clock.waits)
+    clock.advance(9.0)
+    _until(lambda: len(clock.waits) > checks, "the watchdog never looked")
+    assert not warned.is_set()  # it looked after 9 s of silence: not yet a stall
+    clock.advance(2.0)
+    assert warned.wait(BOUND)
+    assert f.warning == "no data for 11 s: the run may be stalled (Cancel stops it server-side)"
+    assert f.status == "running"
     gate.set()
     assert f.wait(BOUND) == "completed"
     assert f.warning is None and any(w and "stalled" in w for w in warnings)
@@ -261,19 +285,19 @@ def test_stall_warning_comes_and_goes(golden_dir: Path) -> None:
 def test_detach_is_local_and_cancel_is_server_side(golden_dir: Path) -> None:
     fake = FakeLetta([golden_dir / LONG])
     gate = threading.Event()
-    fake.pause = lambda pos: gate.wait(5) if pos >= 1400 else None
+    fake.pause = lambda pos: gate.wait(BOUND) if pos >= 1400 else None
     f = _follower(fake)
     f.start([{"role": "user", "content": "x"}])
-    deadline = time.monotonic() + BOUND
-    while f.run_id is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert f.cancel() == "cancelled"
+    assert f.cancel() == "cancelled"  # waits (bounded) for the run id, then asks the server
     assert fake.cancelled == [f.run_id]
     f.detach()
     assert f.status == "detached" and f.wait(1) == "detached"
     seq = f.last_seq
+    reader = f._thread
     gate.set()
-    time.sleep(0.1)
+    assert reader is not None
+    reader.join(BOUND)  # the reader noticed its stop event and ended
+    assert not reader.is_alive()
     assert f.last_seq == seq and f.status == "detached"  # stopped reading, cursor kept
     assert seq >= 1
 
@@ -301,10 +325,7 @@ def test_drop_connection_heals_counts_and_warns(golden_dir: Path) -> None:
     warnings: list[str | None] = []
     f.add_listener(lambda fol: warnings.append(fol.warning))
     f.start([{"role": "user", "content": "x"}])
-    deadline = time.monotonic() + BOUND
-    while not (fake.streams and fake.streams[0].held.is_set()):
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
+    _until(lambda: fake.streams and fake.streams[0].held.is_set(), "never held")
     seq = f.last_seq
     assert f.reconnects == 0 and f.drop_connection()
     assert f.wait(BOUND) == "completed", f.error

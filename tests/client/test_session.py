@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import letta_nb.session as session_mod
 from letta_nb.backend import Backend
 from letta_nb.core.cursor import CursorStore
 from letta_nb.core.transcript import Transcript
-from letta_nb.follower import Follower
+from letta_nb.run import Follower
 from letta_nb.session import Session
 
 LONG = "05_replay_finished_run/01_replay_from_0_batch_1000.sse"
@@ -221,3 +222,117 @@ def test_a_chain_too_big_to_cache_is_rebuilt_by_replay(
     assert (first, 0) in fake.resumes and (second, 0) in fake.resumes
     assert again.runs == [first, second]
     assert again.follower.transcript.to_records() == h.follower.transcript.to_records()
+
+
+def test_detach_then_attach_revives_the_same_chain_and_its_view_sees_everything(
+    golden_dir: Path, tmp_path: Path
+) -> None:
+    """The original cell's view listens to the chain: while detached it is told where the
+    chain stopped (and the text it holds ends there); after `attach` the same chain goes on,
+    so that view ends `completed` with the whole text, never with a part of it."""
+    fake = FakeLetta([golden_dir / LONG])
+    fake.hold_next(20000)
+    s = _session(fake, tmp_path / "c.db")
+    h = s.send("LONG")
+    seen: list[tuple[str, int, int]] = []  # (status, last_seq, transcript seq) per notification
+    h.follower.add_listener(
+        lambda f: seen.append((f.status, f.last_seq, f.transcript.last_seq(f.run_id)))
+    )
+    _held(fake)
+    h.detach()
+    detached_at = h.follower.last_seq
+    assert h.status == "detached" and 0 < detached_at < 303
+    assert seen[-1] == ("detached", detached_at, detached_at)  # the truth: where it stopped
+    fake.runs[h.run_id].status = "running"
+    again = s.attach(h.run_id)
+    assert again.follower is h.follower  # revived, not a second chain beside the first view
+    assert again.wait(BOUND) == "completed", again.error
+    assert seen[-1][0] == "completed" and seen[-1][1] == 303
+    done = [entry for entry in seen if entry[0] == "completed"]
+    assert done and all(seq == 303 for _, seq, _ in done)  # "completed" only with everything
+    assert h.follower.transcript.to_records() == _uncut(golden_dir / LONG)
+    assert fake.resumes == [(h.run_id, detached_at)]
+
+
+def test_a_restored_chain_has_no_reader_and_the_servers_durations(
+    golden_dir: Path, tmp_path: Path
+) -> None:
+    """After a kernel restart a finished cell is shown from its cursor (`Follower.restored`):
+    no thread, no send, and its active time is the server's run duration, never 0.0 s."""
+    fake = FakeLetta([golden_dir / LONG])
+    db = tmp_path / "c.db"
+    h = _session(fake, db).send("LONG", wait=True, timeout=BOUND)
+    assert h.status == "completed"
+    measured = CursorStore(db).get(h.key).active_seconds
+    assert measured > 0.0
+    fake.runs[h.run_id].total_duration_ns = 7_250_000_000  # the server's figure: 7.25 s
+    resumes = len(fake.resumes)
+    again = _session(fake, db).send("LONG")  # a new kernel over the same cursor file
+    f = again.follower
+    assert again.status == "completed" and f._thread is None and len(fake.posts) == 1
+    assert f.active_seconds > 0.0  # the cursor's figure at once
+    _until(lambda: f.active_seconds == 7.25, "the server's duration never arrived")
+    assert len(fake.resumes) == resumes  # nothing re-read
+    assert again.transcript == h.transcript
+
+
+def test_an_incomplete_chain_stays_incomplete_after_a_restart(
+    golden_dir: Path, tmp_path: Path
+) -> None:
+    fake = FakeLetta([golden_dir / LONG])
+    original = fake._serve
+
+    def serve(frames):  # the stored run lacks seqs 50-52, every time it is read
+        return original([fr for fr in frames if not 50 <= (fr.seq or 0) <= 52])
+
+    fake._serve = serve
+    db = tmp_path / "c.db"
+    h = _session(fake, db).send("LONG", wait=True, timeout=BOUND)
+    assert h.status == "incomplete", h.error
+    assert h.warning and "seqs 50–52 (3 frames)" in h.warning
+    posts = len(fake.posts)
+    again = _session(fake, db).send("LONG")
+    assert again.status == "incomplete" and again.warning == h.warning
+    assert len(fake.posts) == posts and again.transcript == h.transcript
+
+
+def test_kernels_connecting_at_once_create_one_demo_agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kernel A holds the agent lock while it creates the agent; kernel B, connecting at the
+    same moment, waits for it and then finds A's agent instead of creating a second one."""
+    from fake_backend import MemoryBackend
+
+    from letta_nb.core.errors import NotFound
+
+    monkeypatch.setenv("LETTA_NB_STATE_DIR", str(tmp_path / "state"))
+    agents: list[dict] = []
+    b_resolved = threading.Event()
+
+    class Server(MemoryBackend):
+        def __init__(self, kernel: str) -> None:
+            super().__init__()
+            self.kernel = kernel
+
+        def resolve_agent(self, name_or_id: str) -> dict:
+            if self.kernel == "B":
+                b_resolved.set()
+            found = [a for a in agents if a["name"] == name_or_id]
+            if not found:
+                raise NotFound(f"unknown agent '{name_or_id}'")
+            return found[0]
+
+        def create_agent(self, name: str, model: str = "letta_nb/demo", **kw: object) -> dict:
+            if self.kernel == "A":  # B connects while A is creating
+                other.start()
+                assert not b_resolved.wait(0.2), "B looked the agent up inside A's lock"
+            agents.append({"id": f"agent-{len(agents)}", "name": name, "model": model})
+            return agents[-1]
+
+    a = Session(Server("A"), store=CursorStore(tmp_path / "a.db"))
+    b = Session(Server("B"), store=CursorStore(tmp_path / "b.db"))
+    found: list[dict] = []
+    other = threading.Thread(target=lambda: found.append(b.ensure_agent()))
+    made = a.ensure_agent()
+    other.join(BOUND)
+    assert b_resolved.is_set() and found == [made] and len(agents) == 1

@@ -14,6 +14,7 @@ def _cursor(key: str = "cell:nb.ipynb:abc") -> Cursor:
     tr = Transcript()
     from letta_nb.core.chunks import Chunk
 
+    tr.begin_stream("run-1", 1)  # seq 1 is the run's ping
     for i, word in enumerate(["Hello", " there"], start=2):
         tr.apply(Chunk("assistant_message", {"id": "message-1", "content": word}, "run-1", i))
     tr.apply(Chunk("stop_reason", {"stop_reason": "end_turn"}), "run-1")
@@ -137,3 +138,63 @@ def test_memory_keeps_no_second_copy_of_the_transcript(tmp_path: Path) -> None:
     full = store.get(cur.key)  # rebuilding a chain reads the records from disk
     assert full.records == cur.records and full.resume_seqs == {"run-1": 4}
     assert store._mem[cur.key].records == []
+
+
+def test_a_corrupt_file_is_moved_aside_with_one_line_and_a_fresh_store_works(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "cursors.db"
+    db.write_bytes(b"this is not an SQLite database, it is a text file " * 100)
+    lines: list[str] = []
+    store = CursorStore(db, warn=lines.append)
+    assert store.get("cell:nb.ipynb:abc") is None  # no traceback: a fresh, empty store
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert "could not be read" in lines[0] and "cursors.db.corrupt-" in lines[0]
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith("cursors.db.corrupt-")]
+    assert len(moved) == 1 and moved[0].read_bytes().startswith(b"this is not")
+    cur = _cursor()
+    store.put(cur)
+    store.close()
+    again = CursorStore(db, warn=lines.append).get(cur.key)
+    assert again is not None and again.records == cur.records and len(lines) == 1
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+
+
+def test_a_damaged_database_page_is_corruption_too(tmp_path: Path) -> None:
+    db = tmp_path / "cursors.db"
+    store = CursorStore(db)
+    store.put(_cursor())
+    store.close()
+    raw = bytearray(db.read_bytes())
+    raw[16:24] = b"\xff" * 8  # page size and format bytes of the header
+    db.write_bytes(bytes(raw))
+    for extra in tmp_path.glob("cursors.db-*"):
+        extra.unlink()
+    lines: list[str] = []
+    store = CursorStore(db, warn=lines.append)
+    assert store.get("cell:nb.ipynb:abc") is None
+    assert len(lines) == 1 and "could not be read" in lines[0]
+    store.put(_cursor("k2"))
+    assert store.get("k2") is not None
+
+
+def test_a_full_disk_is_one_line_and_cursors_stay_in_memory(tmp_path: Path) -> None:
+    """SQLITE_FULL, made real: the file may not grow past its current pages."""
+    db = tmp_path / "cursors.db"
+    lines: list[str] = []
+    store = CursorStore(db, warn=lines.append)
+    store.put(_cursor("small"))
+    conn = store._conn()
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")
+    big = _cursor("big")
+    big.records = [{"kind": "assistant_message", "text": "x" * 200_000}]
+    for _ in range(3):  # said once, not once per write
+        store.put(big)
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert "database or disk is full" in lines[0] and "runs go on on the server" in lines[0]
+    kept = store.get("big", records=False)
+    assert kept is not None and kept.status == "completed"  # memory still has it
+    conn.execute("PRAGMA max_page_count = 1073741823")  # space again: writes work, no warning
+    store.put(_cursor("later"))
+    assert store.get("later") is not None and len(lines) == 1

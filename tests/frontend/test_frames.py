@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+import letta_nb as lnb
 from letta_nb import frames
 
 
@@ -35,7 +36,7 @@ def finished(session: Any) -> Any:
 
 
 def test_runs_frame_typed(session: Any, finished: Any) -> None:
-    frame = frames.runs_frame(agent="demo-analyst", limit=5)
+    frame = lnb.runs_frame(agent="demo-analyst", limit=5)
     assert list(frame.columns) == frames.RUN_COLUMNS
     check_run_columns(frame)
     row = frame.set_index("run_id").loc[finished.run_id]
@@ -43,15 +44,15 @@ def test_runs_frame_typed(session: Any, finished: Any) -> None:
     assert row["agent"] == "demo-analyst"
     assert row["completed_at"] >= row["created_at"]  # naive completed_at was read as UTC
     assert row["duration"] > pd.Timedelta(0)
-    assert frames.runs_frame(active=True, limit=5)["status"].isin(["created", "running"]).all()
+    assert lnb.runs_frame(active=True, limit=5)["status"].isin(["created", "running"]).all()
 
 
 def test_empty_frames_keep_typed_columns(session: Any) -> None:
     session.backend.create_agent("idle-agent", model="letta_nb/demo")
-    frame = frames.runs_frame(agent="idle-agent")
+    frame = lnb.runs_frame(agent="idle-agent")
     assert frame.empty and list(frame.columns) == frames.RUN_COLUMNS
     check_run_columns(frame)
-    usage = frames.usage_frame(agent="idle-agent")
+    usage = lnb.usage_frame(agent="idle-agent")
     assert usage.empty and list(usage.columns) == frames.USAGE_COLUMNS
     assert str(usage["total_tokens"].dtype) == "Int64"
     chunks = frames.chunks_table([])
@@ -61,7 +62,7 @@ def test_empty_frames_keep_typed_columns(session: Any) -> None:
 
 
 def test_chunks_frame_every_frame_once_with_seq(session: Any, finished: Any) -> None:
-    frame = frames.chunks_frame(finished.run_id)
+    frame = lnb.chunks_frame(finished.run_id)
     assert list(frame.columns) == frames.CHUNK_COLUMNS
     assert list(frame["seq_id"]) == list(range(1, len(frame) + 1))  # seq-less frames included
     assert str(frame["seq_id"].dtype) == "Int64"
@@ -77,7 +78,7 @@ def test_chunks_frame_every_frame_once_with_seq(session: Any, finished: Any) -> 
 def test_chunks_frame_of_a_live_run_is_bounded(session: Any) -> None:
     handle = session.send("/long 100000 20", new=True)
     try:
-        frame = frames.chunks_frame(handle.run_id or _wait_run(handle))
+        frame = lnb.chunks_frame(handle.run_id or _wait_run(handle))
         assert len(frame) >= 1
         assert frame["seq_id"].is_monotonic_increasing
     finally:
@@ -96,20 +97,19 @@ def _wait_run(handle: Any) -> str:
 
 
 def test_usage_frame(session: Any, finished: Any) -> None:
-    frame = frames.usage_frame(run_ids=[finished.run_id])
+    frame = lnb.usage_frame(run_ids=[finished.run_id])
     assert list(frame.columns) == frames.USAGE_COLUMNS
     row = frame.iloc[0]
     assert row["completion_tokens"] == 6 and row["total_tokens"] == row["prompt_tokens"] + 6
     for col in ("prompt_tokens", "completion_tokens", "total_tokens"):
         assert str(frame[col].dtype) == "Int64"
     check_run_columns(frame)
-    many = frames.usage_frame(agent="demo-analyst", limit=3)
+    many = lnb.usage_frame(agent="demo-analyst", limit=3)
     assert len(many) <= 3 and many["total_tokens"].notna().all()
 
 
-def test_lazy_public_names() -> None:
-    import letta_nb
-
-    assert letta_nb.runs_frame is frames.runs_frame
-    assert letta_nb.chunks_frame is frames.chunks_frame
-    assert letta_nb.usage_frame is frames.usage_frame
+def test_public_names_use_the_current_session(session: Any) -> None:
+    """`lnb.*_frame` fetch through the current session; frames.py only builds tables."""
+    assert list(lnb.agents_frame().columns) == frames.AGENT_COLUMNS
+    for name in ("runs_frame", "chunks_frame", "usage_frame", "agents_frame"):
+        assert not hasattr(frames, name) and callable(getattr(lnb, name))

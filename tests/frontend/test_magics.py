@@ -115,17 +115,28 @@ def test_config_traits(ip: Any, session: Any) -> None:
 
 
 BAD_CELLS = [
-    ("%%letta --bogus\nhello", "UsageError: unrecognized arguments: --bogus"),
+    ("%%letta --bogus\nhello", "UsageError: unknown option --bogus"),
+    (
+        "%%letta --agnet demo-analyst\nhello",
+        "UsageError: unknown option --agnet (did you mean --agent?)",
+    ),
+    ("%%letta --wiat\nhello", "UsageError: unknown option --wiat (did you mean --wait?)"),
     ("%%letta --auto-approve --auto-deny\nhello", "UsageError: --auto-approve and --auto-deny"),
     ("%%letta\n   ", "UsageError: %%letta needs a message"),
     ("%%letta --out 1x\nhi", "UsageError: --out wants a variable name"),
-    ("%%letta --timeout -3\nhi", "UsageError: --timeout must be a positive"),
-    ("%%letta --timeout soon\nhi", "UsageError: argument --timeout: invalid float value"),
+    ("%%letta --timeout -3\nhi", "UsageError: argument --timeout: wants a positive, finite"),
+    ("%%letta --timeout inf\nhi", "UsageError: argument --timeout: wants a positive, finite"),
+    ("%%letta --timeout nan\nhi", "UsageError: argument --timeout: wants a positive, finite"),
+    ("%%letta --timeout -1 --wait\nhi", "UsageError: argument --timeout: wants a positive"),
+    ("%%letta --timeout abc\nhi", "UsageError: argument --timeout: wants a number of seconds"),
     ("%letta", "UsageError: the following arguments are required: command"),
-    ("%letta frobnicate", "UsageError: argument command: invalid choice: 'frobnicate'"),
+    ("%letta frobnicate", "UsageError: unknown command 'frobnicate'; commands: connect,"),
+    ("%letta atach run-1", "UsageError: unknown command 'atach' (did you mean attach?)"),
+    ("%letta runs --lmit 3", "UsageError: unknown option --lmit (did you mean --limit?)"),
     ("%letta agents --limit 3", "UsageError: --limit only applies to `%letta runs`"),
     ("%letta attach", "UsageError: `%letta attach` takes one argument, got 0"),
-    ("%letta runs --limit 0", "UsageError: --limit must be a positive number"),
+    ("%letta runs --limit 0", "UsageError: argument --limit: wants a number >= 1"),
+    ("%letta attach run-1 --from -2", "UsageError: argument --from: wants a number >= 0"),
 ]
 
 
@@ -196,7 +207,7 @@ def test_cancel_a_live_run(ip: Any) -> None:
 def test_runs_frame_is_displayed_typed(ip: Any) -> None:
     run(ip, "%%letta --wait --new\n/long 2")
     magics: LettaMagics = ip.magics_manager.registry["LettaMagics"]
-    from letta_nb.frames import runs_frame
+    from letta_nb import runs_frame
 
     frame = runs_frame(limit=magics.runs_limit)
     assert isinstance(frame, pd.DataFrame) and len(frame) >= 1

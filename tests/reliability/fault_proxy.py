@@ -19,8 +19,11 @@ and aborts the upstream socket so the server sees the disconnect too.
 
 Each streaming response gets one seeded decision (``random.Random(f"{seed}/{n}")`` for the n-th
 response seen), so a failing run is reproduced by its seed; the seed is logged at start (pytest
-prints captured logs on failure) and appears in ``repr(proxy)``. Non-streaming responses pass
-through untouched, unless ``cut_before_headers`` asks to drop responses to e.g. ``POST``.
+prints captured logs on failure) and appears in ``repr(proxy)``. Non-streaming (REST) responses
+pass through untouched unless ``cut_rest`` cuts them inside their body (at a seeded offset) or
+``cut_before_headers`` drops responses to e.g. ``POST``. ``byte_budget=(lo, hi)`` cuts every
+connection after a seeded number of bytes in that range (``Random(f"{seed}/conn/{c}")``),
+whatever it carries: heads, JSON bodies, streams (a flaky link, as a user meets one).
 
 Usage::
 
@@ -62,7 +65,9 @@ __all__ = ["FaultPlan", "FaultProxy", "FaultRecord", "ProxyStats"]
 
 log = logging.getLogger(__name__)
 
-FaultKind = Literal["cut_at_boundary", "cut_mid_frame", "stall", "cut_before_headers"]
+FaultKind = Literal[
+    "cut_at_boundary", "cut_mid_frame", "stall", "cut_before_headers", "cut_rest", "cut_budget"
+]
 
 _MAX_HEAD = 64 * 1024
 _READ_SIZE = 64 * 1024
@@ -94,6 +99,10 @@ class FaultPlan:
     #: probability to drop a response to one of ``before_headers_methods`` before its head
     cut_before_headers: float = 0.0
     before_headers_methods: tuple[str, ...] = ("POST",)
+    #: probability to cut a non-streaming response inside its body (at a seeded offset)
+    cut_rest: float = 0.0
+    #: cut every connection after a seeded number of bytes to the client in ``[lo, hi]``
+    byte_budget: tuple[int, int] | None = None
     #: probability that a cut is a RST (SO_LINGER 0) rather than a FIN
     rst: float = 0.5
     #: stop injecting once ``proxy.stats.faults`` (over the proxy's life) reaches this
@@ -107,6 +116,8 @@ class FaultPlan:
             raise ValueError(f"bad frames range {self.frames}")
         if not 0 <= self.stall_seconds[0] <= self.stall_seconds[1]:
             raise ValueError(f"bad stall_seconds {self.stall_seconds}")
+        if self.byte_budget is not None and not 0 < self.byte_budget[0] <= self.byte_budget[1]:
+            raise ValueError(f"bad byte_budget {self.byte_budget}")
 
 
 @dataclass
@@ -123,6 +134,8 @@ class ProxyStats:
     #: subset of ``cuts_mid_frame`` that landed inside a chunk-size line
     cuts_chunk_header: int = 0
     cuts_before_headers: int = 0
+    cuts_rest: int = 0  # non-streaming responses cut inside their body
+    cuts_budget: int = 0  # connections cut at their byte budget
     stalls: int = 0
     bytes_to_client: int = 0
     bytes_to_upstream: int = 0
@@ -132,7 +145,13 @@ class ProxyStats:
     @property
     def cuts(self) -> int:
         """All cuts, including stalls that ended in a cut."""
-        return self.cuts_boundary + self.cuts_mid_frame + self.cuts_before_headers
+        return (
+            self.cuts_boundary
+            + self.cuts_mid_frame
+            + self.cuts_before_headers
+            + self.cuts_rest
+            + self.cuts_budget
+        )
 
     @property
     def bytes(self) -> int:
@@ -541,6 +560,8 @@ class FaultProxy:
         if head.method in plan.before_headers_methods and rng.random() < plan.cut_before_headers:
             return _Armed("cut_before_headers", n, 0, rst)
         if not head.is_sse:
+            if plan.cut_rest and rng.random() < plan.cut_rest:
+                return _Armed("cut_rest", n, 0, rst, mid_frac=rng.random())
             return None
         u = rng.random()
         k = rng.randint(*plan.frames)
@@ -568,6 +589,14 @@ class FaultProxy:
             )
         return None
 
+    def _budget(self, conn: int) -> tuple[int | None, bool]:
+        """This connection's byte budget (None: unlimited) and whether its cut is a RST."""
+        plan = self.plan
+        if plan.byte_budget is None:
+            return None, False
+        rng = random.Random(f"{self.seed}/conn/{conn}")
+        return rng.randint(*plan.byte_budget), rng.random() < plan.rst
+
     def _record(
         self, conn: int, armed: _Armed, frames: int, raw: int, *, cut: bool, in_header: bool = False
     ) -> bool:
@@ -585,6 +614,10 @@ class FaultProxy:
                 s.cuts_chunk_header += in_header
             elif armed.kind == "cut_before_headers":
                 s.cuts_before_headers += 1
+            elif armed.kind == "cut_rest":
+                s.cuts_rest += 1
+            elif armed.kind == "cut_budget":
+                s.cuts_budget += 1
             else:
                 s.stalls += 1
                 if cut:
@@ -702,16 +735,28 @@ class FaultProxy:
         sizes: list[tuple[int, int]] = []  # offsets strictly inside the target's size lines
         size_open: int | None = None  # a size line of the target region began here
         sent = 0
+        rest_cut: tuple[int, bool] | None = None  # (absolute offset, rst) of a REST body cut
+        budget, budget_rst = self._budget(conn)
+        conn_sent = 0  # bytes of this connection forwarded to the client
+        cutting = False
 
         async def send(buf: bytes, upto: int) -> None:
-            nonlocal sent
+            nonlocal sent, conn_sent
             if upto > sent:
+                if budget is not None and not cutting and conn_sent + upto - sent > budget:
+                    at = sent + max(0, budget - conn_sent)
+                    over = _Armed("cut_budget", self._response_no, 0, budget_rst)
+                    if self._record(conn, over, frames, conn_sent + at - sent, cut=True):
+                        await cut(buf, at, budget_rst)
                 c_writer.write(buf[sent:upto])
                 self._bump(bytes_to_client=upto - sent)
+                conn_sent += upto - sent
                 sent = upto
                 await c_writer.drain()
 
         async def cut(buf: bytes, at: int, rst: bool) -> None:
+            nonlocal cutting
+            cutting = True
             await send(buf, at)
             _abort(u_writer, rst=False)
             if rst and not await _wait_sent(c_writer, self.drain_timeout):
@@ -753,6 +798,13 @@ class FaultProxy:
                         if armed.kind == "cut_before_headers":
                             if self._record(conn, armed, 0, 0, cut=True):
                                 await cut(buf, head_start, armed.rst)
+                            armed = None
+                        elif armed.kind == "cut_rest":
+                            length = int(ev.head.headers.get("content-length", "0") or 0)
+                            if length > 0 and self._record(
+                                conn, armed, 0, int(armed.mid_frac * length), cut=True
+                            ):
+                                rest_cut = (total + p + int(armed.mid_frac * length), armed.rst)
                             armed = None
                         elif armed.frames == 0 and armed.kind != "cut_mid_frame":
                             await self._fire_boundary(conn, armed, buf, p, 0, 0, send, cut)
@@ -807,6 +859,8 @@ class FaultProxy:
                         )
                     sizes = []
                     frame_start = None
+                if rest_cut is not None and rest_cut[0] < total + hold_from:
+                    await cut(buf, rest_cut[0] - total, rest_cut[1])
                 held = buf[hold_from:]
                 await send(buf, hold_from)
                 total += hold_from

@@ -11,10 +11,14 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from letta_nb.core.chunks import Chunk, SeqTracker
 from letta_nb.core.transcript import Transcript
@@ -111,3 +115,25 @@ def wait_for(pred: Callable[[], bool], timeout: float, step: float = 0.05) -> bo
             return True
         time.sleep(step)
     return pred()
+
+
+def spawn_server(db: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """A real `letta-nb server` process on `db` and `port`, once its health check answers."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "letta_nb.cli", "server", "--port", str(port), "--db", str(db)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}/v1/health/"
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {log.read_text()[-2000:]}")
+        try:
+            return httpx.get(url, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    assert wait_for(healthy, 60, 0.1), "server did not become healthy"
+    return proc

@@ -13,7 +13,10 @@ starts a second run (the ``concurrent_send`` case checks that both complete inde
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +30,7 @@ from rel_helpers import free_port
 import letta_nb
 from letta_nb.backend import Backend, new_otid
 from letta_nb.core import errors
+from letta_nb.core.cursor import CursorStore
 from letta_nb.server import start_in_process
 from letta_nb.session import Session
 
@@ -202,7 +206,7 @@ def pending_approval_send(env: Env) -> str:
     # the HTTP form (non-streaming POST) maps to PendingApproval, not retried by the SDK
     exc_line = _line_of(
         lambda: env.backend._call(
-            lambda: env.backend._once.agents.messages.create(
+            lambda: env.backend._client.agents.messages.create(
                 env.agent["id"], messages=[{"role": "user", "content": "hi"}]
             ),
             "send",
@@ -287,6 +291,97 @@ def resume_after_end(env: Env) -> str:
     return f"resume after the end: completed, 0 frames ({took:.1f} s)"
 
 
+@contextlib.contextmanager
+def _warnings() -> Iterator[list[str]]:
+    """The one-line warnings letta_nb logs (what a notebook shows on stderr)."""
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("letta_nb")
+    logger.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+
+
+def corrupt_cursor_store(env: Env) -> str:
+    """Every %%letta used to fail with a raw sqlite3.DatabaseError until the file was deleted."""
+    path = Path(tempfile.mkdtemp()) / "cursors.db"
+    path.write_bytes(b"\x00garbage, not SQLite\x00" * 64)
+    with _warnings() as lines:
+        kernel = Session(env.backend, agent=env.agent, store=CursorStore(path))
+        h = kernel.send("/long 4", key="after-corruption")
+        assert h.wait(60) == "completed", h.error
+    assert len(lines) == 1 and "moved it to cursors.db.corrupt-" in lines[0]
+    assert CursorStore(path).get("after-corruption") is not None  # the fresh store works
+    return lines[0]
+
+
+def full_disk(env: Env) -> str:
+    """The disk fills up mid-run: one line, the run goes on and completes on the server."""
+    store = CursorStore(Path(tempfile.mkdtemp()) / "cursors.db")
+    kernel = Session(env.backend, agent=env.agent, store=store)
+    assert kernel.send("/long 2", key="before-full").wait(60) == "completed"
+    db = store._conn()
+    db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
+    with _warnings() as lines:
+        h = kernel.send("/long 300", key="while-full")
+        assert h.wait(60) == "completed", h.error
+    assert len(lines) == 1 and "database or disk is full" in lines[0]
+    assert h.transcript.startswith("token1 token2") and "token300" in h.transcript
+    return lines[0]
+
+
+def _holed_run(env: Env, status: str) -> str:
+    """A finished run whose stored frames lost seqs 20-22 (a failed commit)."""
+    done = env.session.send("/long 60", new=True)
+    assert done.wait(60) == "completed"
+    rid = done.run_id
+    con = sqlite3.connect(env.srv.db_path, timeout=30)
+    with con:
+        con.execute("DELETE FROM frames WHERE run_id = ? AND seq BETWEEN 20 AND 22", (rid,))
+        con.execute("UPDATE runs SET status = ? WHERE id = ?", (status, rid))
+    con.close()
+    assert rid is not None
+    return rid
+
+
+def gap_in_frame_log_failed_run(env: Env) -> str:
+    """The issue's case: the server says failed, the frames have a hole: never completed."""
+    rid = _holed_run(env, "failed")
+    fresh = Session(env.backend, agent=env.agent, store=env.session.store)
+    h = fresh.attach(rid)
+    assert h.wait(60) == "failed" and h.follower.transcript.holes(rid) == [(20, 22)]
+    line = h.warning or ""
+    assert "no longer has seqs 20–22 (3 frames)" in line
+    assert "token18 token22" in h.transcript and "token59 token60" in h.transcript
+    return line
+
+
+def gap_in_frame_log_completed_run(env: Env) -> str:
+    rid = _holed_run(env, "completed")
+    fresh = Session(env.backend, agent=env.agent, store=env.session.store)
+    h = fresh.attach(rid)
+    assert h.wait(60) == "incomplete"
+    assert "token60" in h.transcript and "token20" not in h.transcript
+    frame = fresh.chunks_frame(rid)  # the table shows the hole too (and warns)
+    assert 21 not in set(frame["seq_id"]) and frame["seq_id"].max() == 63
+    return h.warning or ""
+
+
+def magic_timeout_inf(env: Env) -> str:
+    out = _magic(env, "%%letta --timeout inf --wait\n/long 3")
+    assert out.startswith("UsageError: argument --timeout: wants a positive, finite number")
+    return out.strip()
+
+
+def magic_option_typo(env: Env) -> str:
+    out = _magic(env, "%%letta --agnet demo-analyst\n/long 3")
+    assert out.strip() == "UsageError: unknown option --agnet (did you mean --agent?)"
+    return out.strip()
+
+
 CASES = [
     unknown_agent,
     unknown_run_attach,
@@ -305,6 +400,12 @@ CASES = [
     double_approval,
     wrong_tool_call_id,
     resume_after_end,
+    corrupt_cursor_store,
+    full_disk,
+    gap_in_frame_log_failed_run,
+    gap_in_frame_log_completed_run,
+    magic_timeout_inf,
+    magic_option_typo,
 ]
 
 
@@ -340,5 +441,10 @@ def test_matrix_covers_the_issue(tmp_path: Path) -> None:
         "double_approval",
         "wrong_tool_call_id",
         "resume_after_end",
+        "corrupt_cursor_store",
+        "full_disk",
+        "gap_in_frame_log_failed_run",
+        "magic_timeout_inf",
+        "magic_option_typo",
     ):
         assert need in names

@@ -7,6 +7,7 @@ of where it cuts, so each fault kind is checked byte for byte here.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import random
 import re
@@ -359,7 +360,8 @@ def test_stall_delays_then_continues_or_cuts(sse_port: int) -> None:
         with httpx.Client(base_url=proxy.base_url, timeout=TIMEOUT) as c:
             times, err = _timed_frames(c, "/stream")
             assert err is None and len(times) == N
-            assert times[3] - times[2] >= 0.28 and times[2] < 0.2, times
+            gaps = [b - a for a, b in itertools.pairwise(times)]
+            assert gaps[2] >= 0.28 and gaps.index(max(gaps)) == 2, times  # after frame 3
             proxy.plan = FaultPlan(**{**plan, "stall_then_cut": 1.0})  # type: ignore[arg-type]
             times, err = _timed_frames(c, "/stream")
             assert err is not None and len(times) == 3
@@ -382,10 +384,9 @@ def test_close_is_bounded_during_a_long_stall(sse_port: int) -> None:
     while proxy.stats.stalls == 0:
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    t0 = time.monotonic()
-    proxy.close()
-    assert time.monotonic() - t0 < 2
+    proxy.close()  # aborts the stalled connection (its own waits are bounded)
     th.join(timeout=5)
+    assert not th.is_alive()
     body, err = result[0]  # type: ignore[misc]
     assert body == frames(1, 1) and err is not None
 
@@ -399,10 +400,9 @@ def test_upstream_refusing_connections(sse_port: int) -> None:
     dead_port = s.getsockname()[1]
     s.close()
     with FaultProxy("127.0.0.1", dead_port, seed=10) as proxy:
-        t0 = time.monotonic()
-        with pytest.raises(httpx.TransportError):
+        with pytest.raises(httpx.TransportError) as info:
             httpx.get(f"{proxy.base_url}/json", timeout=TIMEOUT)
-        assert time.monotonic() - t0 < 2
+        assert not isinstance(info.value, httpx.TimeoutException)  # reset at once, no hang
         assert proxy.stats.upstream_refused == 1
 
 
@@ -487,3 +487,38 @@ def test_resuming_client_reassembles_every_frame_exactly_once(sse_port: int, see
     assert cuts == stats.cuts >= 5, f"seed={seed} {stats}"
     assert stats.cuts_boundary and stats.cuts_mid_frame and stats.stalls
     assert stats.internal_errors == 0
+
+
+# --------------------------------------------------------------------------- REST and budgets
+
+
+def test_rest_cuts_break_json_bodies_inside(sse_port: int) -> None:
+    """`cut_rest`: a non-streaming answer ends inside its body (the client sees a broken
+    response, never a shorter valid one); streams are left alone by it."""
+    with proxy_for(sse_port, seed=13, cut_rest=1.0) as proxy:
+        for _ in range(10):
+            with (
+                httpx.Client(base_url=proxy.base_url, timeout=TIMEOUT) as c,
+                pytest.raises(httpx.TransportError),
+            ):
+                c.get("/json")
+        with httpx.Client(base_url=proxy.base_url, timeout=TIMEOUT) as c:
+            assert stream_body(c, "/stream") == (frames(1, N), None)
+        stats, faults = proxy.stats, proxy.faults
+    assert stats.cuts_rest == stats.faults == 10 and stats.cuts == 10
+    assert {f.kind for f in faults} == {"cut_rest"}
+    assert all(0 <= f.raw_offset < 520 for f in faults) and len({f.raw_offset for f in faults}) > 3
+
+
+def test_byte_budget_cuts_every_connection_whatever_it_carries(sse_port: int) -> None:
+    """`byte_budget=(lo, hi)`: each connection gets a seeded number of bytes, then is cut —
+    in a head, a JSON body or a stream alike (the issue's "cut after 600-20,000 bytes")."""
+    with proxy_for(sse_port, seed=14, byte_budget=(100, 900), rst=0.0) as proxy:
+        got: list[int] = []
+        for _ in range(12):
+            raw, _reset = raw_exchange(proxy.port, b"GET /stream?n=200 HTTP/1.1\r\nhost: x\r\n\r\n")
+            got.append(len(raw))
+        stats, faults = proxy.stats, proxy.faults
+    assert stats.cuts_budget == stats.faults == 12 == stats.connections
+    assert [f.raw_offset for f in faults] == got  # exactly the budget, byte for byte
+    assert all(100 <= n <= 900 for n in got) and len(set(got)) > 6

@@ -12,40 +12,24 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-from rel_helpers import RecordingTranscript, db_seqs, diff_frames, free_port, replay, wait_for
+from rel_helpers import (
+    RecordingTranscript,
+    db_seqs,
+    diff_frames,
+    free_port,
+    replay,
+    spawn_server,
+    wait_for,
+)
 
 import letta_nb
 from letta_nb.backend import Backend
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def _spawn(db: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "letta_nb.cli", "server", "--port", str(port), "--db", str(db)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}/v1/health/"
-
-    def healthy() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {log.read_text()[-2000:]}")
-        try:
-            return httpx.get(url, timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    assert wait_for(healthy, 60, 0.1), "server did not become healthy"
-    return proc
 
 
 @pytest.fixture()
@@ -65,7 +49,7 @@ def test_kill_9_mid_run_restart_same_db_and_port(
     monkeypatch.delenv("LETTA_API_KEY", raising=False)
     monkeypatch.setattr("letta_nb.session.Transcript", RecordingTranscript)
     db, port, log = tmp_path / "server.sqlite3", free_port(), tmp_path / "server.log"
-    procs.append(_spawn(db, port, log))
+    procs.append(spawn_server(db, port, log))
     url = f"http://127.0.0.1:{port}"
     session = letta_nb.connect(base_url=url)
     agent_id = session.agent["id"]  # type: ignore[index]
@@ -76,9 +60,10 @@ def test_kill_9_mid_run_restart_same_db_and_port(
     os.kill(procs[0].pid, signal.SIGKILL)
     procs[0].wait(10)
     seq_at_kill = follower.last_seq
-    time.sleep(1.0)  # the follower is now failing to connect and backing off
+    reconnecting = lambda: "reconnecting" in (follower.warning or "")  # noqa: E731
+    assert wait_for(reconnecting, 60)  # the follower now fails to connect and backs off
     assert follower.status == "running"  # an outage is not an ending
-    procs.append(_spawn(db, port, log))
+    procs.append(spawn_server(db, port, log))
 
     assert handle.wait(90) == "failed", (handle.status, handle.error)
     rid = handle.run_id

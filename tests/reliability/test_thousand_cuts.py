@@ -28,7 +28,7 @@ from rel_helpers import RecordingTranscript, db_seqs, diff_frames, replay
 from letta_nb.backend import Backend
 from letta_nb.core.render import render_text
 from letta_nb.core.transcript import Transcript
-from letta_nb.follower import Follower
+from letta_nb.run import Follower
 from letta_nb.server import start_in_process
 
 SOAK = os.environ.get("LETTA_NB_SOAK") == "1"
