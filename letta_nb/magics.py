@@ -73,7 +73,7 @@ class LettaMagics(Magics):
         default_value="ask",
         help="Approval requests: 'ask' shows buttons; 'approve'/'deny' answer automatically.",
     ).tag(config=True)
-    runs_limit = Int(20, help="Rows %letta runs shows without --limit.").tag(config=True)
+    runs_limit = Int(10, help="Rows %letta runs shows without --limit.").tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
