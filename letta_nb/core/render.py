@@ -231,15 +231,20 @@ def entry_item(entry: Entry, tail: int | None = None) -> Item:
     return item
 
 
-def items(entries: Iterable[Entry], tail: int | None = None) -> list[Item]:
-    """`entry_item` of each entry, with answered approval requests marked (`o`)."""
+def items(
+    entries: Iterable[Entry],
+    tail: int | None = None,
+    outcomes: Mapping[str, tuple[bool, str | None]] | None = None,
+) -> list[Item]:
+    """`entry_item` of each entry, with answered approval requests marked (`o`); `outcomes`
+    (tool_call_id → (approved, reason)) adds answers known from elsewhere (the approval)."""
     entries = list(entries)
-    outcomes = approval_outcomes(entries)
+    known = {**approval_outcomes(entries), **(outcomes or {})}
     out = []
     for entry in entries:
         item = entry_item(entry, tail)
-        if item["k"] == "ap" and entry.tool_call_id in outcomes:
-            ok, why = outcomes[entry.tool_call_id]
+        if item["k"] == "ap" and entry.tool_call_id in known:
+            ok, why = known[entry.tool_call_id]
             item["o"] = {"ok": ok, "why": why}
         out.append(item)
     return out
@@ -344,10 +349,11 @@ def render_html(
     tail: int | None = None,
     header: str | None = None,
     error: str | None = None,
+    outcomes: Mapping[str, tuple[bool, str | None]] | None = None,
 ) -> str:
     """A transcript (or some of its entries) as static, escaped HTML; `header` on top."""
     entries = transcript.entries if isinstance(transcript, Transcript) else transcript
-    parts = [item_html(item) for item in items(entries, tail)]
+    parts = [item_html(item) for item in items(entries, tail, outcomes)]
     top = (
         f'<div class="lnb-header" style="color:#6b7280;font-size:90%">{_E(header)}</div>'
         if header

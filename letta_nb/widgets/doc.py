@@ -190,6 +190,11 @@ class ViewDoc:
             if cid:
                 self._outcomes[str(cid)] = {"ok": state.state == ap.APPROVED, "why": state.reason}
 
+    @property
+    def outcomes(self) -> dict[str, tuple[bool, str | None]]:
+        """Answers this view saw given (tool_call_id → (approved, reason))."""
+        return {cid: (bool(o["ok"]), o["why"]) for cid, o in self._outcomes.items()}
+
     def _outcome(self, entry: Entry, answered: dict[str, dict[str, Any]]) -> Any:
         cid = entry.tool_call_id
         if not cid:
@@ -434,6 +439,10 @@ class Batcher:
 
     def sent(self, now: float) -> None:
         self.last_sent = now
+        self.pending_since = None
+
+    def clear(self) -> None:
+        """Looked, nothing to send: the window is not used up."""
         self.pending_since = None
 
     def due_in(self, now: float, *, urgent: bool, pending_bytes: int) -> float | None:

@@ -204,8 +204,12 @@ class RunView(anywidget.AnyWidget):
             chain.active_seconds,
             chain.transcript.total_tokens(),
         )
-        error = self._doc.header.get("err")
-        return render_html(chain.transcript, tail=STATIC_TAIL, header=header, error=error)
+        with self._lock:
+            error = self._doc.header.get("err")
+            outcomes = self._doc.outcomes
+        return render_html(
+            chain.transcript, tail=STATIC_TAIL, header=header, error=error, outcomes=outcomes
+        )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         bundle = super()._repr_mimebundle_(**kwargs)
@@ -282,7 +286,7 @@ class RunView(anywidget.AnyWidget):
         chain = self.chain
         with self._lock:
             now = self._clock()
-            self._batch.sent(now)  # before reading the chain: a frame now marks a new batch
+            self._batch.clear()  # before reading the chain: a frame now marks a new batch
             self._urgent = False
             self._doc.note_rate(now, chain.last_seq)
             ops, header, visible = self._doc.diff(chain)
@@ -296,14 +300,29 @@ class RunView(anywidget.AnyWidget):
                     self._header_at = now
                 content, buffers = encode_message(msg)
                 self.send(content, buffers)
-            settled = status in SETTLED
-            if settled and self._snapshot_n != self._doc.n:
+                self._batch.sent(now)
+            fresh = status in SETTLED and self._snapshot_n != self._doc.n
+            if fresh:
                 self._snapshot_n = self._doc.n
                 self.snapshot = encode_doc(self._doc.snapshot())
-            if status in OVER and self._shown_status != status and self._display_id:
+            over = status in OVER and self._shown_status != status and self._display_id
+            if over:
                 self._shown_status = status
-                self._update_display()
             self.flushes += 1
+        if fresh or over:
+            # nbclient (and so every notebook it saves) records only the messages of the cell
+            # it executes now: publish the final state on that cell too, or the saved copy
+            # would keep the first frame. The browser dedupes (same document number).
+            contextvars.Context().run(self._publish_on_executing_cell, bool(fresh), bool(over))
+
+    def _publish_on_executing_cell(self, snapshot: bool, display: bool) -> None:
+        if snapshot and _kernel.parent_msg_id(_kernel.current_parent()) not in (
+            None,
+            self._context.msg_id,
+        ):
+            self.send_state("snapshot")
+        if display:
+            self._update_display()
 
     # ---- clicks ------------------------------------------------------------------------
     def _on_msg(self, _widget: Any, content: Any, buffers: list[Any]) -> None:
