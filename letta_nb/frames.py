@@ -3,7 +3,7 @@
 Typed, not stringly: UTC datetimes (the server's `completed_at` has no timezone and is UTC),
 `timedelta64` durations, categorical status / stop_reason / message_type and nullable `Int64`
 counters, so `df.groupby("status")` or `df.duration.mean()` just work. Empty results keep the
-typed columns.
+typed columns. Runs and usage frames *display* compactly (`tables.py`): short ids, seconds.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pandas as pd
 from .core.chunks import SeqTracker
 from .core.errors import LettaNbError, StreamInterrupted
 from .protocol import FINAL_RUN_STATUSES, MessageType, RunStatus, StopReason, content_text
+from .tables import RunsFrame
 
 RUN_STATUSES = tuple(s.value for s in RunStatus)
 STOP_REASONS = tuple(s.value for s in StopReason)
@@ -101,8 +102,18 @@ def _agent_id(session: Any, agent: str | None) -> str | None:
 
 
 def _names(session: Any, agent_ids: Iterable[str | None]) -> list[str | None]:
+    """Agent names for every row: the session's cache, else one listing from the server (an
+    agent this kernel never resolved still gets its name, not NaN)."""
+    ids = list(agent_ids)
     namer = getattr(session, "agent_name", None)
-    return [namer(a) if namer and a else None for a in agent_ids]
+    names: dict[str, str | None] = {a: namer(a) if namer else None for a in set(ids) if a}
+    if any(v is None for v in names.values()) and hasattr(session, "agents"):
+        try:
+            listed = {row.get("id"): row.get("name") for row in session.agents()}
+        except LettaNbError:
+            listed = {}
+        names = {a: v or listed.get(a) for a, v in names.items()}
+    return [names.get(a) if a else None for a in ids]
 
 
 # ---- runs ------------------------------------------------------------------------------------
@@ -134,7 +145,7 @@ def runs_frame(
     """Recent runs (newest first), optionally of one agent (name or id) or only active ones."""
     session = _session()
     rows = session.runs(agent_id=_agent_id(session, agent), active=active, limit=limit)
-    return _runs_table(rows, _names(session, [r.get("agent_id") for r in rows]))
+    return RunsFrame(_runs_table(rows, _names(session, [r.get("agent_id") for r in rows])))
 
 
 # ---- chunks ----------------------------------------------------------------------------------
@@ -273,7 +284,7 @@ def usage_frame(
     base = _runs_table(runs, _names(session, [r.get("agent_id") for r in runs]))
     for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
         base[key] = _ints([u.get(key) for u in usages])
-    return base[USAGE_COLUMNS]
+    return RunsFrame(base[USAGE_COLUMNS])
 
 
 # ---- agents ----------------------------------------------------------------------------------

@@ -198,5 +198,6 @@ def test_runs_frame_is_displayed_typed(ip: Any) -> None:
     magics: LettaMagics = ip.magics_manager.registry["LettaMagics"]
     from letta_nb.frames import runs_frame
 
+    assert magics.runs_limit == 10  # `%letta runs` fits a page by default
     frame = runs_frame(limit=magics.runs_limit)
     assert isinstance(frame, pd.DataFrame) and len(frame) >= 1
