@@ -253,7 +253,8 @@ def traffic(events: list[tuple[float, str, int]], start: float, end: float) -> d
 
 # ---- flush hook: when did a view render what ----------------------------------------------
 class FlushLog:
-    """Wraps `RunView.flush` (bench-only) to log (time, rendered last_seq, message widgets)."""
+    """Wraps `RunView.flush` (bench-only) to log (time, rendered last_seq, document items,
+    status) each time a view brought the browser up to date."""
 
     def __init__(self) -> None:
         self.log: dict[int, list[tuple[float, int, int, str]]] = {}
@@ -266,14 +267,14 @@ class FlushLog:
         hook = self
 
         def flush(view: Any) -> None:
-            f = view.follower
+            f = view.chain
             seq = int(getattr(f, "last_seq", 0) or 0)  # read before: what this flush shows
             status = str(getattr(f, "status", ""))
             original(view)
             now = time.perf_counter()
             with hook._lock:
                 hook.log.setdefault(id(view), []).append(
-                    (now, seq, len(view.messages.children), status)
+                    (now, seq, len(view.document["e"]), status)
                 )
 
         RunView.flush = flush  # type: ignore[method-assign]

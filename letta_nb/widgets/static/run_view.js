@@ -12,6 +12,7 @@ const LONG_CHARS = 1500;
 const LONG_LINES = 24;
 const FIELD_LONG_CHARS = 600;
 const FIELD_LONG_LINES = 12;
+const STREAMED = new Set(["as", "re", "hr", "us"]);
 
 function installCss() {
   let style = document.getElementById(CSS_ID);
@@ -205,10 +206,24 @@ function collapsible(summary, body, ui, key, openByDefault) {
   return d;
 }
 
+// One line for calls whose arguments are all short: `→ top_n  column: region · n: 5`.
+function inlineFields(fields) {
+  if (!fields.length) return null;
+  const short = fields.every(([, kind, v]) => kind === "text" && v.length <= 60);
+  if (!short || fields.reduce((n, [l, , v]) => n + l.length + v.length + 3, 0) > 140) return null;
+  const line = h("span", "lnb-inline-args");
+  fields.forEach(([label, , value], k) => {
+    if (k) line.appendChild(h("span", "lnb-sep", " · "));
+    line.appendChild(h("span", "lnb-label", `${label}: `));
+    line.appendChild(h("span", "lnb-value", value));
+  });
+  return line;
+}
+
 function fieldsNode(fields, ui, key) {
   const box = h("div", "lnb-fields");
   fields.forEach(([label, kind, value], k) => {
-    const row = box.appendChild(h("div", "lnb-field"));
+    const row = box.appendChild(h("div", kind === "text" ? "lnb-field lnb-kv" : "lnb-field"));
     row.appendChild(h("div", "lnb-label", label));
     let val;
     if (kind === "md") {
@@ -233,7 +248,7 @@ function argsNode(item, ui, key) {
 }
 
 function approvalNode(item, ctx, ui, key) {
-  const wrap = h("div", "lnb-ap");
+  const wrap = h("div", "lnb-approval");
   if (item.o) {
     const line = h("span", item.o.ok ? "lnb-ok" : "lnb-no");
     line.textContent = item.o.ok ? "✓ approved" : "✗ denied";
@@ -284,7 +299,8 @@ function itemNode(item, i, ctx) {
   const ui = ctx.ui;
   const key = String(i);
   const node = h("div", `lnb-item lnb-${k}`);
-  const x = item.x || "";
+  // After a cut, start at a word boundary (the cut count stays exact in the note).
+  const x = item.c ? (item.x || "").replace(/^\S{1,40}(?=\s)/, "") : item.x || "";
   const note = cutNote(item);
   if (k === "as") {
     const md = h("div", "lnb-md");
@@ -302,7 +318,11 @@ function itemNode(item, i, ctx) {
     const title = node.appendChild(h("div", "lnb-call"));
     title.appendChild(h("span", "lnb-arrow", "→ "));
     title.appendChild(h("b", null, item.nm));
-    node.appendChild(argsNode(item, ui, key));
+    const line = item.f ? inlineFields(item.f) : null;
+    if (line) {
+      title.appendChild(document.createTextNode("  "));
+      title.appendChild(line);
+    } else node.appendChild(argsNode(item, ui, key));
   } else if (k === "ap") {
     node.appendChild(approvalNode(item, ctx, ui, key));
   } else if (k === "tr") {
@@ -343,8 +363,10 @@ function createView(state, model, el) {
   let clock = null;
   let lastAp = null;
 
-  const offline = () => model.get("comm_live") === false;
-  const syncOffline = () => root.classList.toggle("lnb-offline", offline());
+  // After a kernel restart the front end marks the model as no longer live
+  // ("comm_live_update"): the view keeps its last state, without controls or a ticking clock.
+  let dead = false;
+  let frozen = null; // the moment the kernel went away: the clock stops there
 
   function drawHeader(hd) {
     title.replaceChildren();
@@ -356,7 +378,7 @@ function createView(state, model, el) {
     title.appendChild(status);
     if (hd.det !== undefined) parts.push(`detached at seq ${hd.det}`);
     const time = h("span", "lnb-time");
-    if (hd.live || hd.act) parts.push(time);
+    if (hd.live || hd.act >= 0.05) parts.push(time);
     if (hd.tok !== null && hd.tok !== undefined) parts.push(`${hd.tok.toLocaleString()} tokens`);
     for (const p of parts) {
       title.appendChild(document.createTextNode(" · "));
@@ -365,14 +387,14 @@ function createView(state, model, el) {
     const runs = hd.nr > 1 ? ` (${hd.nr} runs in this chain)` : "";
     const rate = hd.fps !== undefined ? ` · ${hd.fps} frames/s` : "";
     title.title = `run ${hd.run || "(starting)"}${runs} · seq ${hd.seq ?? 0}${rate}`;
-    const t0 = performance.now();
+    const t0 = state.received || performance.now(); // when this header's `act` was measured
     const tick = () => {
-      const extra = hd.live && !offline() ? (performance.now() - t0) / 1000 : 0;
+      const extra = hd.live ? ((frozen ?? performance.now()) - t0) / 1000 : 0;
       time.textContent = fmtSeconds((hd.act || 0) + extra);
     };
     tick();
     if (clock) clearInterval(clock);
-    clock = hd.live ? setInterval(tick, 500) : null;
+    clock = hd.live && !dead ? setInterval(tick, 500) : null;
 
     controls.replaceChildren();
     if (hd.ctl) {
@@ -398,6 +420,62 @@ function createView(state, model, el) {
     if (hd.det !== undefined) {
       alerts.appendChild(h("div", "lnb-hint", "The run goes on on the server: re-run the cell (or %letta attach RUN_ID) to follow it again."));
     }
+  }
+
+  // Smooth streaming: text that arrives in one batch (about a second of it) is revealed over
+  // about the time the batch took to arrive, so a batched stream still reads as a stream.
+  // History (the first draw, a settled run) shows at once.
+  const reveal = new Map(); // item index -> {shown, span, at, cut}
+  const painted = new Map(); // item index -> characters of its text on screen
+  let first = true;
+  let timer = null;
+
+  function note(i, item, now, instant) {
+    const len = (item.x || "").length;
+    const r = reveal.get(i);
+    if (instant) {
+      reveal.delete(i);
+      return;
+    }
+    if (!r) {
+      const before = painted.get(i) ?? 0; // what this view already shows of it
+      reveal.set(i, { shown: Math.min(before, len), span: 500, at: now, cut: item.c || 0 });
+      return;
+    }
+    r.shown = Math.max(0, r.shown - ((item.c || 0) - r.cut)); // text trimmed to the tail
+    r.cut = item.c || 0;
+    r.span = Math.min(1500, Math.max(100, 0.6 * r.span + 0.4 * (now - r.at)));
+    r.at = now;
+    if (r.shown >= len) r.shown = len;
+  }
+
+  function paint(i) {
+    const item = state.doc.e[i];
+    const r = reveal.get(i);
+    const shown = r && item && r.shown < (item.x || "").length ? { ...item, x: item.x.slice(0, r.shown) } : item;
+    painted.set(i, shown ? (shown.x || "").length : 0);
+    const node = (shown && itemNode(shown, i, ctx)) || h("div", "lnb-hidden");
+    if (nodes[i]) nodes[i].replaceWith(node);
+    else body.appendChild(node);
+    nodes[i] = node;
+  }
+
+  function animate() {
+    if (timer || ![...reveal].some(([i, r]) => r.shown < (state.doc.e[i]?.x || "").length)) return;
+    timer = setInterval(() => {
+      let busy = false;
+      for (const [i, r] of reveal) {
+        const len = (state.doc.e[i]?.x || "").length;
+        if (r.shown >= len) continue;
+        r.shown = Math.min(len, r.shown + Math.ceil(((len - r.shown) * 50) / r.span));
+        paint(i);
+        busy = busy || r.shown < len;
+      }
+      if (!busy) {
+        clearInterval(timer);
+        timer = null;
+      }
+    }, 50);
   }
 
   function draw(changed) {
@@ -429,6 +507,7 @@ function createView(state, model, el) {
       nodes.length = 0;
       changed = null;
     }
+    const now = performance.now();
     for (let i = 0; i < doc.e.length; i++) {
       const item = doc.e[i];
       const kind = item && item.k;
@@ -436,24 +515,40 @@ function createView(state, model, el) {
         changed === null || changed.has(i) || i >= nodes.length ||
         (finChanged && (kind === "re" || kind === "hr" || kind === "as"));
       if (!redo) continue;
-      const node = itemNode(item, i, ctx) || h("div", "lnb-hidden");
-      if (nodes[i]) nodes[i].replaceWith(node);
-      else body.appendChild(node);
-      nodes[i] = node;
+      if (STREAMED.has(kind)) note(i, item, now, first || !ctx.live);
+      paint(i);
     }
+    first = false;
+    if (!ctx.live && reveal.size) {
+      const partial = [...reveal.keys()];
+      reveal.clear();
+      partial.forEach(paint); // the run stopped streaming: show everything now
+    }
+    animate();
     while (nodes.length > doc.e.length) nodes.pop().remove();
     el.dataset.n = String(doc.n);
     el.dataset.status = hd.st || "";
   }
 
-  syncOffline();
-  model.on("change:comm_live", syncOffline);
+  model.on("comm_live_update", () => {
+    if (dead) return;
+    dead = true;
+    frozen = performance.now();
+    if (clock) clearInterval(clock);
+    clock = null;
+    root.classList.add("lnb-offline");
+    if (!(state.doc.h || {}).ctl) return; // a finished run: its view is complete as it is
+    const note = h("div", "lnb-hint lnb-offline-note");
+    note.textContent = "The kernel restarted: this is the view's last state. Re-run the cell to follow the run again.";
+    root.insertBefore(note, body);
+  });
   state.views.add(draw);
   draw(null);
   el.dataset.ready = "1";
   return () => {
     state.views.delete(draw);
     if (clock) clearInterval(clock);
+    if (timer) clearInterval(timer);
   };
 }
 
@@ -469,6 +564,7 @@ export default () => {
   function replace(doc) {
     if (!doc || doc.n < state.doc.n) return false;
     state.doc = doc;
+    state.received = performance.now();
     const later = waiting.filter((m) => m.n > doc.n).sort((a, b) => a.n - b.n);
     waiting = [];
     notify("reset");
@@ -509,7 +605,10 @@ export default () => {
         changed.add(op[1]);
       }
     }
-    if (msg.h) doc.h = msg.h;
+    if (msg.h) {
+      doc.h = msg.h;
+      state.received = performance.now();
+    }
     doc.n = msg.n;
     notify(reset ? "reset" : changed);
     if (waiting.length) {
