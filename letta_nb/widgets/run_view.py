@@ -16,7 +16,6 @@ cancel goes to a worker thread so a slow server never freezes the notebook.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import contextvars
 import functools
@@ -55,14 +54,19 @@ HEADER_EVERY = 2.0
 _views_by_key: dict[str, weakref.ref[RunView]] = {}
 _views_lock = threading.Lock()
 
+#: The `_esm` every view carries: it inflates the module from the `_module` trait (binary, so
+#: no base64) and imports it from a Blob URL: no CDN, no relative import, no build step.
 _LOADER = (
-    'const Z="{packed}";'
-    "export default async()=>{{"
-    "const b=Uint8Array.from(atob(Z),c=>c.charCodeAt(0));"
+    "export default()=>{let w;return{"
+    "async initialize(c){"
+    'const v=c.model.get("_module");'
+    "const b=new Uint8Array(v.buffer,v.byteOffset,v.byteLength);"
     "const s=await new Response(new Blob([b]).stream()"
     '.pipeThrough(new DecompressionStream("deflate"))).text();'
-    'const u=URL.createObjectURL(new Blob([s],{{type:"text/javascript"}}));'
-    "try{{return(await import(u)).default()}}finally{{URL.revokeObjectURL(u)}}}};"
+    'const u=URL.createObjectURL(new Blob([s],{type:"text/javascript"}));'
+    "try{w=(await import(u)).default()}finally{URL.revokeObjectURL(u)}"
+    "return w.initialize(c)},"
+    "render(c){return w.render(c)}}};"
 )
 
 
@@ -89,14 +93,13 @@ def module_source(*, readable: bool = False) -> str:
 
 
 @functools.cache
-def esm() -> str:
-    """What travels as `_esm` with every view: a 0.4 kB loader and the module, deflated.
+def packed_module() -> bytes:
+    """The module, deflated: it travels once per view (and per page reload) as `_module`."""
+    return zlib.compress(module_source().encode(), 9)
 
-    `_esm` is sent again for each view (and on each page reload); deflated it costs about a
-    third. The browser inflates it with `DecompressionStream` and imports it from a Blob URL
-    (no CDN, no relative import, no build step)."""
-    packed = base64.b64encode(zlib.compress(module_source().encode(), 9)).decode()
-    return _LOADER.format(packed=packed)
+
+def esm() -> str:
+    return _LOADER
 
 
 _layout: widgets.Layout | None = None
@@ -125,7 +128,9 @@ def _agent_name(source: Any) -> str | None:
 class RunView(anywidget.AnyWidget):
     """The live view of a RunHandle or a RunChain."""
 
-    _esm = traitlets.Unicode(esm()).tag(sync=True)
+    _esm = traitlets.Unicode(_LOADER).tag(sync=True)
+    #: The browser module (`module_source()`), deflated; `_esm` loads it.
+    _module = traitlets.Bytes(packed_module()).tag(sync=True)
     #: The whole document (deflated JSON): what a new browser view renders first.
     snapshot = traitlets.Bytes(b"").tag(sync=True)
 

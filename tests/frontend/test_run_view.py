@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import re
 import threading
 import zlib
@@ -14,7 +13,7 @@ from frontend_fakes import FakeChain, FakeClock, Wire, recording_comm
 
 from letta_nb.widgets import InlinePump, RunView
 from letta_nb.widgets.doc import apply_message, decode_doc, decode_message
-from letta_nb.widgets.run_view import esm, module_source, read_snapshot
+from letta_nb.widgets.run_view import esm, module_source, packed_module, read_snapshot
 
 
 @pytest.fixture()
@@ -123,15 +122,15 @@ def test_one_model_per_run_and_no_per_frame_traffic(wire: Wire) -> None:
 
 def test_the_module_is_small_self_contained_and_never_uses_inner_html() -> None:
     loader = esm()
-    assert len(loader) < 12_000
-    packed = re.search(r'const Z="([^"]+)"', loader)
-    assert packed is not None
-    source = zlib.decompress(base64.b64decode(packed.group(1))).decode()
+    assert len(loader) < 600 and "http" not in loader and "import(u)" in loader
+    assert not re.search(r"\bimport\s+[\w{*]|from\s+['\"]", loader), "no static imports"
+    packed = packed_module()
+    assert len(packed) < 9_000, len(packed)
+    source = zlib.decompress(packed).decode()
     assert source == module_source()
     for forbidden in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert forbidden not in source  # comments are stripped from the shipped module
     assert not re.search(r"^\s*import\s", module_source(readable=True), re.M), "no imports"
-    assert "http" not in loader.split("const Z=")[0]
     assert ".lnb-run.jupyter-widgets-disconnected::before{display:none;}" in source
 
 
