@@ -417,8 +417,9 @@ class Batcher:
 
     * a visible change (status, approval, warning, error, controls): now;
     * streamed text: once it is worth its envelope (`worth` bytes), or has waited `max_wait`;
-    * the first change after `max_wait` without any message: now (leading edge);
-    * never sooner than `1 / max_hz` after the previous message.
+    * the first change after `max_wait` without text sent: now (a resumed run's next frame);
+    * never sooner than `1 / max_hz` after the previous message with text (a header-only
+      message, e.g. a status change, does not use up the window).
     """
 
     def __init__(
@@ -437,8 +438,10 @@ class Batcher:
         if self.pending_since is None:
             self.pending_since = now
 
-    def sent(self, now: float) -> None:
-        self.last_sent = now
+    def sent(self, now: float, *, data: bool = True) -> None:
+        """A message went out; one with only a header change does not use up the window."""
+        if data:
+            self.last_sent = now
         self.pending_since = None
 
     def clear(self) -> None:

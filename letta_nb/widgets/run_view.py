@@ -305,7 +305,7 @@ class RunView(anywidget.AnyWidget):
                     self._header_at = now
                 content, buffers = encode_message(msg)
                 self.send(content, buffers)
-                self._batch.sent(now)
+                self._batch.sent(now, data=bool(ops))
             fresh = status in SETTLED and self._snapshot_n != self._doc.n
             if fresh:
                 self._snapshot_n = self._doc.n

@@ -161,6 +161,13 @@ def test_batcher_bounds_the_message_rate() -> None:
     assert b.due_in(0.01, urgent=False, pending_bytes=10) == pytest.approx(1.0)
     assert b.due_in(0.01, urgent=False, pending_bytes=5000) == pytest.approx(0.09)
     assert b.due_in(0.01, urgent=True, pending_bytes=0) == pytest.approx(0.09)
+    b.sent(0.05, data=False)  # a status change alone does not use up the window
+    b.mark(0.06)
+    assert b.due_in(0.06, urgent=True, pending_bytes=0) == pytest.approx(0.04)
+    b = Batcher(10.0)
+    b.sent(0.0, data=False)
+    b.mark(0.03)  # a resumed run's first frame right after its status message: at once
+    assert b.due_in(0.03, urgent=False, pending_bytes=10) == 0.0
     # sustained: however fast frames come, at most 10 messages in a second
     sent, now = 0, 0.0
     b = Batcher(10.0)
