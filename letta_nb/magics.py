@@ -7,6 +7,7 @@ transcript) and reports every `LettaNbError` as one red line, never a traceback.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from typing import Any
@@ -145,7 +146,7 @@ class LettaMagics(Magics):
         if args.timeout is not None and args.timeout <= 0:
             raise UsageError("--timeout must be a positive number of seconds")
         try:
-            self._send(args, message)
+            self._send(args, message, line)
         except LettaNbError as err:
             _fail(err)
 
@@ -156,7 +157,7 @@ class LettaMagics(Magics):
             return "deny"
         return None if self.policy == "ask" else self.policy
 
-    def _send(self, args: Any, message: str) -> None:
+    def _send(self, args: Any, message: str, line: str = "") -> None:
         session = self._session()
         agent = args.agent or self.default_agent or None
         row = session.resolve(agent)
@@ -182,11 +183,15 @@ class LettaMagics(Magics):
         self.last_handle = handle
         if args.out and self.shell is not None:
             self.shell.user_ns[args.out] = handle
+        # The view a re-run of *this* cell replaces: the cursor key alone is shared by every
+        # cell that names the same `--key`, and their views must all stay.
+        cell = ident.cell_id or hashlib.sha256(f"{line}\0{message}".encode()).hexdigest()[:16]
+        view_key = f"{key}\0{cell}"
         wait = self.wait if args.wait is None else args.wait
         if wait:
-            self._wait(handle, timeout, key)
+            self._wait(handle, timeout, view_key)
         else:
-            display(self._view(handle, key=key))
+            display(self._view(handle, key=view_key))
 
     def _wait(self, handle: Any, timeout: float, key: str) -> None:
         status = handle.wait(timeout)

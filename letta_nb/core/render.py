@@ -336,7 +336,7 @@ def header_text(
 ) -> str:
     """`agent · status · 4.2 s · 1,234 tokens` (unknown parts left out)."""
     parts = [agent or "letta", status]
-    if active:
+    if active is not None and active >= 0.05:  # the live view leaves out a blink, too
         parts.append(format_seconds(active))
     if tokens is not None:
         parts.append(f"{tokens:,} tokens")

@@ -151,6 +151,7 @@ class RunView(anywidget.AnyWidget):
         self.agent = agent or _agent_name(source)
         self._clock = clock
         self._lock = threading.RLock()
+        self._run_lock = threading.Lock()
         self._doc = ViewDoc(tail=tail_chars or None, agent=self.agent)
         self._batch = Batcher(max_hz)
         self._pump = pump if pump is not None else shared_pump()
@@ -252,15 +253,30 @@ class RunView(anywidget.AnyWidget):
 
     # ---- pump protocol -----------------------------------------------------------------
     def notify(self) -> None:
-        """From the reader thread after a change: mark pending, wake the pump."""
+        """From the reader thread after a change: mark pending, wake the pump.
+
+        A chain that just settled is flushed right here, before the reader marks it settled:
+        whoever `wait()`s for it (a later cell, nbclient executing it) sees the final state
+        published while that cell still runs.
+        """
         status = self.chain.status
         if self._batch.pending_since is not None and status == self._status and self._pump_keeps:
             return  # already pending; the pump thread keeps the view until it flushes
         with self._lock:
             self._batch.mark(self._clock())
+            settling = status != self._status and status in SETTLED
             if status != self._status:
                 self._urgent = True
+            done = self._done
+        if settling and not done:
+            self._run_flush()
+            return
         self._pump.wake(self)
+
+    def _run_flush(self) -> None:
+        """Flush in the starting cell's context (one thread at a time may enter it)."""
+        with self._run_lock:
+            self._context.run(self.flush)
 
     def due_in(self) -> float | None:
         with self._lock:
@@ -279,7 +295,7 @@ class RunView(anywidget.AnyWidget):
                 return
             self._flushing = True
         try:
-            self._context.run(self.flush)
+            self._run_flush()
         finally:
             with self._lock:
                 self._flushing = False

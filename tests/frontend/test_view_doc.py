@@ -178,3 +178,15 @@ def test_batcher_bounds_the_message_rate() -> None:
             sent += 1
         now += 0.001
     assert 95 <= sent <= 101
+
+
+def test_the_header_travels_with_the_text_it_describes() -> None:
+    chain, doc = FakeChain(), ViewDoc()
+    browser = empty_doc()
+    chain.say("almost")
+    follow(chain, doc, browser)
+    chain.say(" done.")
+    chain.stop()
+    msg = follow(chain, doc, browser)
+    assert ["a", 0, " done."] in msg["o"] and msg["h"]["st"] == "completed"
+    assert browser["e"][0]["x"] == "almost done." and browser["h"]["st"] == "completed"
