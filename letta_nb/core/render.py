@@ -272,11 +272,12 @@ def _fields_html(fields: list[list[str]]) -> str:
     return "".join(rows)
 
 
-def outcome_text(outcome: Mapping[str, Any]) -> str:
+def outcome_line(outcome: Mapping[str, Any], name: str) -> str:
+    """`✓ approved · write_report` / `✗ denied · write_report — the reason` (as the live view)."""
     if outcome.get("ok"):
-        return "approved"
+        return f"✓ approved · {name}"
     why = outcome.get("why")
-    return f"denied: {why}" if why else "denied"
+    return f"✗ denied · {name} — {why}" if why else f"✗ denied · {name}"
 
 
 def item_html(item: Item) -> str:
@@ -304,13 +305,15 @@ def item_html(item: Item) -> str:
     elif k in ("tc", "ap"):
         fields = item.get("f")
         args = _fields_html(fields) if fields is not None else f'<pre class="lnb-pre">{_E(x)}</pre>'
+        outcome = item.get("o")
         if k == "tc":
-            head = f"→ <b>{name}</b>"
-        elif item.get("o") is not None:
-            head = f"approval for <b>{name}</b>: {_E(outcome_text(item['o']))}"
+            body = f"<div>→ <b>{name}</b></div>{args}"
+        elif outcome is not None:  # answered: one line, the arguments folded under it
+            body = f"<details><summary>{_E(outcome_line(outcome, str(item.get('nm'))))}</summary>"
+            body += f"{args}</details>"
         else:
             head = f'<span style="color:#b45309;font-weight:600">approval requested: {name}</span>'
-        body = f"<div>{head}</div>{args}"
+            body = f"<div>{head}</div>{args}"
     elif k == "tr":
         status = _E(str(item.get("st") or ""))
         body = (

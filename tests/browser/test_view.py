@@ -253,3 +253,22 @@ def test_tutorial_01_resumes_in_jupyterlab(page: Page, lab: Lab) -> None:
     assert "same run as before: True" in texts, texts[-2000:]
     assert "status: completed" in texts  # (the run count is nbval's: it needs a fresh server)
     shot(page, 4, "tutorial01-question-light")
+
+
+# ---------------------------------------------------------------- a saved notebook
+
+
+def test_a_saved_tutorial_shows_each_runs_final_transcript(page: Page, lab: Lab) -> None:
+    """The shipped tutorial was saved by nbclient; opened without running it (untrusted, so
+    JupyterLab shows the outputs' text/html), each live cell shows its run's final transcript."""
+    import shutil
+
+    shutil.copy(REPO_ROOT / "notebooks" / "03-approvals.ipynb", lab.root_dir / "saved-03.ipynb")
+    open_notebook(page, lab, "saved-03.ipynb")
+    out = cell_output(page, 5)  # `%%letta --out card` + `/gated`, approved by the next cell
+    expect(out).to_contain_text("✓ approved · write_report")
+    expect(out).to_contain_text("Done: the report")
+    expect(out).to_contain_text("demo-analyst · completed")
+    first = output_text(cell_output(page, 3))
+    assert "completed" in first and "token60" in first, first[-300:]
+    shot(page, 5, "saved-tutorial-light")

@@ -229,7 +229,7 @@ def test_display_is_updated_once_when_the_run_is_over(
     html = final["text/html"]
     assert "completed" in html and "Done." in html and "<strong>42</strong>" in html
     assert "<script>" not in html and "&lt;script&gt;" in html
-    assert "approval for <b>write_report</b>: approved" in html
+    assert "✓ approved · write_report" in html
 
 
 def test_a_rerun_retires_the_previous_view(wire: Wire) -> None:

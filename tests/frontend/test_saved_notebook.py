@@ -60,7 +60,7 @@ def test_the_saved_output_holds_the_final_transcript(executed: nbformat.Notebook
     html = live_output(executed, 1)["text/html"]
     assert "completed" in html and "token30" in html and "token1 token2" in html
     denied = live_output(executed, 2)["text/html"]
-    assert "approval for <b>write_report</b>: denied" in denied
+    assert "✗ denied · write_report — &lt;script&gt;" in denied
     assert "<script>" not in denied and "&lt;script&gt;window.x=1&lt;/script&gt;" in denied
     assert "nothing was written" in denied
 
@@ -80,7 +80,7 @@ def test_nbconvert_html_shows_the_final_transcript(executed: nbformat.NotebookNo
     config = Config({"NbConvertBase": {"display_data_priority": ["text/html", "text/plain"]}})
     body, _ = HTMLExporter(config=config).from_notebook_node(executed)
     assert "token30" in body and "completed" in body
-    assert "approval for <b>write_report</b>: denied" in body
+    assert "✗ denied · write_report" in body
     assert "<script>window.x=1" not in body
     default, _ = HTMLExporter().from_notebook_node(executed)  # widget state present: a widget
     assert WIDGET_STATE in default and json.dumps(WIDGET_VIEW)[1:-1] in default
