@@ -607,7 +607,7 @@ def bench_ttff(
             if rep > 0:  # the first cell also connects the SDK's pool: warm-up
                 out.append(float("nan") if t is None else (t - t0) * 1000.0)
                 construct.append(built[-1] if built else float("nan"))
-            view.follower.wait(30)
+            view.source.wait(30)
             view.close()
             flushes.forget(view)
     finally:

@@ -32,6 +32,7 @@ function h(tag, cls, text) {
 }
 
 async function inflate(buf) {
+  if (!buf) return null;
   const bytes =
     buf instanceof DataView
       ? new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength)
