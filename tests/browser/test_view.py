@@ -133,6 +133,7 @@ def test_an_approval_card_is_readable_and_shrinks_where_it_was(
     assert dom_order(page, done, ret) and dom_order(page, ret, final), "in transcript order"
     assert "Done: the report" in final.inner_text()
     assert v.locator(".lnb-ctl button").count() == 0
+    expect(v.locator(".lnb-re details[open]")).to_have_count(0)  # folded once it settled
     both_themes(page, f"approved-{app}", 1)
 
 

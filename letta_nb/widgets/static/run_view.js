@@ -203,7 +203,16 @@ function collapsible(summary, body, ui, key, openByDefault) {
   if (typeof summary === "string") s.textContent = summary;
   else s.appendChild(summary);
   d.appendChild(body);
-  d.addEventListener("toggle", () => (ui[key] = d.open));
+  // Setting `open` above fires a "toggle" event too: only a person's toggle is remembered.
+  let echo = d.open;
+  d.addEventListener("toggle", () => {
+    if (echo !== null && d.open === echo) {
+      echo = null;
+      return;
+    }
+    echo = null;
+    ui[key] = d.open;
+  });
   return d;
 }
 
