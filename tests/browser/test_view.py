@@ -273,3 +273,29 @@ def test_a_saved_tutorial_shows_each_runs_final_transcript(page: Page, lab: Lab)
     first = output_text(cell_output(page, 3))
     assert "completed" in first and "token60" in first, first[-300:]
     shot(page, 5, "saved-tutorial-light")
+
+
+# ---------------------------------------------------------------- run tables
+
+
+def test_the_runs_table_fits_the_page(
+    page: Page, lab: Lab, make_notebook: Callable[..., str]
+) -> None:
+    open_notebook(
+        page, lab, make_notebook([CONNECT, "%%letta --wait --new\n/long 3", "%letta runs"])
+    )
+    run_all(page)
+    out = cell_output(page, 2)
+    table = out.locator(".lnb-runs table")
+    expect(table).to_have_count(1)
+    heads = table.locator("th").all_inner_texts()
+    assert heads == ["run", "agent", "status", "stop reason", "started (UTC)", "duration",
+                     "first token"], heads  # fmt: skip
+    rows = table.locator("tbody tr")
+    assert 1 <= rows.count() <= 10, "10 rows by default"
+    first = rows.first.locator("td").all_inner_texts()
+    assert re.fullmatch(r"run-[0-9a-f]{8}", first[0]) and first[1] == "demo-analyst"
+    assert re.fullmatch(r"\d+\.\d\d s", first[5]) and "days" not in out.inner_text()
+    box, area = table.bounding_box(), out.bounding_box()
+    assert box is not None and area is not None and box["width"] <= area["width"], (box, area)
+    both_themes(page, "runs-table", 2)
