@@ -5,6 +5,7 @@ Typed, not stringly: UTC datetimes (the server's `completed_at` has no timezone 
 counters, so `df.groupby("status")` or `df.duration.mean()` just work. Empty results keep the
 typed columns. This module only builds tables: the session fetches the rows (`Session.runs_frame`
 and friends, `lnb.runs_frame`), so it imports nothing above the core.
+Runs and usage frames *display* compactly (`tables.py`): short ids, seconds.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 
 from .core.chunks import Chunk
 from .protocol import MessageType, RunStatus, StopReason, content_text
+from .tables import RunsFrame
 
 RUN_STATUSES = tuple(s.value for s in RunStatus)
 STOP_REASONS = tuple(s.value for s in StopReason)
@@ -183,7 +185,7 @@ def usage_table(
     base = runs_table(runs, names)
     for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
         base[key] = _ints([u.get(key) for u in usages])
-    return base[USAGE_COLUMNS]
+    return RunsFrame(base[USAGE_COLUMNS])
 
 
 # ---- agents ----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .core.render import render_html, render_text
+from .core.render import header_text, render_html, render_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -123,24 +123,43 @@ class RunHandle:
             f"seq={self.follower.last_seq}>"
         )
 
+    def _static_html(self) -> str:
+        f = self.follower
+        header = header_text(
+            self.agent_name or self.agent_id,
+            f.status,
+            f.active_seconds,
+            f.transcript.total_tokens(),
+        )
+        return render_html(f.transcript, tail=20_000, header=header, error=f.error)
+
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         head = f"{self.status} · run {self.run_id or '(starting)'}"
         text = self.transcript
         bundle: dict[str, Any] = {
             "text/plain": f"{head}\n{text}" if text else head,
-            "text/html": (
-                f'<div class="lnb-run"><div style="color:#6b7280">{head}</div>'
-                f"{render_html(self.follower.transcript, tail=20000)}</div>"
-            ),
+            "text/html": self._static_html(),
         }
         widget = _widget_bundle(self)
         if widget:
             bundle.update(widget)
         return bundle
 
+    def _ipython_display_(self) -> None:
+        """In a kernel: the run's live view (one per handle, shown with a display_id so the
+        output ends with the final transcript); elsewhere the text and static HTML."""
+        from IPython.display import display
 
-def _widget_bundle(handle: RunHandle) -> dict[str, Any] | None:
-    """The live widget's bundle, only inside a kernel with letta_nb.widgets available."""
+        view = _live_view(self)
+        if view is not None:
+            view._ipython_display_()
+            return
+        bundle = self._repr_mimebundle_()
+        display(bundle, raw=True)
+
+
+def _live_view(handle: RunHandle) -> Any:
+    """The handle's one live view (every display of it shares it), only inside a kernel."""
     try:
         from IPython import get_ipython
 
@@ -150,14 +169,20 @@ def _widget_bundle(handle: RunHandle) -> dict[str, Any] | None:
         from .widgets import RunView
     except Exception:
         return None
+    view = getattr(handle, "_view", None)
+    if view is None or getattr(view, "comm", None) is None:
+        view = RunView(handle)
+        handle._view = view
+    return view
+
+
+def _widget_bundle(handle: RunHandle) -> dict[str, Any] | None:
+    """The live view's bundle (widget + its static copy), only inside a kernel."""
     try:
-        # One live view per handle: every repr (Out[], display(h), re-displays) shares it
-        # instead of wiring yet another view to the follower.
-        view = getattr(handle, "_view", None)
-        if view is None or getattr(view, "comm", None) is None:
-            view = RunView(handle)
-            handle._view = view
-        bundle = view._repr_mimebundle_()
+        view = _live_view(handle)
+        if view is None:
+            return None
+        data, _metadata = view._bundle()
     except Exception:
         return None
-    return bundle if isinstance(bundle, dict) else None
+    return data if isinstance(data, dict) else None

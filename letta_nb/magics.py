@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
 import math
 import os
 import sys
@@ -152,7 +153,7 @@ class LettaMagics(Magics):
         default_value="ask",
         help="Approval requests: 'ask' shows buttons; 'approve'/'deny' answer automatically.",
     ).tag(config=True)
-    runs_limit = Int(20, help="Rows %letta runs shows without --limit.").tag(config=True)
+    runs_limit = Int(10, help="Rows %letta runs shows without --limit.").tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -222,7 +223,7 @@ class LettaMagics(Magics):
         if args.out is not None and not args.out.isidentifier():
             raise UsageError(f"--out wants a variable name, not {args.out!r}")
         try:
-            self._send(args, message)
+            self._send(args, message, line)
         except LettaNbError as err:
             _fail(err)
 
@@ -233,7 +234,7 @@ class LettaMagics(Magics):
             return "deny"
         return None if self.policy == "ask" else self.policy
 
-    def _send(self, args: Any, message: str) -> None:
+    def _send(self, args: Any, message: str, line: str = "") -> None:
         session = self._session()
         agent = args.agent or self.default_agent or None
         row = session.resolve(agent)
@@ -259,11 +260,15 @@ class LettaMagics(Magics):
         self.last_handle = handle
         if args.out and self.shell is not None:
             self.shell.user_ns[args.out] = handle
+        # The view a re-run of *this* cell replaces: the cursor key alone is shared by every
+        # cell that names the same `--key`, and their views must all stay.
+        cell = ident.cell_id or hashlib.sha256(f"{line}\0{message}".encode()).hexdigest()[:16]
+        view_key = f"{key}\0{cell}"
         wait = self.wait if args.wait is None else args.wait
         if wait:
-            self._wait(handle, timeout, key)
+            self._wait(handle, timeout, view_key)
         else:
-            display(self._view(handle, key=key))
+            display(self._view(handle, key=view_key))
 
     def _wait(self, handle: Any, timeout: float, key: str) -> None:
         status = handle.wait(timeout)

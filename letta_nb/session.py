@@ -352,16 +352,27 @@ class Session:
         return None if agent is None else self.resolve(agent)["id"]
 
     def _names(self, rows: Iterable[dict[str, Any]]) -> list[str | None]:
-        return [self.agent_name(a) if (a := r.get("agent_id")) else None for r in rows]
+        """Agent names for every row: the session's cache, else one listing from the server
+        (an agent this kernel never resolved still gets its name, not NaN)."""
+        ids = [r.get("agent_id") for r in rows]
+        names = {a: self.agent_name(a) for a in set(ids) if a}
+        if any(v is None for v in names.values()):
+            try:
+                listed = {row.get("id"): row.get("name") for row in self.agents()}
+            except LettaNbError:
+                listed = {}
+            names = {a: v or listed.get(a) for a, v in names.items()}
+        return [names.get(a) if a else None for a in ids]
 
     def runs_frame(
         self, agent: str | None = None, active: bool | None = None, limit: int = 100
     ) -> pd.DataFrame:
         """Recent runs (newest first), optionally of one agent (name or id) or only active."""
         from .frames import runs_table
+        from .tables import RunsFrame
 
         rows = self.runs(agent_id=self._agent_id(agent), active=active, limit=limit)
-        return runs_table(rows, self._names(rows))
+        return RunsFrame(runs_table(rows, self._names(rows)))
 
     def stored_frames(
         self, run_id: str, *, until: int | None = None, batch_size: int | None = None

@@ -1,4 +1,7 @@
-"""nbval for the tutorials: a fresh letta_nb state dir per test session, no LETTA_* env.
+"""nbval for the tutorials: only `NN-*.ipynb`, a fresh letta_nb state dir, no LETTA_* env.
+
+Only the numbered tutorials are collected: a notebook a user saves next to them (an
+`Untitled.ipynb`, a scratch copy) or a checkpoint is never run by `scripts/test`.
 
 Each pytest session gets its own `LETTA_NB_STATE_DIR` (cursors, the embedded server's database
 and discovery file), so re-running the suite never resumes a previous session's cursors, and
@@ -11,6 +14,7 @@ the notebooks started is stopped at the end of the session.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,6 +25,18 @@ HERE = Path(__file__).resolve().parent
 SANITIZE = HERE / "nbval-sanitize.cfg"
 _saved: dict[str, str] | None = None
 _state: Path | None = None
+
+
+TUTORIAL = re.compile(r"\d\d-[\w-]+\.ipynb")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Collect the tutorials (`01-quickstart.ipynb` ...) and nothing else from notebooks/."""
+    if collection_path.is_dir():
+        return collection_path.name == ".ipynb_checkpoints" or None
+    if collection_path.suffix == ".ipynb":
+        return not (collection_path.parent == HERE and TUTORIAL.fullmatch(collection_path.name))
+    return None
 
 
 def pytest_configure(config: pytest.Config) -> None:

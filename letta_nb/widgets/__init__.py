@@ -1,8 +1,10 @@
-"""ipywidgets front end: `RunView` shows a run chain live; standard widgets only, no JS."""
+"""The run view: one anywidget model per run chain (`RunView`), its logic in `doc.py`.
 
-from .approval import ApprovalCard
+`doc.py` (pure: no ipywidgets) turns a chain into the document and the append-only messages the
+browser module (`static/run_view.js`) displays; `pump.py` flushes views off the reader threads.
+"""
+
 from .pump import InlinePump, ThreadPump, shared_pump
 from .run_view import RunView
-from .transcript_view import TranscriptView
 
-__all__ = ["ApprovalCard", "InlinePump", "RunView", "ThreadPump", "TranscriptView", "shared_pump"]
+__all__ = ["InlinePump", "RunView", "ThreadPump", "shared_pump"]

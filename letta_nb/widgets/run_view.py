@@ -1,69 +1,138 @@
-"""RunView: the live view of one run chain. It displays; the follower does everything else.
+"""RunView: one anywidget model per run chain. Python decides, the browser only displays.
 
-Layout: header (agent, run, status, elapsed, seq, frames/s, warning), the transcript (sealed
-messages in one HTML widget, live ones in segments: transcript_view.py), the approval card (built
-on first need) and Cancel / Detach (not built for a chain that is already over). All widgets
-share one Layout and one style per class (shared.py). The follower's listener only marks the
-view dirty; a pump flushes at most `max_hz` times a second, at once on a status change, and
-always inside the starting cell's context so updates never land in another cell. The display
-bundle carries a text/html snapshot of the transcript next to the widget, for saved notebooks.
+The view reads the chain only through `letta_nb._protocols.RunChain`. Its listener (called from
+the reader thread) only marks the view dirty; a pump (`pump.py`, one thread for all views)
+flushes it when `doc.Batcher` says so, always inside the starting cell's context, so updates
+never land in another cell. A flush sends one custom message of append-only ops
+(`doc.ViewDoc`); the `snapshot` trait (the whole document, deflated) is refreshed only when the
+chain settles, so a page reload or a saved notebook shows the result without a trait re-sent on
+every frame. When the chain is over its display is updated once (`display_id`), so the saved
+`.ipynb` and nbconvert's HTML hold the final transcript as escaped static HTML.
+
+Wire protocol, both ways: see `doc.py` and `static/run_view.js`. Clicks (Approve / Deny /
+Cancel / Detach) arrive as custom messages on the kernel's shell thread; the network work of a
+cancel goes to a worker thread so a slow server never freezes the notebook.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import html
+import functools
+import json
+import re
 import threading
 import time
+import uuid
 import weakref
+import zlib
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import anywidget
 import ipywidgets as widgets
+import traitlets
 
 from .. import _kernel
 from ..core.errors import LettaNbError
-from ..core.render import render_html
-from ..core.status import LIVE as ACTIVE
-from ..core.status import OVER as FINAL
-from ..core.throttle import Throttle
-from .approval import ApprovalCard
-from .header import header_html
+from ..core.render import header_text, render_html
+from ..core.status import OVER, SETTLED
+from .doc import Batcher, ViewDoc, decode_doc, encode_doc, encode_message
 from .pump import InlinePump, ThreadPump, shared_pump
-from .shared import Shared
-from .transcript_view import TranscriptView
+
+if TYPE_CHECKING:
+    from .._protocols import RunChain
+
+STATIC = Path(__file__).parent / "static"
+#: The text/html copy (saved notebooks, nbconvert) keeps this many last characters a message.
+STATIC_TAIL = 20_000
+#: Header details (seq, frames/s, active seconds) ride along at most this often.
+HEADER_EVERY = 2.0
 
 #: The newest view per cell key: re-running a cell retires the view it showed before.
 _views_by_key: dict[str, weakref.ref[RunView]] = {}
 _views_lock = threading.Lock()
 
-#: While a run is live the header (elapsed time) refreshes this often even without frames.
-HEADER_REFRESH = 1.0
-#: The text/html snapshot in the display bundle shows at most this many (last) messages.
-SNAPSHOT_ENTRIES = 200
+#: The `_esm` every view carries: it inflates the module from the `_module` trait (binary, so
+#: no base64) and imports it from a Blob URL: no CDN, no relative import, no build step.
+_LOADER = (
+    "export default()=>{let w;return{"
+    "async initialize(c){"
+    'const v=c.model.get("_module");'
+    "const b=new Uint8Array(v.buffer,v.byteOffset,v.byteLength);"
+    "const s=await new Response(new Blob([b]).stream()"
+    '.pipeThrough(new DecompressionStream("deflate"))).text();'
+    'const u=URL.createObjectURL(new Blob([s],{type:"text/javascript"}));'
+    "try{w=(await import(u)).default()}finally{URL.revokeObjectURL(u)}"
+    "return w.initialize(c)},"
+    "render(c){return w.render(c)}}};"
+)
 
 
-def _follower_of(source: Any) -> Any:
-    """A RunHandle carries its follower in `.follower`; a follower is used as is."""
+def _strip_js(source: str) -> str:
+    """Comment-only lines and indentation out (the module has no multi-line strings)."""
+    lines = (line.strip() for line in source.splitlines())
+    return "\n".join(line for line in lines if line and not line.startswith("//"))
+
+
+def _strip_css(source: str) -> str:
+    source = re.sub(r"/\*.*?\*/", "", source, flags=re.S)
+    source = re.sub(r"\s+", " ", source)
+    return re.sub(r"\s*([{}:;,>])\s*", r"\1", source).strip()
+
+
+def module_source(*, readable: bool = False) -> str:
+    """The view's ES module: `static/run_view.js` with `static/run_view.css` inlined
+    (comments and indentation stripped unless `readable`)."""
+    css = (STATIC / "run_view.css").read_text(encoding="utf-8")
+    js = (STATIC / "run_view.js").read_text(encoding="utf-8")
+    if not readable:
+        css, js = _strip_css(css), _strip_js(js)
+    return f"const CSS = {json.dumps(css)};\n{js}"
+
+
+@functools.cache
+def packed_module() -> bytes:
+    """The module, deflated: it travels once per view (and per page reload) as `_module`."""
+    return zlib.compress(module_source().encode(), 9)
+
+
+def esm() -> str:
+    return _LOADER
+
+
+_layout: widgets.Layout | None = None
+
+
+def _shared_layout() -> widgets.Layout:
+    """One Layout for every run view: each would otherwise open a comm of its own."""
+    global _layout
+    if _layout is None or getattr(_layout, "comm", None) is None:
+        _layout = widgets.Layout()
+    return _layout
+
+
+def _chain_of(source: Any) -> RunChain:
+    """A RunHandle carries its chain in `.follower`; a chain is used as is."""
     inner = getattr(source, "follower", None)
-    return inner if inner is not None else source
+    chain: RunChain = inner if inner is not None else source
+    return chain
 
 
-def _agent_name(source: Any, follower: Any) -> str | None:
-    for obj in (source, follower):
-        for attr in ("agent_name", "agent"):
-            value = getattr(obj, attr, None)
-            if isinstance(value, str) and value:
-                return value
-            name = value.get("name") if isinstance(value, dict) else None
-            if name:
-                return str(name)
-    return None
+def _agent_name(source: Any) -> str | None:
+    name = getattr(source, "agent_name", None)
+    return name if isinstance(name, str) and name else None
 
 
-class RunView(widgets.VBox):
-    """Live view of a RunHandle or Follower (duck-typed, see docs/architecture.md)."""
+class RunView(anywidget.AnyWidget):
+    """The live view of a RunHandle or a RunChain."""
+
+    _esm = traitlets.Unicode(_LOADER).tag(sync=True)
+    #: The browser module (`module_source()`), deflated; `_esm` loads it.
+    _module = traitlets.Bytes(packed_module()).tag(sync=True)
+    #: The whole document (deflated JSON): what a new browser view renders first.
+    snapshot = traitlets.Bytes(b"").tag(sync=True)
 
     def __init__(
         self,
@@ -77,64 +146,39 @@ class RunView(widgets.VBox):
         key: str | None = None,
     ) -> None:
         self.source = source
+        self.chain = _chain_of(source)
         self.key = key
-        self.follower = _follower_of(source)
-        self.agent = agent or _agent_name(source, self.follower)
+        self.agent = agent or _agent_name(source)
         self._clock = clock
-        self._throttle = Throttle(max_hz, clock)
         self._lock = threading.RLock()
+        self._run_lock = threading.Lock()
+        self._doc = ViewDoc(tail=tail_chars or None, agent=self.agent)
+        self._batch = Batcher(max_hz)
         self._pump = pump if pump is not None else shared_pump()
         self._pump_keeps = isinstance(self._pump, ThreadPump)
         self._context = _kernel.ParentContext()
-        self._dirty = True
         self._urgent = False
-        self._seen_status: str | None = None
-        self._last_flush = float("-inf")
-        self._hold = float("-inf")  # no normal flush before this (widget-update budget)
-        self._header_key: tuple[Any, ...] | None = None
-        self._header_at = float("-inf")
         self._done = False
         self._flushing = False
+        self._header_at = clock()  # the snapshot carries the header
+        self._display_id: str | None = None
+        self._shown_status: str | None = None  # the status the displayed text/html shows
         self.flushes = 0
-
-        # One Layout and one style per widget class for the whole view (see shared.py): a
-        # running view opens ~10 comms instead of ~27, a finished one 6.
-        self._shared = Shared()
-        self.header = self._shared.html()
-        self.messages = TranscriptView(tail=tail_chars, shared=self._shared)
-        # The approval card (~11 widgets) is built on first need: most runs never ask, and
-        # every widget costs a comm_open on the path to the first rendered frame.
-        self._approval: ApprovalCard | None = None
-        # Cancel / Detach: not built for a chain that is already over (a re-run finished
-        # cell shows header + one transcript widget); the notice on first use.
-        self._controls: widgets.HBox | None = None
-        self._cancel_button: widgets.Button | None = None
-        self._detach_button: widgets.Button | None = None
-        self._notice: widgets.HTML | None = None
-        status = getattr(self.follower, "status", None)
-        # CSS classes go in with the comm_open (add_class afterwards is one more message).
-        super().__init__(
-            [self.header, self.messages], layout=self._shared.layout(), _dom_classes=("lnb-run",)
-        )
-        if status not in FINAL:
-            self._build_controls()
-
-        self.flush()  # what is known now (e.g. a cached transcript) shows at once
-        # Building the view (its comm_opens, a cached transcript) is not an update: the first
-        # frames after it must not wait out a widget-update budget.
-        self._hold = float("-inf")
+        _ops, header, _visible = self._doc.diff(self.chain)  # what is known now: the document
+        self._status = header["st"]
+        self._snapshot_n = 0
+        super().__init__(snapshot=encode_doc(self._doc.snapshot()), layout=_shared_layout())
+        self.on_msg(self._on_msg)
         ref = weakref.ref(self)
 
-        def listener(_follower: Any) -> None:
+        def listener(_chain: Any) -> None:
             view = ref()
             if view is not None:
                 view.notify()
 
         self._listener = listener
-        add = getattr(self.follower, "add_listener", None)
-        if add is not None:
-            add(listener)
-        self.notify()  # catch changes that happened between flush() and add_listener
+        self.chain.add_listener(listener)
+        self.notify()  # catch changes between the first diff and add_listener
         if key is not None:
             self._retire_previous(key)
 
@@ -146,204 +190,197 @@ class RunView(widgets.VBox):
         if old is not None and old is not self:
             old.close()  # its output was replaced by the re-run; stop feeding it
 
+    # ---- what a new view and a saved notebook get --------------------------------------
     @property
-    def approval(self) -> ApprovalCard:
-        """The Approve / Deny card, shown above the controls (created on first use)."""
+    def document(self) -> dict[str, Any]:
+        """The document the browser shows now (decoded `snapshot` + the messages since)."""
         with self._lock:
-            card = self._approval
-            if card is None:
-                card = self._approval = ApprovalCard(self._answer, self._lock, shared=self._shared)
-                self._arrange()
-            return card
+            return self._doc.snapshot()
 
-    # ---- controls ------------------------------------------------------------------------
-    def _arrange(self) -> None:
-        parts: list[widgets.Widget] = [self.header, self.messages]
-        if self._approval is not None:
-            parts.append(self._approval)
-        if self._controls is not None:
-            parts.append(self._controls)
-        children = tuple(parts)
-        current = tuple(self.children)  # type: ignore[has-type]  # a trait of an untyped base
-        if children != current:
-            self.children = children
-
-    def _build_controls(self) -> widgets.HBox:
-        with self._lock:
-            if self._controls is not None:
-                return self._controls
-            over = getattr(self.follower, "status", None) in FINAL
-            cancel = self._shared.button(
-                description="Cancel",
-                icon="stop",
-                disabled=over,
-                tooltip="Cancel the run on the server",
-            )
-            detach = self._shared.button(
-                description="Detach",
-                icon="unlink",
-                disabled=over,
-                tooltip="Stop following here; the run continues",
-            )
-            # A click runs on the kernel's shell thread: the HTTP call goes to a worker so a
-            # slow server (or a run still starting) never freezes the notebook.
-            cancel.on_click(lambda _b: self._cancel_in_background())
-            detach.on_click(lambda _b: self.detach())
-            self._cancel_button, self._detach_button = cancel, detach
-            self._controls = widgets.HBox([cancel, detach], layout=self._shared.layout())
-            self._arrange()
-            return self._controls
-
-    @property
-    def cancel_button(self) -> widgets.Button:
-        self._build_controls()
-        assert self._cancel_button is not None
-        return self._cancel_button
-
-    @property
-    def detach_button(self) -> widgets.Button:
-        self._build_controls()
-        assert self._detach_button is not None
-        return self._detach_button
-
-    @property
-    def notice(self) -> widgets.HTML:
-        """One line next to the buttons (cancel / detach outcomes), created on first use."""
-        with self._lock:
-            if self._notice is None:
-                controls = self._build_controls()
-                self._notice = self._shared.html()
-                controls.children = (*controls.children, self._notice)
-            return self._notice
-
-    # ---- repr (nbval compares text/plain: nothing random or time-dependent) ---------------
     def __repr__(self) -> str:
+        # nbval compares text/plain: nothing random or time-dependent
         return f"<letta_nb run view: agent {self.agent}>" if self.agent else "<letta_nb run view>"
 
-    def snapshot_html(self) -> str:
-        """Static HTML of the transcript as it is now (tail-limited, last SNAPSHOT_ENTRIES
-        messages): what a saved notebook, nbconvert or GitHub shows instead of the widget."""
-        transcript = getattr(self.follower, "transcript", None)
-        entries = list(getattr(transcript, "entries", None) or [])
-        skipped = max(0, len(entries) - SNAPSHOT_ENTRIES)
-        shown = entries[skipped:]
-        label = f"letta_nb run · agent {self.agent}" if self.agent else "letta_nb run"
-        more = f" · {skipped:,} earlier messages not shown" if skipped else ""
-        return (
-            f'<div class="lnb-snapshot"><div style="color:#6b7280;font-size:90%">'
-            f"{html.escape(label)} (transcript when displayed{more})</div>"
-            f"{render_html(shown, tail=self.messages.tail)}</div>"
+    def static_html(self) -> str:
+        """Escaped static HTML of the chain as it is now (saved notebooks, nbconvert)."""
+        chain = self.chain
+        header = header_text(
+            self.agent or chain.agent_id,
+            str(chain.status),
+            chain.active_seconds,
+            chain.transcript.total_tokens(),
+        )
+        with self._lock:
+            error = self._doc.header.get("err")
+            outcomes = self._doc.outcomes
+        return render_html(
+            chain.transcript, tail=STATIC_TAIL, header=header, error=error, outcomes=outcomes
         )
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         bundle = super()._repr_mimebundle_(**kwargs)
-        if isinstance(bundle, dict):
-            # a snapshot must never break displaying the live view
-            with contextlib.suppress(Exception):
-                bundle["text/html"] = self.snapshot_html()
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        if isinstance(data, dict):
+            with contextlib.suppress(Exception):  # a static copy never breaks the live view
+                data["text/html"] = self.static_html()
         return bundle
 
-    # ---- pump protocol -------------------------------------------------------------------
-    def notify(self) -> None:
-        """Called from the reader thread after a change: mark dirty, wake the pump."""
-        status = getattr(self.follower, "status", None)
-        if self._dirty and status == self._seen_status and self._pump_keeps:
-            # Already marked, and the pump thread keeps a dirty view until it flushes it:
-            # nothing to do per frame. Safe without the lock because flush() clears _dirty
-            # *before* it reads the follower's state.
-            return
+    def _ipython_display_(self, **kwargs: Any) -> None:
+        """Display with a display_id, so the output can show the final transcript later."""
+        from IPython.display import display
+
+        if self._display_id is None:
+            self._display_id = f"letta-nb-{uuid.uuid4().hex}"
         with self._lock:
-            self._dirty = True
-            if status != self._seen_status:
+            self._shown_status = self._status
+        data, metadata = self._bundle()
+        display(data, metadata=metadata, raw=True, display_id=self._display_id)
+
+    def _bundle(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        bundle = self._repr_mimebundle_()
+        if isinstance(bundle, tuple):
+            return bundle[0], bundle[1]
+        return bundle, {}
+
+    def _update_display(self) -> None:
+        """Once the chain is over: the output's text/html becomes the final transcript."""
+        if self._display_id is None:
+            return
+        from IPython.display import update_display
+
+        data, metadata = self._bundle()
+        update_display(data, metadata=metadata, raw=True, display_id=self._display_id)
+
+    # ---- pump protocol -----------------------------------------------------------------
+    def notify(self) -> None:
+        """From the reader thread after a change: mark pending, wake the pump.
+
+        A chain that just settled is flushed right here, before the reader marks it settled:
+        whoever `wait()`s for it (a later cell, nbclient executing it) sees the final state
+        published while that cell still runs.
+        """
+        status = self.chain.status
+        if self._batch.pending_since is not None and status == self._status and self._pump_keeps:
+            return  # already pending; the pump thread keeps the view until it flushes
+        with self._lock:
+            self._batch.mark(self._clock())
+            settling = status != self._status and status in SETTLED
+            if status != self._status:
                 self._urgent = True
+            done = self._done
+        if settling and not done:
+            self._run_flush()
+            return
         self._pump.wake(self)
+
+    def _run_flush(self) -> None:
+        """Flush in the starting cell's context (one thread at a time may enter it)."""
+        with self._run_lock:
+            self._context.run(self.flush)
 
     def due_in(self) -> float | None:
         with self._lock:
             if self._done:
                 return None
-            if self._urgent:
-                return 0.0
-            if self._dirty:
-                return max(self._throttle.wait_time(), self._hold - self._clock())
-            if getattr(self.follower, "status", None) in ACTIVE:
-                return max(0.0, self._last_flush + HEADER_REFRESH - self._clock())
-            return None
+            pending = self._batch.pending_since is not None
+            size = self._doc.pending_bytes(self.chain) if pending else 0
+            return self._batch.due_in(self._clock(), urgent=self._urgent, pending_bytes=size)
 
     def pump_tick(self) -> None:
         with self._lock:
             if self._done or self._flushing:
                 return
-            if self._urgent:
-                self._throttle.ready()  # restart the window: the next normal flush waits
-            elif self._dirty:
-                if self._clock() < self._hold or not self._throttle.ready():
-                    return
-            elif self._clock() < self._last_flush + HEADER_REFRESH:
+            due = self.due_in()
+            if due is None or due > 0:
                 return
             self._flushing = True
-            try:
-                self._context.run(self.flush)
-            finally:
+        try:
+            self._run_flush()
+        finally:
+            with self._lock:
                 self._flushing = False
 
-    # ---- rendering -----------------------------------------------------------------------
+    # ---- flushing ----------------------------------------------------------------------
     def flush(self) -> None:
-        """Bring every widget up to the follower's state; touches only what changed."""
-        f = self.follower
+        """Send what changed since the last flush (one message), refresh the snapshot and the
+        saved display when the chain settles."""
+        chain = self.chain
         with self._lock:
-            status = str(getattr(f, "status", None) or "starting")
-            final = status in FINAL
-            self._dirty = False
+            now = self._clock()
+            self._batch.clear()  # before reading the chain: a frame now marks a new batch
             self._urgent = False
-            self._seen_status = status
-            self._last_flush = self._clock()
-            sent = 0
-            header = header_html(f, self.agent)
-            # Counters (elapsed, seq, frames/s) refresh once per HEADER_REFRESH; status,
-            # warning, error or run changes go out at once.
-            key = (
-                status,
-                getattr(f, "warning", None),
-                getattr(f, "error", None),
-                getattr(f, "run_id", None),
-            )
-            if self.header.value != header and (
-                key != self._header_key or self._last_flush >= self._header_at + HEADER_REFRESH
-            ):
-                self.header.value = header
-                self._header_key = key
-                self._header_at = self._last_flush
-                sent += 1
-            sent += self.messages.sync(getattr(f, "transcript", None), final=final)
-            # max_hz bounds widget updates (comm messages), not flushes: a flush that sent k
-            # updates holds the next normal one for k intervals (at most one second).
-            if sent > 1:
-                interval = self._throttle.interval
-                self._hold = self._last_flush + min(sent * interval, 1.0)
-            state = getattr(f, "approval", None)
-            if state is not None or self._approval is not None:
-                self.approval.sync(state)
-            if final:
-                for button in (self._cancel_button, self._detach_button):
-                    if button is not None and not button.disabled:
-                        button.disabled = True
+            self._doc.note_rate(now, chain.last_seq)
+            ops, header, visible = self._doc.diff(chain)
+            status = header["st"]
+            changed = status != self._status
+            self._status = status
+            send_header = visible or changed or now - self._header_at >= HEADER_EVERY
+            if ops or send_header:
+                msg = self._doc.message(ops, header if send_header else None)
+                if send_header:
+                    self._header_at = now
+                content, buffers = encode_message(msg)
+                self.send(content, buffers)
+                self._batch.sent(now, data=bool(ops))
+            fresh = status in SETTLED and self._snapshot_n != self._doc.n
+            if fresh:
+                self._snapshot_n = self._doc.n
+                self.snapshot = encode_doc(self._doc.snapshot())
+            over = status in OVER and self._shown_status != status and self._display_id
+            if over:
+                self._shown_status = status
             self.flushes += 1
+        if fresh or over:
+            # nbclient (and so every notebook it saves) records only the messages of the cell
+            # it executes now: publish the final state on that cell too, or the saved copy
+            # would keep the first frame. The browser dedupes (same document number).
+            contextvars.Context().run(self._publish_on_executing_cell, bool(fresh), bool(over))
 
-    # ---- buttons -------------------------------------------------------------------------
-    def _show_notice(self, text: str, *, error: bool = False) -> None:
-        color = "#b91c1c" if error else "#6b7280"
-        self.notice.value = f"<span style='color:{color}'>{html.escape(text)}</span>"
+    def _publish_on_executing_cell(self, snapshot: bool, display: bool) -> None:
+        if snapshot and _kernel.parent_msg_id(_kernel.current_parent()) not in (
+            None,
+            self._context.msg_id,
+        ):
+            self.send_state("snapshot")
+        if display:
+            self._update_display()
 
-    def _answer(self, approve: bool, reason: str | None) -> None:
-        self.follower.answer(approve, reason)
-        self.notify()
+    # ---- clicks ------------------------------------------------------------------------
+    def _on_msg(self, _widget: Any, content: Any, buffers: list[Any]) -> None:
+        if not isinstance(content, dict):
+            return
+        kind = content.get("t")
+        if kind == "sync":
+            with self._lock:
+                doc = self._doc.snapshot()
+            body, bufs = encode_message({"t": "doc", "n": doc["n"], "doc": doc})
+            self.send(body, bufs)
+        elif kind == "answer":
+            reason = content.get("reason")
+            self.answer(bool(content.get("approve")), str(reason) if reason else None)
+        elif kind == "cancel":
+            self._cancel_in_background()
+        elif kind == "detach":
+            self.detach()
+
+    def _set_note(self, text: str | None) -> None:
+        with self._lock:
+            self._doc.note = text
+            self._urgent = True
+        self._pump.wake(self)
+
+    def answer(self, approve: bool, reason: str | None = None) -> None:
+        """Approve / Deny: the chain claims the single answer and starts the new run."""
+        try:
+            self.chain.answer(approve, reason)
+        except LettaNbError as err:
+            self._set_note(f"could not send the answer: {err}")
+            return
+        self._set_note(None)
 
     def _cancel_in_background(self) -> threading.Thread:
-        self.cancel_button.disabled = True
-        self._show_notice("cancelling…")
-        # The click's own context (its parent message), as if the handler had run inline.
-        ctx = contextvars.copy_context()
+        self._set_note("cancelling…")
+        ctx = contextvars.copy_context()  # the click's own parent message
         worker = threading.Thread(
             target=ctx.run, args=(self.cancel,), name="letta-nb-cancel", daemon=True
         )
@@ -351,45 +388,27 @@ class RunView(widgets.VBox):
         return worker
 
     def cancel(self) -> None:
-        """Cancel the run on the server (the follower then reads its final frames)."""
-        self.cancel_button.disabled = True
+        """Cancel the run on the server (the chain then reads its final frames)."""
         try:
-            result = self.follower.cancel()
+            result = self.chain.cancel()
         except LettaNbError as err:
-            self.cancel_button.disabled = False
-            self._show_notice(str(err), error=True)
+            self._set_note(str(err))
             return
-        self._show_notice(f"cancel requested ({result})" if result else "cancel requested")
-        self.notify()
+        self._set_note(None if result in (None, "", "cancelled") else f"cancel: {result}")
 
     def detach(self) -> None:
         """Stop following here only; the run keeps going on the server."""
-        self.follower.detach()
-        self.detach_button.disabled = True
-        self.cancel_button.disabled = True
-        self._show_notice(
-            "detached: the run continues on the server; re-run the cell or "
-            "%letta attach RUN_ID to follow it again"
-        )
-        self.notify()
+        self.chain.detach()
+        self._set_note(None)
 
     def close(self) -> None:
         with self._lock:
             self._done = True
         self._pump.remove(self)
-        remove = getattr(self.follower, "remove_listener", None)
-        if remove is not None:
-            remove(self._listener)
-        _close_tree(self)
-        self._shared.close()
+        self.chain.remove_listener(self._listener)
+        super().close()
 
 
-def _close_tree(widget: widgets.Widget) -> None:
-    """Close a widget and its descendants (ipywidgets' close() leaves children registered)."""
-    for child in getattr(widget, "children", ()):
-        _close_tree(child)
-    for attr in ("layout", "style"):
-        sub = getattr(widget, attr, None)
-        if isinstance(sub, widgets.Widget):
-            sub.close()
-    widgets.Widget.close(widget)
+def read_snapshot(view: RunView) -> dict[str, Any]:
+    """The document held by the `snapshot` trait (what a new browser view starts from)."""
+    return decode_doc(view.snapshot)

@@ -186,6 +186,7 @@ def _lab_command(port: int, token: str, root_dir: Path, workspaces: Path) -> lis
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         "--LabApp.expose_app_in_browser=True",
+        "--JupyterNotebookApp.expose_app_in_browser=True",  # Notebook 7 on the same server
         f"--LabApp.workspaces_dir={workspaces}",
     ]  # fmt: skip
 
@@ -324,15 +325,19 @@ _SELECT_CELL_JS = """(index) => {
 }"""
 
 
-def open_notebook(page: Page, lab: Lab, path: str | Path, *, timeout: float = 90) -> str:
-    """Open a notebook in lab and wait until its kernel is idle; returns its lab path.
+def open_notebook(
+    page: Page, lab: Lab, path: str | Path, *, timeout: float = 90, app: str = "lab"
+) -> str:
+    """Open a notebook in JupyterLab (`app="lab"`) or Notebook 7 (`app="notebook"`) and wait
+    until its kernel is idle; returns its path relative to the server root.
 
     `path` may be relative to the lab root, relative to the repo root, or absolute;
     notebooks outside the lab root are copied in first.
     """
     rel = _lab_relpath(lab, path)
     # ?reset: don't restore tabs from earlier tests (they would start extra kernels).
-    page.goto(lab.url(f"lab/tree/{rel}?reset"), timeout=timeout * 1000)
+    url = f"lab/tree/{rel}?reset" if app == "lab" else f"notebooks/{rel}"
+    page.goto(lab.url(url), timeout=timeout * 1000)
     page.wait_for_function(_KERNEL_READY_JS, arg=rel, timeout=timeout * 1000, polling=200)
     return rel
 
@@ -411,11 +416,29 @@ def cell_output(page: Page, index: int) -> Locator:
     return cell(page, index).locator(".jp-Cell-outputArea")
 
 
-def screenshot(page: Page, name: str) -> Path:
-    """Save a viewport PNG under test-artifacts/browser/ and return its path."""
+def screenshot(page: Page, name: str, *, locator: Locator | None = None) -> Path:
+    """Save a PNG under test-artifacts/browser/ (the viewport, or just `locator`)."""
     path = artifact_path(name)
-    page.screenshot(path=str(path), timeout=15_000)
+    if locator is not None:
+        locator.screenshot(path=str(path), timeout=15_000)
+    else:
+        page.screenshot(path=str(path), timeout=15_000)
     return path
+
+
+THEMES = {"light": "JupyterLab Light", "dark": "JupyterLab Dark"}
+
+
+def set_theme(page: Page, theme: str) -> None:
+    """Switch the JupyterLab / Notebook 7 theme (`light` or `dark`) and wait until it applies."""
+    name = THEMES[theme]
+    execute_command(page, "apputils:change-theme", {"theme": name}, timeout=30)
+    page.wait_for_function(
+        "(light) => document.body.dataset.jpThemeLight === String(light)"
+        " && !document.querySelector('#jupyterlab-splash')",
+        arg=theme == "light",
+        timeout=30_000,
+    )
 
 
 _OUTPUT_TEXT_JS = """(els) => els.map((e) => {

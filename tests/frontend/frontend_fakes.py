@@ -1,91 +1,68 @@
-"""A follower stand-in with the attributes of docs/architecture.md's Follower contract."""
+"""A run chain stand-in that implements `letta_nb._protocols.RunChain` (mypy checks it: this
+file is in `[tool.mypy] files`), a fake clock, and a recording comm that captures what a view
+sends to the browser, so tests read the wire the way the browser module does."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from letta_nb._protocols import Listener, RunChain
 from letta_nb.core.approval import ApprovalState
 from letta_nb.core.chunks import Chunk
+from letta_nb.core.errors import ApprovalError
 from letta_nb.core.transcript import Transcript
 
 
-class FakeFollower:
+class FakeChain:
     def __init__(self, agent_id: str = "agent-1", run_id: str = "run-1") -> None:
         self.agent_id = agent_id
         self.transcript = Transcript()
         self.status = "running"
-        self.runs = [run_id]
-        self.frames = 0
-        self.frames_per_s = 0.0
-        self.started_at = time.time()
-        self.ended_at: float | None = None
+        self._runs = [run_id]
         self.approval: ApprovalState | None = None
         self.warning: str | None = None
         self.error: str | None = None
+        self.active = 0.0
         self.calls: list[tuple[Any, ...]] = []
-        self._listeners: list[Callable[[Any], None]] = []
-        self._msg = 0
+        self._listeners: list[Listener] = []
+        self.fail_answer: str | None = None
+
+    # ---- RunChain ------------------------------------------------------------------------
+    @property
+    def run_id(self) -> str | None:
+        return self._runs[-1]
 
     @property
-    def run_id(self) -> str:
-        return self.runs[-1]
+    def runs(self) -> list[str]:
+        return list(self._runs)
 
     @property
     def last_seq(self) -> int:
-        return self.transcript.last_seq(self.run_id)
+        rid = self.run_id
+        return self.transcript.last_seq(rid) if rid else 0
 
-    def add_listener(self, fn: Callable[[Any], None]) -> None:
+    @property
+    def active_seconds(self) -> float:
+        return self.active
+
+    def add_listener(self, fn: Listener) -> None:
         self._listeners.append(fn)
 
-    def changed(self) -> None:
-        for fn in list(self._listeners):
-            fn(self)
+    def remove_listener(self, fn: Listener) -> None:
+        self._listeners = [f for f in self._listeners if f is not fn]
 
-    # ---- feeding ---------------------------------------------------------------------------
-    def feed(self, message_type: str, notify: bool = True, **data: Any) -> None:
-        seq = self.last_seq + 1
-        body = {"message_type": message_type, "run_id": self.run_id, "seq_id": seq, **data}
-        self.transcript.apply(Chunk(message_type, body, self.run_id, seq), self.run_id)
-        self.frames += 1
-        if notify:
-            self.changed()
-
-    def say(self, text: str, msg_id: str = "m1") -> None:
-        self.feed("assistant_message", id=msg_id, content=text)
-
-    def stop(self, reason: str = "end_turn", status: str = "completed") -> None:
-        self.feed("stop_reason", stop_reason=reason, notify=False)
-        self.status = status
-        self.ended_at = time.time()
-        self.changed()
-
-    def request_approval(self, tool_call_id: str = "call-1") -> None:
-        self.feed(
-            "approval_request_message",
-            id="ap1",
-            tool_call={
-                "name": "write_report",
-                "arguments": '{"title": "Q3"}',
-                "tool_call_id": tool_call_id,
-            },
-            notify=False,
-        )
-        self.feed("stop_reason", stop_reason="requires_approval", notify=False)
-        self.status = "requires_approval"
-        self.approval = ApprovalState(self.run_id, self.transcript.pending_tool_calls())
-        self.changed()
-
-    # ---- contract methods ------------------------------------------------------------------
     def answer(self, approve: bool, reason: str | None = None) -> None:
         self.calls.append(("answer", approve, reason))
+        if self.fail_answer:
+            raise ApprovalError(self.fail_answer)
         assert self.approval is not None
         self.approval.begin(approve, reason)
-        new_run = f"run-{len(self.runs) + 1}"
-        self.approval.succeeded(new_run)
-        self.runs.append(new_run)
+        self.approval.succeeded(f"run-{len(self._runs) + 1}")
+        self._runs.append(f"run-{len(self._runs) + 1}")
         self.status = "running"
+        self.changed()
 
     def cancel(self) -> str:
         self.calls.append(("cancel",))
@@ -96,8 +73,44 @@ class FakeFollower:
         self.status = "detached"
         self.changed()
 
-    def wait(self, timeout: float | None = None) -> str:
-        return self.status
+    # ---- feeding -------------------------------------------------------------------------
+    def changed(self) -> None:
+        for fn in list(self._listeners):
+            fn(self)
+
+    def feed(self, message_type: str, notify: bool = True, **data: Any) -> None:
+        rid = self.run_id
+        seq = self.last_seq + 1
+        body = {"message_type": message_type, "run_id": rid, "seq_id": seq, **data}
+        self.transcript.apply(Chunk(message_type, body, rid, seq), rid)
+        if notify:
+            self.changed()
+
+    def say(self, text: str, msg_id: str = "m1") -> None:
+        self.feed("assistant_message", id=msg_id, content=text)
+
+    def think(self, text: str, msg_id: str = "r1") -> None:
+        self.feed("reasoning_message", id=msg_id, reasoning=text)
+
+    def stop(self, reason: str = "end_turn", status: str = "completed") -> None:
+        self.feed("stop_reason", stop_reason=reason, notify=False)
+        self.feed("usage_statistics", total_tokens=42, notify=False)
+        self.status = status
+        self.changed()
+
+    def request_approval(self, arguments: str = '{"title": "Q3"}', call: str = "call-1") -> None:
+        self.feed(
+            "approval_request_message",
+            id="ap1",
+            tool_call={"name": "write_report", "arguments": arguments, "tool_call_id": call},
+            notify=False,
+        )
+        self.feed("stop_reason", stop_reason="requires_approval", notify=False)
+        self.status = "requires_approval"
+        rid = self.run_id
+        assert rid is not None
+        self.approval = ApprovalState(rid, self.transcript.pending_tool_calls())
+        self.changed()
 
 
 class FakeClock:
@@ -109,3 +122,55 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class Wire:
+    """Every comm message the widgets sent, as (msg_type, data, buffers)."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, dict[str, Any], list[bytes]]] = []
+
+    def customs(self) -> list[tuple[dict[str, Any], list[bytes]]]:
+        return [
+            (d["content"], b)
+            for t, d, b in self.messages
+            if t == "comm_msg" and d.get("method") == "custom"
+        ]
+
+    def bytes(self) -> int:
+        return sum(len(repr(d)) + sum(len(x) for x in b) for _, d, b in self.messages)
+
+
+@contextmanager
+def recording_comm() -> Iterator[Wire]:
+    """Install a comm that records what the kernel would send (no kernel needed)."""
+    import comm
+    from comm.base_comm import BaseComm
+
+    wire = Wire()
+
+    class RecordingComm(BaseComm):
+        def publish_msg(
+            self,
+            msg_type: str,
+            data: Any = None,
+            metadata: Any = None,
+            buffers: Any = None,
+            **keys: Any,
+        ) -> None:
+            wire.messages.append((msg_type, dict(data or {}), [bytes(b) for b in buffers or ()]))
+
+    original = comm.create_comm
+
+    def create(*args: Any, **kwargs: Any) -> BaseComm:
+        return RecordingComm(*args, **kwargs)
+
+    comm.create_comm = create
+    try:
+        yield wire
+    finally:
+        comm.create_comm = original
+
+
+#: mypy checks the fake against the real protocol (it cannot drift from the follower).
+_typed: RunChain = FakeChain()

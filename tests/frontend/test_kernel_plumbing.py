@@ -9,7 +9,6 @@ import pytest
 
 from letta_nb import _kernel
 from letta_nb.core.cursor import cell_key
-from letta_nb.widgets.header import format_elapsed, header_html
 
 
 class FakeShell:
@@ -75,23 +74,3 @@ def test_parent_context_reenters_the_cells_parent_in_a_thread(
     worker.join(5)
     assert out == [7]
     assert shell.thread_parents == ["m-1", ("reset", "token")]
-
-
-def test_header_text() -> None:
-    class F:
-        status = "running"
-        agent_id = "agent-x"
-        runs = ("run-a", "run-b")
-        run_id = "run-b"
-        started_at = 100.0
-        ended_at = 112.5
-        last_seq = 41
-        frames_per_s = 12.0
-        warning = "no data for 60 s"
-        error = None
-
-    html = header_html(F(), "demo")
-    assert "<b>demo</b>" in html and "run-b" in html and "run 2 of the chain" in html
-    assert "12.5 s" in html and "seq 41" in html and "12 frames/s" in html
-    assert "⚠ no data for 60 s" in html
-    assert format_elapsed(3725) == "1:02:05" and format_elapsed(None) == "–"

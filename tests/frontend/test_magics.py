@@ -209,5 +209,28 @@ def test_runs_frame_is_displayed_typed(ip: Any) -> None:
     magics: LettaMagics = ip.magics_manager.registry["LettaMagics"]
     from letta_nb import runs_frame
 
+    assert magics.runs_limit == 10  # `%letta runs` fits a page by default
     frame = runs_frame(limit=magics.runs_limit)
     assert isinstance(frame, pd.DataFrame) and len(frame) >= 1
+
+
+def test_cells_sharing_a_key_keep_their_views_and_a_rerun_replaces_its_own(ip: Any) -> None:
+    from letta_nb.widgets.run_view import _views_by_key
+
+    def live_views(prefix: str) -> dict[str, Any]:
+        views = {k: r() for k, r in _views_by_key.items() if k.startswith(prefix)}
+        return {k: v for k, v in views.items() if v is not None and v.comm is not None}
+
+    first = "%%letta --key shared-view --out a\n/long 3"
+    run(ip, first)
+    run(ip, "%%letta --key shared-view --out b\n/long 3")  # another cell, the same cursor
+    handle = ip.user_ns["a"]
+    assert handle.wait(20) == "completed" and ip.user_ns["b"].run_id == handle.run_id
+    prefix = handle.key + "\0"
+    before = live_views(prefix)
+    assert len(before) == 2, "both cells keep a live view"
+    run(ip, first)  # the first cell, re-run: its own old view is retired
+    after = live_views(prefix)
+    assert len(after) == 2
+    replaced = [v for k, v in before.items() if k in after and after[k] is not v]
+    assert replaced and all(v.comm is None for v in replaced)

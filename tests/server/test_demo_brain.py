@@ -341,14 +341,59 @@ def test_top_answer_cites_recomputed_numbers(
     trace, _ = run(brain, brain.respond(ctx, "which 3 products bring the most revenue?"))
     expected = df.groupby("product")["revenue"].sum().sort_values(ascending=False).head(3)
     answer = said(trace)
-    for rank, (product, value) in enumerate(expected.items(), start=1):
-        assert f"{rank}. {product} {money(value)}" in answer
+    (top, best), *rest = expected.items()
+    share = 100 * best / df["revenue"].sum()
+    assert answer.startswith(f"{top} sells the most: {money(best)} of revenue, {share:.1f}% of")
+    assert f"It is followed by {rest[0][0]} ({money(rest[0][1])}) and {rest[1][0]}" in answer
 
 
 def test_correlation_answer_is_real(brain: DemoBrain, ctx: TurnContext, df: pd.DataFrame) -> None:
     trace, _ = run(brain, brain.respond(ctx, "how are units and rating related?"))
     r = df["units"].corr(df["customer_rating"])
-    assert f"is {r:.3f} over {len(df)} rows" in said(trace)
+    assert f"(Pearson r = {r:.3f} over {len(df)} rows)" in said(trace)
+
+
+QUICKSTART = "Which region sells the most, and is the trend going up?"
+
+
+def test_a_compound_question_gets_every_part_answered(
+    brain: DemoBrain, ctx: TurnContext, df: pd.DataFrame
+) -> None:
+    trace, pending = run(brain, brain.respond(ctx, QUICKSTART))
+    calls = [e for e in trace if isinstance(e, ToolCall)]
+    assert [c.name for c in calls] == ["top_n", "trend"] and pending is None
+    assert calls[0].arguments["column"] == "region" and calls[1].arguments["metric"] == "revenue"
+    thought = "".join(e.text for e in trace if isinstance(e, Reasoning))
+    assert thought.startswith("The question asks 2 things: which region ranks highest and")
+    answer = said(trace)
+    by_region = df.groupby("region")["revenue"].sum().sort_values(ascending=False)
+    assert answer.startswith(f"{by_region.index[0]} sells the most: {money(by_region.iloc[0])}")
+    monthly = df.groupby(df["date"].dt.to_period("M"))["revenue"].sum()
+    change = 100 * (monthly.iloc[-1] / monthly.iloc[0] - 1)
+    going_up = "Yes, it is going up" if change > 0 else "No, it is not going up"
+    assert f"{going_up}: revenue per month went from {money(monthly.iloc[0])} in January 2024" in (
+        answer
+    )
+    assert f"({change:+.1f}%)" in answer
+    assert f"The best month was {monthly.idxmax().strftime('%B %Y')}" in answer
+
+
+@pytest.mark.parametrize(
+    ("question", "opening"),
+    [
+        ("revenue by region", "East has the highest revenue: $"),
+        ("average units per category", "Coffee has the highest average units:"),
+        ("is revenue going down?", "No, it is going up: revenue per month went from"),
+        ("Which product category has the highest revenue?", "Coffee sells the most:"),
+        ("how are units and rating related?", "Units and customer rating have a moderate"),
+    ],
+)
+def test_answers_read_as_sentences(
+    brain: DemoBrain, ctx: TurnContext, question: str, opening: str
+) -> None:
+    answer = said(run(brain, brain.respond(ctx, question))[0])
+    assert answer.startswith(opening), answer
+    assert "(sum)" not in answer and "_" not in answer  # no column names, no templates
 
 
 def test_report_request_computes_then_asks_approval(

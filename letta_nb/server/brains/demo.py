@@ -116,7 +116,8 @@ _METRIC_WORDS = (  # longest first so "unit price" wins over "unit"
     ("unit", "units"),
     ("sold", "units"),
 )
-_DIMENSION_WORDS = (
+_DIMENSION_WORDS = (  # longest first so "product category" wins over "product"
+    ("product categor", "category"),
     ("region", "region"),
     ("store", "store"),
     ("shop", "store"),
@@ -312,6 +313,151 @@ _RENDERERS = {
 }
 
 
+# ---- answers in natural sentences (free-text questions) ---------------------------------
+
+_MONTHS = [
+    *("January", "February", "March", "April", "May", "June"),
+    *("July", "August", "September", "October", "November", "December"),
+]
+
+
+def _period(label: str, freq: str) -> str:
+    """`2024-07` → `July 2024`; weeks and quarters as the tool names them."""
+    if freq == "month" and re.fullmatch(r"\d{4}-\d{2}", label):
+        year, month = label.split("-")
+        return f"{_MONTHS[int(month) - 1]} {year}"
+    if freq == "week" and "/" in label:
+        return f"the week of {label.split('/')[0]}"
+    return label
+
+
+def _series(parts: list[str]) -> str:
+    """`a`, `a and b`, `a, b and c`."""
+    if len(parts) <= 2:
+        return " and ".join(parts)
+    return ", ".join(parts[:-1]) + f" and {parts[-1]}"
+
+
+def _what(metric: str, agg: str) -> str:
+    if agg == "mean":
+        return f"average {_label(metric)}"
+    if agg == "count":
+        return "number of sales"
+    if agg == "median":
+        return f"median {_label(metric)}"
+    return "revenue" if metric == "revenue" else f"total {_label(metric)}"
+
+
+def _natural_top(d: dict[str, Any], question: str) -> str:
+    column, by, agg = d["column"], d["by"], d["agg"]
+    key = f"{by}_{agg}"
+    rows = d["top"]
+    first = rows[0]
+    share = f", {first['share_pct']:.1f}% of the total" if "share_pct" in first else ""
+    verb = "sells the most" if by in ("revenue", "units") else "ranks highest"
+    lead = (
+        f"{first[column]} {verb}: {_fmt(by, first[key], agg)} of {_what(by, agg)}{share}."
+        if by in ("revenue", "units")
+        else f"{first[column]} ranks highest on {_what(by, agg)} ({_fmt(by, first[key], agg)})."
+    )
+    rest = [f"{r[column]} ({_fmt(by, r[key], agg)})" for r in rows[1:4]]
+    if not rest:
+        return lead
+    tail = f"It is followed by {_series(rest)}"
+    if len(rows) > 4:
+        tail += f", among the top {len(rows)}"
+    return f"{lead} {tail}."
+
+
+def _natural_groups(d: dict[str, Any], question: str) -> str:
+    by, metric, agg = d["by"], d["metric"], d["agg"]
+    key = f"{metric}_{agg}"
+    groups = d["groups"]
+    additive = agg in ("sum", "count") and d["overall"]
+    what = _what(metric, agg)
+
+    def value(row: dict[str, Any]) -> str:
+        text = _fmt(metric, row[key], agg)
+        return f"{text} ({100.0 * row[key] / d['overall']:.1f}%)" if additive else text
+
+    first, last = groups[0], groups[-1]
+    text = f"{first[by]} has the highest {what}: {value(first)}."
+    middle = [f"{row[by]} with {value(row)}" for row in groups[1:-1]]
+    if middle:
+        text += f" {_series(middle)} {'comes' if len(middle) == 1 else 'come'} next."
+    if len(groups) > 1:
+        text += f" {last[by]} is lowest at {value(last)}."
+    overall = "Altogether that is" if additive else "The overall figure is"
+    return f"{text} {overall} {_fmt(metric, d['overall'], agg)}."
+
+
+def _halves(periods: list[dict[str, Any]]) -> tuple[float, float] | None:
+    values = [p["value"] for p in periods if p.get("value") is not None]
+    if len(values) < 4:
+        return None
+    mid = len(values) // 2
+    return sum(values[:mid]) / mid, sum(values[mid:]) / (len(values) - mid)
+
+
+def _natural_trend(d: dict[str, Any], question: str) -> str:
+    metric, agg, freq = d["metric"], d["agg"], d["freq"]
+    first, last, peak, low = d["first"], d["last"], d["peak"], d["low"]
+    change = d["change_pct"]
+    what = _what(metric, agg)
+    halves = _halves(d["periods"])
+    rising = change is not None and change > 0
+    if halves is not None:
+        rising = halves[1] > halves[0] if change is None else rising and halves[1] >= halves[0]
+    asks = re.search(
+        r"\b(going up|up|rising|growing|increasing|improving|down|declining)\b", question
+    )
+    if asks:
+        verdict = "Yes, it is going up" if rising else "No, it is not going up"
+        if asks.group(1) in ("down", "declining"):
+            verdict = "No, it is going up" if rising else "Yes, it is going down"
+    else:
+        verdict = f"{what.capitalize()} is trending {'up' if rising else 'down'}"
+    moved = f" ({change:+.1f}%)" if change is not None else ""
+    text = (
+        f"{verdict}: {what} per {freq} went from {_fmt(metric, first['value'], agg)} in "
+        f"{_period(first['period'], freq)} to {_fmt(metric, last['value'], agg)} in "
+        f"{_period(last['period'], freq)}{moved}."
+    )
+    if halves is not None:
+        text += (
+            f" The second half averaged {_fmt(metric, halves[1], agg)} a {freq}, against "
+            f"{_fmt(metric, halves[0], agg)} in the first."
+        )
+    return (
+        f"{text} The best {freq} was {_period(peak['period'], freq)} "
+        f"({_fmt(metric, peak['value'], agg)}), the weakest {_period(low['period'], freq)} "
+        f"({_fmt(metric, low['value'], agg)})."
+    )
+
+
+def _natural_correlation(d: dict[str, Any], question: str) -> str:
+    a, b, r = _label(d["a"]), _label(d["b"]), d["r"]
+    strength = d["strength"]
+    if strength == "negligible":
+        head = f"{a.capitalize()} and {b} are barely related"
+    else:
+        head = f"{a.capitalize()} and {b} have a {strength} relationship"
+    text = f"{head} ({d['method'].capitalize()} r = {r:.3f} over {d['n']} rows)."
+    if strength != "negligible":
+        text += f" When {a} goes up, {b} tends to go {'up' if r > 0 else 'down'}."
+    return text
+
+
+_NATURAL: dict[str, Any] = {
+    "describe_dataset": lambda d, _q: _render_describe(d),
+    "column_summary": lambda d, _q: _render_column(d),
+    "top_n": _natural_top,
+    "group_stats": _natural_groups,
+    "trend": _natural_trend,
+    "correlation": _natural_correlation,
+}
+
+
 def _report_body(groups: dict[str, Any], dataset: dict[str, Any]) -> str:
     """Markdown for a report, built only from tool outputs (what an LLM would have seen)."""
     by, metric, agg = groups["by"], groups["metric"], groups["agg"]
@@ -417,11 +563,29 @@ class DemoBrain:
         if "report" in lowered:
             yield from self._report(ctx, dimensions, metrics)
             return
-        name, args, why = _choose_tool(lowered, metrics, dimensions)
-        shown = ", ".join(f"{k}={v}" for k, v in args.items())
-        yield from _think(f"The question is about {why}. I will call {name}({shown}) and cite it.")
-        result = yield ToolCall(name, args)
-        yield from _say(_answer(name, result))
+        plans = _plan(text, metrics, dimensions)
+        calls = [
+            f"{name}({', '.join(f'{k}={v}' for k, v in args.items())})"
+            for name, args, _, _ in plans
+        ]
+        if len(plans) == 1:
+            why = plans[0][2]
+            thought = f"The question is about {why}. I will call {calls[0]} and cite it."
+        else:
+            topics = _series([why for _, _, why, _ in plans])
+            thought = (
+                f"The question asks {len(plans)} things: {topics}. I will call "
+                f"{_series(calls)} and answer each part."
+            )
+        yield from _think(thought)
+        answers = []
+        for name, args, _why, clause in plans:
+            result = yield ToolCall(name, args)
+            data = _parse_return(result)
+            answers.append(
+                _failure_text(name, result) if data is None else _NATURAL[name](data, clause)
+            )
+        yield from _say(" ".join(answers))
 
     def _report(self, ctx: TurnContext, dimensions: list[str], metrics: list[str]) -> Turn:
         by = dimensions[0] if dimensions else "store"
@@ -445,6 +609,39 @@ class DemoBrain:
         yield _write_report_call(ctx, title, _report_body(groups, dataset))
 
 
+#: Where one question ends and the next begins: "?", ";", a sentence end, or "and" before a
+#: new question word ("Which region sells the most, and is the trend going up?").
+_CLAUSE = re.compile(
+    r"\?+|;|\.\s+|,?\s+\band\s+(?=(?:is|are|was|were|what|which|how|does|do|did|who|when|"
+    r"where|why|has|have|can|could|should|will)\b)",
+    re.IGNORECASE,
+)
+
+
+def _plan(
+    text: str, metrics: list[str], dimensions: list[str]
+) -> list[tuple[str, dict[str, Any], str, str]]:
+    """One tool call per part of a compound question: (name, arguments, topic, the part).
+
+    A part names its own metric / column, else inherits the question's; parts without a
+    topic of their own and repeated calls are dropped.
+    """
+    parts = [p.strip() for p in _CLAUSE.split(text) if p and p.strip()]
+    plans: list[tuple[str, dict[str, Any], str, str]] = []
+    for part in parts:
+        m = _mentions(part, _METRIC_WORDS) or metrics
+        d = _mentions(part, _DIMENSION_WORDS) or dimensions
+        name, args, why = _choose_tool(part.lower(), m, d)
+        if name == "describe_dataset" and len(parts) > 1:
+            continue
+        if all((name, args) != (n, a) for n, a, _, _ in plans):
+            plans.append((name, args, why, part.lower()))
+    if not plans:
+        name, args, why = _choose_tool(text.lower(), metrics, dimensions)
+        plans.append((name, args, why, text.lower()))
+    return plans
+
+
 def _is_small_talk(text: str) -> bool:
     """True when a greeting asks nothing about the data ("hi, top products?" gets analysed)."""
     lowered = text.lower()
@@ -461,7 +658,10 @@ def _choose_tool(
     if "correlat" in lowered or "relationship" in lowered or "related" in lowered:
         pair = [*metrics, *(c for c in ("units", "customer_rating") if c not in metrics)]
         return "correlation", {"a": pair[0], "b": pair[1]}, "how two numbers move together"
-    trend_words = ("trend", "month", "week", "quarter", "daily", "over time", "season")
+    trend_words = (
+        *("trend", "month", "week", "quarter", "daily", "over time", "season"),
+        *("going up", "going down", "rising", "growing", "declin", "increas", "decreas"),
+    )
     if any(word in lowered for word in trend_words):
         freq = next(
             (
@@ -480,7 +680,7 @@ def _choose_tool(
         return (
             "top_n",
             {"column": column, "n": n, "by": metric},
-            f"which {column} values rank highest",
+            f"which {column} ranks highest",
         )
     if dimensions:
         metric = metrics[0] if metrics else "revenue"
