@@ -93,8 +93,11 @@ def test_a_finished_run_reads_well(page: Page, lab: Lab, make_notebook: Callable
     capped = box.bounding_box()
     assert capped is not None and capped["height"] < 420, capped
     long.get_by_role("button", name="show all").click()
-    opened = box.bounding_box()
-    assert opened is not None and opened["height"] > 2 * capped["height"], opened
+    page.wait_for_function(  # the toggle re-lays out the block: wait for it, bounded
+        "([el, h]) => el.getBoundingClientRect().height > 2 * h",
+        arg=[box.element_handle(), capped["height"]],
+        timeout=10_000,
+    )
     long.get_by_role("button", name="show less").click()
     # /fail: the error appears once
     failed = wait_status(page, 3, "failed")
