@@ -2,31 +2,26 @@
 
 A reader never waits for a run that has ended: once the stored stream is exhausted and the run
 is no longer live, it closes. That is what makes a resume at or after the end return at once.
+A finished run whose last frames storage has not taken yet (a failed commit) is read from
+memory to its terminal frame, so a reader always learns how the run ended.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
-from letta_nb.server import schemas
-from letta_nb.server.ids import new_id
-from letta_nb.server.runner import DONE, Engine, LiveRun, render
+from letta_nb.server.engine.db import Db
+from letta_nb.server.engine.live import ForegroundPipe, LiveRun
+from letta_nb.server.engine.wire import keepalive_ping
 
 READ_BATCH = 4096
 FIRST_BATCH = 32
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-SSE_MEDIA_TYPE = "text/event-stream; charset=utf-8"
-
-
-def keepalive_ping(run_id: str, seq: int | None) -> bytes:
-    """A ping that is not stored; it repeats the last seq this connection delivered."""
-    frame = schemas.envelope(new_id("ping"), "ping", otid=None, step_id=None, run_id=run_id)
-    return render(frame, seq)
 
 
 async def read_run(
-    engine: Engine,
+    db: Db,
+    live_runs: Mapping[str, LiveRun],
     run_id: str,
     starting_after: int,
     *,
@@ -38,7 +33,7 @@ async def read_run(
     delivered: int | None = None
     batch = FIRST_BATCH  # small first read: the first byte goes out fast at any position
     while True:
-        live: LiveRun | None = engine.live.get(run_id)
+        live = live_runs.get(run_id)
         changed = live.changed if live is not None else None
         if live is not None:
             chunk = live.tail_after(last)  # a live reader: every committed frame, from memory
@@ -46,14 +41,20 @@ async def read_run(
                 last = delivered = live.committed
                 yield chunk
                 continue
-        rows = engine.store.read_frames(run_id, last, batch)
+        rows = await db.read(db.store.read_frames, run_id, last, batch)
         batch = READ_BATCH
         if rows:
             last = delivered = rows[-1][0]
             yield b"".join(r[1] for r in rows)
             continue
-        if live is None or live.done:
+        if live is None:
             return
+        if live.done:
+            final = live.final_after(last)
+            if final is not None:
+                yield final
+            if live.settled or final is not None or last >= live.seq:
+                return
         assert changed is not None
         try:
             await asyncio.wait_for(changed.wait(), keepalive)
@@ -63,19 +64,16 @@ async def read_run(
 
 
 async def read_foreground(
-    run: LiveRun, *, include_pings: bool, keepalive: float
+    run_id: str, pipe: ForegroundPipe, *, include_pings: bool, keepalive: float
 ) -> AsyncIterator[bytes]:
     """The one connection of a foreground stream (frames are not stored; seq_id is null)."""
-    assert run.queue is not None
     while True:
         try:
-            item = await asyncio.wait_for(run.queue.get(), keepalive)
+            data = await pipe.take(keepalive)
         except TimeoutError:
             if include_pings:
-                yield keepalive_ping(run.id, None)
+                yield keepalive_ping(run_id, None)
             continue
-        if item is None:
+        if data is None:
             return
-        yield item
-        if item == DONE:
-            return
+        yield data
