@@ -130,6 +130,9 @@ class ChunkStream:
 class Backend:
     """A connection to one Letta server (see docs/architecture.md, "Backend")."""
 
+    #: Embedded sessions: relaunch the server (returns its maybe-new base URL, or None).
+    on_unreachable: Callable[[], str | None] | None = None
+
     def __init__(
         self,
         base_url: str,

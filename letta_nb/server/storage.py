@@ -470,6 +470,10 @@ class Store:
             if side.exists():
                 os.chmod(side, 0o600)
 
+    def connection(self) -> None:
+        """Open this thread's connection now (worker threads call it once at startup)."""
+        self._db()
+
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:

@@ -1,4 +1,4 @@
-"""Real subprocesses: kill -9 mid-run and restart on the same DB; CLI; the detached launcher."""
+"""Real subprocesses: kill -9 mid-run and restart on the same DB; the CLI's refusals."""
 
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 from letta_client import Letta
 
 from letta_nb.server.brains.registry import DEMO_HANDLE
-from letta_nb.server.launcher import ensure_server, stop_server
 
 
 def _spawn(db: Path, port_file: Path) -> tuple[subprocess.Popen, str]:
@@ -118,16 +116,3 @@ def test_cli_refuses_public_host_without_token() -> None:
     )
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "token" in out.stderr
-
-
-def test_launcher_reuses_and_stops(tmp_path: Path) -> None:
-    url = ensure_server(tmp_path)
-    try:
-        assert httpx.get(url + "/v1/health/").json()["status"] == "ok"
-        assert ensure_server(tmp_path) == url  # reused, not restarted
-        assert (tmp_path / "server.json").exists()
-    finally:
-        assert stop_server(tmp_path)
-    with pytest.raises(httpx.HTTPError):
-        httpx.get(url + "/v1/health/", timeout=1)
-    assert not stop_server(tmp_path)

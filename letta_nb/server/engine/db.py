@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
@@ -33,6 +34,18 @@ class Db:
     async def write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writes, functools.partial(fn, *args, **kwargs))
+
+    async def warm(self) -> None:
+        """Start every reader thread and open its connection now, not on a first request."""
+        barrier = threading.Barrier(READERS)
+
+        def ready() -> None:
+            self.store.connection()
+            barrier.wait(timeout=10)
+
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._reads, ready) for _ in range(READERS)))
+        await self.write(self.store.connection)
 
     def close(self) -> None:
         self._reads.shutdown(wait=True, cancel_futures=True)

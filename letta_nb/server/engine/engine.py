@@ -111,6 +111,7 @@ class Engine:
     # -- lifecycle ---------------------------------------------------------------------------
     async def open(self) -> int:
         """Close runs a previous server left unfinished; returns how many."""
+        await self._db.warm()
         return await self._db.write(close_orphans, self._store)
 
     async def close(self) -> None:

@@ -13,10 +13,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from letta_nb.server.responses import Json
-from letta_nb.server.schemas import SERVER_VERSION
+from letta_nb.server.schemas import IDENTITY_PATH, SERVER_VERSION
 
 router = APIRouter()
-IDENTITY_PATH = "/v1/letta-nb/identity"
 
 
 @router.get(IDENTITY_PATH, response_model=dict[str, Any])
