@@ -111,7 +111,7 @@ def test_relaunch_moves_to_a_new_port_when_the_old_one_is_taken(state: Path) -> 
 class _Impostor(http.server.BaseHTTPRequestHandler):
     """Answers every GET 200 with a health body: what a stale port may hold."""
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         body = b'{"version":"0.16.8","status":"ok"}'
         self.send_response(200)
         self.send_header("content-type", "application/json")
