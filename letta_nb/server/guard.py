@@ -70,8 +70,8 @@ def json_depth_over(body: bytes, limit: int) -> bool:
         if not brackets:
             return False
         brackets, removed = _INNERMOST.subn(b"", brackets)
-        if not removed:
-            return False  # unbalanced: not JSON; FastAPI's parser says so (at a safe depth)
+        if not removed:  # unbalanced (not JSON): deep only if what is left could nest deep
+            return len(brackets) > limit
     return bool(brackets)
 
 

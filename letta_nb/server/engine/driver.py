@@ -227,6 +227,8 @@ class RunDriver:
                 self._check(run)
                 if run.pipe is not None and run.pipe.full:
                     await self._pace(run)
+                elif self.log.ahead(run):
+                    await self.log.catch_up(run)
                 try:
                     event = gen.send(send)
                 except StopIteration:
@@ -529,7 +531,9 @@ class RunDriver:
             "steps": list(run.steps),
             "agent_id": run.agent_id,
         }
-        stored = await self.store_row(run, row)
+        # A row saying "ended" only once the stream's end is stored: until then a restart
+        # still sees the run unfinished and closes it right after its last stored frame.
+        stored = not run.unstored and await self.store_row(run, row)
         run.status, run.stop_reason = status, stop
         run.done = True
         if run.pipe is not None:

@@ -24,6 +24,7 @@ from letta_nb.server.engine.wire import render
 from letta_nb.server.storage import CommitResult, FrameGap, FramePart, Store
 
 FLUSH_AT = 4096  # frames a run buffers before it flushes without waiting for the loop turn
+IN_FLIGHT = 4 * FLUSH_AT  # uncommitted frames a run may have before its driver waits
 
 
 class FrameLog:
@@ -117,6 +118,19 @@ class FrameLog:
         while run.committed < run.seq and run.broken is None and run.failures == failures:
             await run.changed.wait()
         return run.broken is None and run.committed >= run.seq
+
+    def ahead(self, run: LiveRun) -> bool:
+        """Whether the run's producer is too far ahead of storage (it must wait)."""
+        return run.background and run.seq - run.committed > IN_FLIGHT
+
+    async def catch_up(self, run: LiveRun) -> None:
+        """Backpressure: wait until at most half the in-flight window is uncommitted (or the
+        log broke), so a fast brain never piles up frames in memory faster than SQLite takes
+        them, and each commit stays a bounded transaction."""
+        self.flush()
+        target = run.seq - IN_FLIGHT // 2
+        while run.committed < target and run.broken is None:
+            await run.changed.wait()
 
     def replace_tail(self, run: LiveRun, frames: list[bytes]) -> None:
         """A broken run's end: ``frames`` numbered from ``committed + 1`` replace whatever
