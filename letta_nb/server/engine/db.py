@@ -26,6 +26,12 @@ class Db:
         self.store = store
         self._reads = ThreadPoolExecutor(READERS, thread_name_prefix="letta-nb-db-read")
         self._writes = ThreadPoolExecutor(1, thread_name_prefix="letta-nb-db-write")
+        self._pending_writes = 0
+
+    @property
+    def writes_waiting(self) -> int:
+        """Writes submitted and not finished yet (queued or running)."""
+        return self._pending_writes
 
     async def read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
@@ -33,7 +39,11 @@ class Db:
 
     async def write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writes, functools.partial(fn, *args, **kwargs))
+        self._pending_writes += 1
+        try:
+            return await loop.run_in_executor(self._writes, functools.partial(fn, *args, **kwargs))
+        finally:
+            self._pending_writes -= 1
 
     async def warm(self) -> None:
         """Start every reader thread and open its connection now, not on a first request."""

@@ -533,8 +533,10 @@ class RunDriver:
         }
         # A row saying "ended" only once the stream's end is stored: until then a restart
         # still sees the run unfinished and closes it right after its last stored frame.
+        run.final = {k: v for k, v in row.items() if k not in ("steps", "agent_id")}
+        run.final["completed_at"] = self.db.store.clock()
+        run.status, run.stop_reason, run.ended = status, stop, True
         stored = not run.unstored and await self.store_row(run, row)
-        run.status, run.stop_reason = status, stop
         run.done = True
         if run.pipe is not None:
             run.pipe.close()

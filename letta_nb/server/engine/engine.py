@@ -207,16 +207,20 @@ class Engine:
         await self._db.write(self._store.delete_tool, tool_id)
 
     # -- runs, messages, steps -----------------------------------------------------------------
-    def _with_live_state(self, row: dict[str, Any]) -> dict[str, Any]:
-        """A finished run whose final row is not stored yet reports how it really ended."""
-        live = self._live.get(row["id"])
-        if live is not None and live.done and row["status"] != live.status:
-            return {**row, "status": live.status, "stop_reason": live.stop_reason}
+    @staticmethod
+    def _with_live_state(row: dict[str, Any], live: LiveRun | None) -> dict[str, Any]:
+        """A run whose end is decided but whose final row is not stored (yet) reports how it
+        really ended: a reader that got the terminal frame never sees "running" after it.
+        ``live`` is looked up *before* the row is read, so a run that settles meanwhile (and
+        leaves the live table) still overrides a row read just before its final write."""
+        if live is not None and live.ended and live.final is not None:
+            return {**row, **live.final}
         return row
 
     async def run(self, run_id: str) -> dict[str, Any] | None:
+        live = self._live.get(run_id)
         row = await self._db.read(self._store.get_run, run_id)
-        return None if row is None else self._with_live_state(row)
+        return None if row is None else self._with_live_state(row, live)
 
     async def runs(
         self,
@@ -227,6 +231,7 @@ class Engine:
         background: bool | None,
         stop_reason: str | None,
     ) -> list[dict[str, Any]]:
+        live = dict(self._live)
         rows = await self._db.read(
             self._store.list_runs,
             page,
@@ -235,7 +240,8 @@ class Engine:
             background=background,
             stop_reason=stop_reason,
         )
-        return [self._with_live_state(r) for r in rows]
+        rows = [self._with_live_state(r, live.get(r["id"])) for r in rows]
+        return [r for r in rows if not statuses or r["status"] in statuses]
 
     async def messages(
         self, page: Page, *, agent_id: str | None = None, run_id: str | None = None
@@ -388,3 +394,6 @@ class Engine:
     # -- inspection (tests, health) ----------------------------------------------------------
     def live_run(self, run_id: str) -> LiveRun | None:
         return self._live.get(run_id)
+
+    def writes_waiting(self) -> int:
+        return self._db.writes_waiting

@@ -24,6 +24,7 @@ class ForegroundPipe:
         self.cap = cap
         self._items: deque[bytes] = deque()
         self._size = 0
+        self.peak = 0  # the most bytes it ever held (what a slow reader cost in memory)
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -39,6 +40,7 @@ class ForegroundPipe:
             return
         self._items.append(data)
         self._size += len(data)
+        self.peak = max(self.peak, self._size)
         if self._size >= self.cap:
             self._room.clear()
         self._ready.set()
@@ -104,6 +106,8 @@ class LiveRun:
     failures: int = 0  # commit failures seen (drain watches it)
     unstored: list[bytes] = field(default_factory=list)  # final frames after `committed`
     # -- lifecycle ---------------------------------------------------------------------------
+    ended: bool = False  # its final status is decided (and its frames stored or in memory)
+    final: dict[str, Any] | None = None  # the final run row, shown until storage has it
     done: bool = False  # the driver finished; readers end after the last frame
     settled: bool = True  # False while its final frames/row still wait for storage
     status: str = "running"
