@@ -8,7 +8,7 @@ Sizes, nesting depth and unpaired surrogates are checked before parsing (``guard
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
@@ -65,7 +65,7 @@ class ToolReturnItem(Body):
 class MessageItem(Body):
     """A user message, an approval (list or legacy form) or client tool returns."""
 
-    type: StrictStr | None = None
+    type: Literal["message", "approval", "tool_return"] | None = None
     role: StrictStr | None = None
     content: Content | None = None
     otid: StrictStr | None = None
@@ -77,8 +77,13 @@ class MessageItem(Body):
 
 
 class SendMessage(Body):
-    messages: list[MessageItem] | None = None
-    input: Content | None = None
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"anyOf": [{"required": ["messages"]}, {"required": ["input"]}]},
+    )
+
+    messages: Annotated[list[MessageItem], Field(min_length=1)] = None  # type: ignore[assignment]
+    input: Content = None  # type: ignore[assignment]
     streaming: StrictBool | None = None
     background: StrictBool | None = None
     stream_tokens: StrictBool | None = None

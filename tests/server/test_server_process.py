@@ -116,3 +116,29 @@ def test_cli_refuses_public_host_without_token() -> None:
     )
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "token" in out.stderr
+
+
+def test_a_second_server_on_the_same_database_refuses_in_one_line(tmp_path: Path) -> None:
+    db, port_file = tmp_path / "s.sqlite3", tmp_path / "port"
+    first, url = _spawn(db, port_file)
+    try:
+        c = Letta(base_url=url, max_retries=0)
+        agent = c.agents.create(model=DEMO_HANDLE)
+        stream = c.agents.messages.create(
+            agent.id, input="/long 2000 5", streaming=True, background=True
+        )
+        run_id = next(iter(stream)).run_id
+        second = subprocess.run(
+            [sys.executable, "-m", "letta_nb.cli", "server", "--port", "0", "--db", str(db)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 3 and second.stdout == ""
+        assert second.stderr.strip().count("\n") == 0 and "another letta-nb server" in second.stderr
+        assert str(first.pid) in second.stderr and "Traceback" not in second.stderr
+        assert c.runs.retrieve(run_id).status == "running"  # its live run was not "recovered"
+        stream.close()
+    finally:
+        first.terminate()
+        first.wait(10)

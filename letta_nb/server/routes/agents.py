@@ -71,7 +71,7 @@ async def create_agent(request: Request, body: CreateAgent) -> Json:
     handle = resolve(eng.brains, requested)
     if handle is None:
         offered = ", ".join(eng.brains) or "none"
-        raise ApiError(400, f"Unknown model handle {requested!r}; this server offers: {offered}")
+        raise ApiError(404, f"Model handle {requested!r} not found; this server offers: {offered}")
     config: dict[str, Any] = {key: getattr(body, key) for key in CONFIG_KEYS}
     config["tool_rules"] = [
         {"tool_name": r.tool_name, "type": r.type, "prompt_template": r.prompt_template}
