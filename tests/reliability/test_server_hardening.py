@@ -201,9 +201,8 @@ def test_openapi_all_checks_no_5xx(fuzz_server: Any) -> None:
                 ):
                     allowed += 1
                     continue
-                failures.append(
-                    f"{where}: {type(err).__name__}: {str(err).splitlines()[0]} {response.text:.150}"
-                )
+                name, first = type(err).__name__, str(err).splitlines()[0]
+                failures.append(f"{where}: {name}: {first} {response.text:.150}")
 
     operations = 0
     for result in schema.get_all_operations():
