@@ -246,7 +246,7 @@ class RunDriver:
                         await self._close(run, open_msg, step)
                         mid = new_id("message")
                         open_msg = TextDeltas(kind, mid, derive_otid(mid))
-                    open_msg.text.append(event.text)
+                    open_msg.append(event.text)
                     if run.stream_tokens:
                         self._emit_delta(run, open_msg, step, event.text)
                     continue
@@ -314,7 +314,7 @@ class RunDriver:
         """End the open message: persist it whole (and stream it whole without stream_tokens)."""
         if msg is None:
             return
-        full = "".join(msg.text)
+        full = msg.full()
         step["completion_tokens"] += pieces(full)
         frame = msg.frame(run.id, step["id"], full)
         if not run.stream_tokens:

@@ -42,12 +42,14 @@ async def read_run(
                 yield chunk
                 continue
         rows = await db.read(db.store.read_frames, run_id, last, batch)
+        short = len(rows) < batch
         batch = READ_BATCH
         if rows:
             last = delivered = rows[-1][0]
             yield b"".join(r[1] for r in rows)
-            continue
-        if live is None:
+            if not (short and live is None):
+                continue
+        if live is None:  # not running here: its stored stream is all there is
             return
         if live.done:
             final = live.final_after(last)

@@ -55,11 +55,23 @@ class TextDeltas:
     kind: str  # "assistant_message" or "reasoning_message"
     message_id: str
     otid: str
-    text: list[str] = field(default_factory=list)
+    _blocks: list[str] = field(default_factory=list)  # every 4096 deltas joined
+    _pieces: list[str] = field(default_factory=list)
     _date: str = ""
     _prefix: str = ""
     _suffix: str = ""
     _end: str = ""
+
+    def append(self, text: str) -> None:
+        """Keep a delta for the whole message; every 4096 deltas become one string, so a
+        million-token message costs its text, not a million small objects."""
+        self._pieces.append(text)
+        if len(self._pieces) >= 4096:
+            self._blocks.append("".join(self._pieces))
+            self._pieces.clear()
+
+    def full(self) -> str:
+        return "".join(self._blocks) + "".join(self._pieces)
 
     def frame(self, run_id: str, step_id: str, text: str) -> dict[str, Any]:
         """The whole-message (or foreground delta) frame as a dict."""
