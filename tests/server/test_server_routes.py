@@ -29,9 +29,9 @@ def test_agent_crud(client: Letta) -> None:
     client.agents.delete(agent.id)
     with pytest.raises(NotFoundError):
         client.agents.retrieve(agent.id)
-    with pytest.raises(APIStatusError) as err:
+    with pytest.raises(NotFoundError) as err:  # a model handle that does not exist
         client.agents.create(model="nope/none")
-    assert err.value.status_code == 400
+    assert "nope/none" in str(err.value.body["detail"])
 
 
 def test_non_streaming_and_messages_lists(client: Letta, agent_id: str) -> None:
