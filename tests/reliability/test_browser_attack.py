@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -95,17 +95,34 @@ def srv() -> Iterator[EmbeddedServer]:
         yield s
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
+def _in_browser(job: Callable[[Any], Any]) -> Any:
+    """Run ``job(browser)`` with a fresh chromium, on a thread of its own: Playwright's sync API
+    refuses a thread with an event loop (another suite's Playwright may hold this one's)."""
     path = _chromium()
-    with sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=path, args=list(ARGS), timeout=60_000)
+    result: list[Any] = []
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        from playwright.sync_api import sync_playwright
+
         try:
-            yield instance
-        finally:
-            instance.close()
+            with sync_playwright() as pw:
+                instance = pw.chromium.launch(executable_path=path, args=list(ARGS), timeout=60_000)
+                try:
+                    result.append(job(instance))
+                finally:
+                    instance.close()
+        except BaseException as exc:  # re-raised in the test's thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=work, name="browser-attack")
+    worker.start()
+    worker.join(150)
+    if worker.is_alive():
+        raise AssertionError("the browser did not finish within 150 s")
+    if failure:
+        raise failure[0]
+    return result[0]
 
 
 def _agents(srv: EmbeddedServer) -> list[str]:
@@ -121,19 +138,21 @@ def _refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def test_a_page_on_another_origin_cannot_create_or_read(
-    srv: EmbeddedServer, browser: Any, caplog: pytest.LogCaptureFixture
+    srv: EmbeddedServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="letta_nb.server.requests")
     site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Page)
     threading.Thread(target=site.serve_forever, daemon=True).start()
     before = _agents(srv)
-    context = browser.new_context()
-    try:
-        page = context.new_page()
+
+    def attack(browser: Any) -> Any:
+        page = browser.new_context().new_page()
         page.goto(f"http://127.0.0.1:{site.server_address[1]}/")
-        out = page.evaluate(ATTACK, srv.base_url)
+        return page.evaluate(ATTACK, srv.base_url)
+
+    try:
+        out = _in_browser(attack)
     finally:
-        context.close()
         site.shutdown()
         site.server_close()
     assert out["no_cors_post"] == "sent"  # the browser did send it: only the server can refuse
@@ -146,15 +165,15 @@ def test_a_page_on_another_origin_cannot_create_or_read(
 
 
 def test_a_rebound_dns_name_cannot_create_or_read(
-    srv: EmbeddedServer, browser: Any, caplog: pytest.LogCaptureFixture
+    srv: EmbeddedServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="letta_nb.server.requests")
     port = srv.base_url.rsplit(":", 1)[1]
     origin = f"http://rebind.test:{port}"
     before = _agents(srv)
-    context = browser.new_context()
-    try:
-        page = context.new_page()
+
+    def attack(browser: Any) -> Any:
+        page = browser.new_context().new_page()
         # the attacker's page, as first served by the attacker's DNS answer ...
         page.route(
             f"{origin}/",
@@ -162,9 +181,9 @@ def test_a_rebound_dns_name_cannot_create_or_read(
         )
         page.goto(f"{origin}/")
         # ... then the name resolves to 127.0.0.1: the page's own-origin requests hit the server
-        out = page.evaluate(ATTACK, origin)
-    finally:
-        context.close()
+        return page.evaluate(ATTACK, origin)
+
+    out = _in_browser(attack)
     assert out["cors_post"] == 403 and out["read"].startswith("403 ")  # same-origin: it reads
     assert "Host" in out["read"] and "pwned" not in out["read"]
     assert _agents(srv) == before
