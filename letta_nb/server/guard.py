@@ -139,7 +139,7 @@ class RequestGuard:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        if scope["type"] != "http":  # lifespan (this server has no websocket routes)
             await self.app(scope, receive, send)
             return
         headers: dict[bytes, bytes] = {}
@@ -147,7 +147,7 @@ class RequestGuard:
             headers.setdefault(key, value)
 
         async def refuse(status: int, detail: str) -> None:
-            log.info("%s %s -> %d %s", scope.get("method", "WS"), scope["path"], status, detail)
+            log.info("%s %s -> %d %s", scope["method"], scope["path"], status, detail)
             extra = {"x-should-retry": "false"} if status in (401, 403, 413, 415) else None
             await JSONResponse({"detail": detail}, status_code=status, headers=extra)(
                 scope, receive, send
@@ -176,9 +176,6 @@ class RequestGuard:
             if not hmac.compare_digest(given, self.token):
                 await refuse(401, "Unauthorized: a valid Bearer token is required.")
                 return
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
         length_header = headers.get(b"content-length")
         chunked = b"transfer-encoding" in headers
         try:

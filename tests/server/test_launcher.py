@@ -3,6 +3,7 @@ relaunch on the same port with the same token, no fallback, and safe stop/status
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -186,10 +187,23 @@ def test_cli_status_and_stop(state: Path) -> None:
     assert cli("stop").returncode == 1
 
 
+def _forgotten(state: Path) -> Iterator[None]:
+    """The discovery file is gone (a new launch would open the live server's database); put
+    back afterwards so the fixture can stop that server."""
+    record = (state / DISCOVERY).read_text()
+    (state / DISCOVERY).unlink()
+    try:
+        yield
+    finally:
+        (state / DISCOVERY).write_text(record)
+
+
+forgotten = contextlib.contextmanager(_forgotten)
+
+
 def test_a_server_that_cannot_start_is_one_line_naming_the_log(state: Path) -> None:
     info = ensure_server(state)
-    (state / DISCOVERY).unlink()  # forget it: a new launch would open the same database
-    with pytest.raises(ServerStartError) as err:
+    with forgotten(state), pytest.raises(ServerStartError) as err:
         ensure_server(state)
     text = str(err.value)
     assert "\n" not in text and str(state / "server.log") in text and "another" in text
@@ -204,8 +218,7 @@ def test_connect_has_no_fallback_to_another_database(
     monkeypatch.delenv("LETTA_BASE_URL", raising=False)
     monkeypatch.setattr(session_mod, "_current", None)
     ensure_server(state)
-    (state / DISCOVERY).unlink()
-    with pytest.raises(ServerUnavailable) as err:
+    with forgotten(state), pytest.raises(ServerUnavailable) as err:
         session_mod.connect()
     assert "\n" not in str(err.value) and "server.log" in str(err.value)
     assert not list(state.parent.glob("inprocess*"))
