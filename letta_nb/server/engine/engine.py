@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +44,6 @@ PENDING_MESSAGE = (
     "Please approve or deny the pending request before continuing."
 )
 CANCEL_WAIT = 5.0
-DEFAULT_TOOL_TIMEOUT = 60.0
-DEFAULT_FOREGROUND_BUFFER = 8 * 1024 * 1024
-DEFAULT_FOREGROUND_STALL = 60.0
 
 
 def otid_key(otids: list[str]) -> str:
@@ -77,13 +74,15 @@ class Started:
 
 @dataclass(slots=True)
 class EngineSettings:
+    """What the engine needs of ``ServerConfig`` (app.py fills it in)."""
+
     workdir: Path
     retention_seconds: float
     keepalive: float
-    tool_timeout: float = DEFAULT_TOOL_TIMEOUT
-    foreground_buffer: int = DEFAULT_FOREGROUND_BUFFER
-    foreground_stall: float = DEFAULT_FOREGROUND_STALL
-    brains: Mapping[str, Brain] = field(default_factory=dict)
+    tool_timeout: float
+    foreground_buffer: int
+    foreground_stall: float
+    brains: Mapping[str, Brain]
 
 
 class Engine:
