@@ -386,7 +386,7 @@ def _embedded() -> tuple[str, str, _Relauncher]:
     try:
         with state_lock(state):
             info = ensure_server(state)
-            backend = Backend(info.base_url, info.token)
+            backend = Backend(info.base_url, info.token, max_retries=0)  # create: never twice
             try:
                 try:
                     backend.resolve_agent(DEMO_AGENT)

@@ -202,6 +202,7 @@ def _identity(base_url: str, token: str) -> dict[str, Any] | None:
             base_url + IDENTITY_PATH,
             headers={"Authorization": f"Bearer {token}"},
             timeout=IDENTITY_TIMEOUT,
+            trust_env=False,  # loopback: never through an HTTP(S)_PROXY, which would see the token
         )
     except httpx.HTTPError:
         return None
