@@ -474,23 +474,40 @@ def _agent_lock(base_url: str, name: str, timeout: float = 30.0) -> Iterator[Non
 
 
 # ---- connection resolution -----------------------------------------------------------------
-def _embedded() -> tuple[str, Any]:
-    """The shared detached server for this state dir, else one inside this process."""
-    state = default_state_dir()
-    try:
-        from .server.launcher import ensure_server
-    except ImportError:
-        pass
-    else:
-        try:
-            return ensure_server(state / "server"), None
-        except (OSError, RuntimeError, TimeoutError):
-            pass  # fall back to a server living in this kernel
-    from .server import start_in_process
+class _Relauncher:
+    """``Backend.on_unreachable`` of an embedded session: ensure the state dir's server runs
+    again (the same port and token when possible) and return its base URL, or None with the
+    one-line reason in ``last_error`` when it cannot be started."""
 
-    state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    server = start_in_process(state / "inprocess-server.sqlite3")
-    return server.base_url, server
+    def __init__(self, state: Any) -> None:
+        self.state = state
+        self.last_error: str | None = None
+
+    def __call__(self) -> str | None:
+        from .server.launcher import ServerStartError, ensure_server
+
+        try:
+            url = ensure_server(self.state).base_url
+        except (ServerStartError, OSError) as exc:
+            self.last_error = str(exc)
+            return None
+        self.last_error = None
+        return url
+
+
+def _embedded() -> tuple[str, str, _Relauncher]:
+    """The state dir's detached server, started once under a file lock and always with a
+    token (the caller's API key). A server that cannot start is one line naming its log; there
+    is no fallback. (`Session.ensure_agent` then finds or creates the demo agent, under its own
+    lock, so kernels connecting at once share one.)"""
+    from .server.launcher import ServerStartError, ensure_server
+
+    state = default_state_dir() / "server"
+    try:
+        info = ensure_server(state)
+    except ServerStartError as exc:
+        raise ServerUnavailable(str(exc)) from None
+    return info.base_url, info.token, _Relauncher(state)
 
 
 def connect(
@@ -509,14 +526,16 @@ def connect(
     base_url = base_url or os.environ.get("LETTA_BASE_URL") or None
     if base_url is None and api_key:
         base_url = LETTA_CLOUD_URL  # a key alone means Letta Cloud, never the embedded server
-    server = None
     embedded = base_url is None
+    relaunch = None
     if embedded:
-        base_url, server = _embedded()
+        base_url, api_key, relaunch = _embedded()  # the server's token is the API key
     assert base_url is not None
     backend = (backend_factory or Backend)(base_url, api_key)
     backend.reattaches_otid = embedded
-    session = Session(backend, server=server)
+    if relaunch is not None:
+        backend.on_unreachable = relaunch
+    session = Session(backend)
     try:
         if agent is not None:
             session.use_agent(agent)

@@ -1,8 +1,8 @@
-"""The FastAPI application factory: wires storage, the run engine, auth and the routes."""
+"""The FastAPI application factory: wires storage, the run engine, the request guard and routes."""
 
 from __future__ import annotations
 
-import hmac
+import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,61 +13,55 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from letta_nb.server.brains.registry import default_brains
 from letta_nb.server.config import ServerConfig
-from letta_nb.server.errors import ApiError, api_error_handler
-from letta_nb.server.routes import agents, health, messages, models, runs, tools
-from letta_nb.server.routes.common import BODIES, REQUIRED_FIELDS, body_schema
-from letta_nb.server.runner import Engine
+from letta_nb.server.engine import Engine, EngineSettings
+from letta_nb.server.errors import ApiError, api_error_handler, validation_detail
+from letta_nb.server.guard import RequestGuard
+from letta_nb.server.routes import agents, health, identity, messages, models, runs, tools
 from letta_nb.server.schemas import SERVER_VERSION
-from letta_nb.server.storage import Store
+from letta_nb.server.storage import DbLock, Store
 
-OPEN_PATHS = ("/v1/health", "/v1/health/")
-
-
-class TokenGuard:
-    """Pure ASGI bearer-token check (no response buffering, so streams stay fast)."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self.expected = f"Bearer {token}".encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                reply = JSONResponse(
-                    {"detail": "Unauthorized: a valid Bearer token is required."},
-                    status_code=401,
-                    headers={"x-should-retry": "false"},
-                )
-                await reply(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+log = logging.getLogger("letta_nb.server.requests")
 
 
 def create_app(config: ServerConfig) -> FastAPI:
-    """Build the app. The store opens (and orphaned runs are closed) when the app starts."""
+    """Build the app. The database is locked and opened (and orphaned runs are closed) when
+    the app starts; a second server on the same database refuses to start."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = Store(config.db_path)
+        lock = config.db_lock or DbLock(config.db_path).acquire()
+        store = Store(
+            config.db_path,
+            busy_timeout_ms=config.busy_timeout_ms,
+            write_retry_seconds=config.write_retry_seconds,
+            pragmas=config.sqlite_pragmas,
+            clock=config.clock,
+        )
         brains = dict(config.brains) if config.brains is not None else default_brains()
-        workdir = config.workdir or config.db_path.parent / "workdirs"
-        engine = Engine(store, brains, workdir)
-        engine.close_orphans()
-        app.state.engine = engine
-        app.state.config = config
+        engine = Engine(
+            store,
+            EngineSettings(
+                workdir=config.workdir or config.db_path.parent / "workdirs",
+                retention_seconds=config.retention_seconds,
+                keepalive=config.keepalive_interval,
+                tool_timeout=config.tool_timeout,
+                foreground_buffer=config.foreground_buffer_bytes,
+                foreground_stall=config.foreground_stall_seconds,
+                brains=brains,
+            ),
+        )
         try:
+            await engine.open()
+            app.state.engine = engine
+            app.state.config = config
             yield
         finally:
-            for run in list(engine.live.values()):
-                if run.task is not None:
-                    run.task.cancel()
-            engine.close()
+            await engine.close()
             store.close()
+            lock.release()
 
     app = FastAPI(title="letta_nb embedded server", lifespan=lifespan, redirect_slashes=True)
     app.add_exception_handler(ApiError, api_error_handler)
@@ -77,18 +71,19 @@ def create_app(config: ServerConfig) -> FastAPI:
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405:  # Starlette names only the first matching route's methods
             headers["Allow"] = ", ".join(_allowed_methods(app, request))
+        log.info("%s %s -> %d %s", request.method, request.url.path, exc.status_code, exc.detail)
         return JSONResponse(
             {"detail": exc.detail}, status_code=exc.status_code, headers=headers or None
         )
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": exc.errors()}, status_code=422)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = validation_detail(exc.errors())
+        log.info("%s %s -> 422 %s", request.method, request.url.path, detail[:300])
+        return JSONResponse({"detail": detail}, status_code=422)
 
-    if config.token:
-        app.add_middleware(TokenGuard, token=config.token)
-
-    for module in (health, agents, messages, runs, tools, models):
+    app.add_middleware(RequestGuard, config=config)
+    for module in (health, identity, agents, messages, runs, tools, models):
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
@@ -108,10 +103,13 @@ ERROR_BODY = {"type": "object", "required": ["detail"], "properties": {"detail":
 ERROR_STATUSES = {
     "400": "Bad request",
     "401": "Unauthorized",
+    "403": "Forbidden (a foreign Host or Origin)",
     "404": "Not found",
     "405": "Method not allowed",
     "409": "Conflict (e.g. a pending approval)",
     "410": "Expired",
+    "413": "Request body too large",
+    "415": "Request body is not application/json",
     "422": "Invalid request",
     "502": "The run failed",
 }
@@ -124,25 +122,14 @@ STREAMING = {
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema plus what the handlers read by hand: JSON bodies, SSE responses and
-    Letta's ``{"detail": …}`` error bodies, so schema-driven testers see the real contract."""
+    """FastAPI's schema (bodies come from the pydantic models) plus SSE responses, the run id
+    format and Letta's ``{"detail": …}`` error bodies, so schema-driven testers see the real
+    contract."""
     if app.openapi_schema is not None:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=SERVER_VERSION, routes=app.routes)
     for path, ops in schema.get("paths", {}).items():
-        for method, op in ops.items():
-            fields = BODIES.get((method, path))
-            if fields is not None:
-                body = body_schema(fields)
-                required = REQUIRED_FIELDS.get((method, path))
-                if required:
-                    body["required"] = list(required)
-                    for name in required:  # required means present and not null
-                        body["properties"][name] = {**fields[name], "minLength": 1}
-                op["requestBody"] = {
-                    "required": bool(required),
-                    "content": {"application/json": {"schema": body}},
-                }
+        for _method, op in ops.items():
             for param in op.get("parameters", []):
                 if param.get("name") == "run_id" and param.get("in") == "path":
                     param["schema"] = {"type": "string", "pattern": RUN_ID_PATTERN}

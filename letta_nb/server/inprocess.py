@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 import uvicorn
@@ -21,6 +22,7 @@ import uvicorn
 from letta_nb.server.app import create_app
 from letta_nb.server.brains.base import Brain
 from letta_nb.server.config import DEFAULT_KEEPALIVE, DEFAULT_RETENTION, ServerConfig
+from letta_nb.server.storage import DbLock
 
 START_TIMEOUT = 60.0  # bounded, but patient with a loaded machine
 STOP_TIMEOUT = 10.0
@@ -40,13 +42,14 @@ class EmbeddedServer:
         server: uvicorn.Server,
         thread: threading.Thread,
         base_url: str,
-        db_path: Path,
+        config: ServerConfig,
         tmpdir: Path | None,
     ) -> None:
         self._server = server
         self._thread = thread
         self.base_url = base_url
-        self.db_path = db_path
+        self.config = config
+        self.db_path = config.db_path
         self._tmpdir = tmpdir
 
     @property
@@ -83,19 +86,28 @@ def start_in_process(
     keepalive_interval: float = DEFAULT_KEEPALIVE,
     retention_seconds: float = DEFAULT_RETENTION,
     brains: Mapping[str, Brain] | None = None,
+    **settings: Any,
 ) -> EmbeddedServer:
-    """Start a server thread; ``db_path=None`` uses a temporary database removed on stop."""
+    """Start a server thread; ``db_path=None`` uses a temporary database removed on stop.
+
+    ``settings`` are further ``ServerConfig`` fields (limits, clock, storage tuning). A
+    database another server holds is refused at once (``DatabaseInUse``, one line).
+    """
     tmpdir = None
     if db_path is None:
         tmpdir = Path(tempfile.mkdtemp(prefix="letta-nb-server-"))
         db_path = tmpdir / "server.sqlite3"
     db_path = Path(db_path)
+    lock = DbLock(db_path).acquire()
     config = ServerConfig(
         db_path=db_path,
         token=token,
         keepalive_interval=keepalive_interval,
         retention_seconds=retention_seconds,
         brains=brains,
+        host=host,
+        db_lock=lock,
+        **settings,
     )
     port = port or free_port(host)
     server = uvicorn.Server(
@@ -115,14 +127,16 @@ def start_in_process(
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if not thread.is_alive():
+            lock.release()
             raise RuntimeError("letta_nb server thread exited during startup")
         if server.started:
             try:
                 if httpx.get(base_url + "/v1/health/", timeout=1.0).status_code == 200:
-                    return EmbeddedServer(server, thread, base_url, db_path, tmpdir)
+                    return EmbeddedServer(server, thread, base_url, config, tmpdir)
             except httpx.HTTPError:
                 pass
         time.sleep(0.02)
     server.should_exit = True
     thread.join(STOP_TIMEOUT)
+    lock.release()
     raise TimeoutError(f"letta_nb server did not become healthy within {START_TIMEOUT} s")

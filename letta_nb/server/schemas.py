@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 SERVER_VERSION = "0.16.8"
+IDENTITY_PATH = "/v1/letta-nb/identity"  # letta_nb only: which server this is (authenticated)
 USER_ID = "user-00000000-0000-4000-8000-000000000000"
 ORG_ID = "org-00000000-0000-4000-8000-000000000000"
 

@@ -1,21 +1,36 @@
 """SQLite storage: agents, tools, runs, messages, steps and the per-run SSE frame log.
 
-One connection, used from the server's event loop thread (a lock guards other threads). Frames are
-stored as their final bytes (run_id and seq_id already injected), keyed by ``(run_id, seq)``, so a
-replay is one range scan plus a concatenation and a resume at any position is an index seek.
-Frames are inserted and committed in batches *before* any reader is told about them.
+Every call is synchronous and meant to run on a worker thread, never on the event loop (the
+engine hands calls to its executors): each thread gets its own connection, reads run in
+parallel under WAL, and writes queue on one Python lock shared with the ``FrameWriter`` (so
+they wake at once instead of in SQLite's sleeping busy handler). A write that finds the
+database locked by another connection is retried with backoff for a bounded time.
+
+Frames are stored as their final bytes (run_id and seq_id already injected), keyed by
+``(run_id, seq)``, so a replay is one range scan plus a concatenation and a resume at any
+position is an index seek. The ``FrameWriter`` commits them in batches *before* any reader is
+told about them, and it never commits a frame that does not directly follow the run's last
+committed one: a run's stored frames are always ``1..N`` without holes.
+
+The database, its WAL/SHM files and its lock file are private (0600), and one server at a time
+may open a database (``DbLock``): a second one would close the first one's live runs as orphans.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
@@ -29,6 +44,7 @@ CREATE TABLE IF NOT EXISTS agents (
     pending TEXT,
     last_stop_reason TEXT
 );
+CREATE INDEX IF NOT EXISTS agents_name ON agents (name, ord);
 CREATE TABLE IF NOT EXISTS tools (
     ord INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT UNIQUE NOT NULL,
@@ -49,7 +65,8 @@ CREATE TABLE IF NOT EXISTS runs (
     last_seq INTEGER NOT NULL DEFAULT 0,
     usage TEXT,
     total_duration_ns INTEGER,
-    ttft_ns INTEGER
+    ttft_ns INTEGER,
+    conversation_id TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_agent ON runs (agent_id, ord);
 CREATE INDEX IF NOT EXISTS runs_otid ON runs (agent_id, otid_key);
@@ -80,6 +97,22 @@ CREATE INDEX IF NOT EXISTS steps_run ON steps (run_id, ord);
 CREATE INDEX IF NOT EXISTS steps_id ON steps (id);
 """
 
+# Columns added after the first release: (table, column, declaration).
+_MIGRATIONS = (
+    ("runs", "ttft_ns", "INTEGER"),
+    ("runs", "conversation_id", "TEXT"),
+)
+
+BUSY_TIMEOUT_MS = 5000  # SQLite's own wait for a lock held by another connection, per attempt
+WRITE_RETRY_SECONDS = 30.0  # then retries with backoff for this long before a write fails
+_BACKOFF_FIRST = 0.05
+_BACKOFF_CAP = 1.0
+_PRAGMAS = (
+    "synchronous=NORMAL",
+    "cache_size=-65536",
+    "mmap_size=268435456",
+)
+
 log = logging.getLogger(__name__)
 
 # One statement inserts a run's whole batch: the frames travel as one blob plus a JSON list of
@@ -90,8 +123,104 @@ _INSERT_BATCH = (
     "SELECT ?1, ?2 + key, substr(?3, value >> 32, value & 4294967295) FROM json_each(?4)"
 )
 
-# (run key, seq of the first frame, the run's contiguous frames in this batch)
-FrameBatch = list[tuple[Any, int, Sequence[bytes]]]
+
+def is_transient(exc: BaseException) -> bool:
+    """A lock held by another connection: worth retrying (a full disk or I/O error is not)."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 if missing, else make it 0600 (SQLite gives its
+    WAL and SHM files the database file's mode, so creating the database first covers them)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) with mode 0700; an existing directory is left as it is."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+class DatabaseInUse(RuntimeError):
+    """Another server holds this database's lock file."""
+
+
+class DbLock:
+    """An exclusive ``flock`` on ``<db>.lock``, held for the server's lifetime.
+
+    The kernel drops it when the process dies (even on kill -9), so a crashed server never
+    blocks its successor, while a live one always does.
+    """
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+        self.path = db_path.with_name(db_path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> DbLock:
+        private_dir(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise DatabaseInUse(
+                f"another letta-nb server (pid {holder}) is using {self.db_path}"
+            ) from None
+        os.fchmod(fd, 0o600)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def connect(path: Path, busy_timeout_ms: int, pragmas: Sequence[str] = ()) -> sqlite3.Connection:
+    """A connection with the server's settings (autocommit; explicit BEGIN where needed)."""
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    for pragma in (*_PRAGMAS, *pragmas):
+        db.execute(f"PRAGMA {pragma}")
+    return db
+
+
+def retry_transient(
+    attempt: Callable[[], T],
+    *,
+    budget: float,
+    sleep: Callable[[float], None],
+    what: str,
+) -> T:
+    """Call ``attempt`` until it does not fail with a lock error, for ``budget`` seconds."""
+    deadline = time.monotonic() + budget
+    delay = _BACKOFF_FIRST
+    retries = 0
+    while True:
+        try:
+            result = attempt()
+        except sqlite3.OperationalError as exc:
+            if not is_transient(exc) or time.monotonic() + delay > deadline:
+                raise
+            if retries == 0:
+                log.warning("%s: database locked by another connection; retrying", what)
+            retries += 1
+            sleep(delay)
+            delay = min(delay * 2, _BACKOFF_CAP)
+            continue
+        if retries:
+            log.warning("%s: succeeded after %d retries", what, retries)
+        return result
 
 
 def insert_batch(
@@ -107,43 +236,66 @@ def insert_batch(
     db.execute(_INSERT_BATCH, (run_id, first_seq, b"".join(frames), json.dumps(offsets)))
 
 
+class FrameGap(RuntimeError):
+    """A batch part that does not follow the run's last committed frame (never stored)."""
+
+
+# A batch part: (run key, seq of its first frame, its contiguous frames). The run key is the
+# run id or any object with an ``id`` attribute (the engine passes its live run).
+FramePart = tuple[Any, int, Sequence[bytes]]
+# What the writer reports per (merged) part: the part, then None or why it was not stored.
+CommitResult = tuple[Any, int, Sequence[bytes], BaseException | None]
+
+
+def _run_key(run: Any) -> str:
+    return run if isinstance(run, str) else str(run.id)
+
+
 class FrameWriter:
     """Commits frame batches on its own thread and SQLite connection, in submission order.
 
     The event loop only hands batches over; inserting and committing (the bulk of a live run's
-    cost) run here without the GIL, so the loop keeps producing and serving meanwhile. Batches
-    that queue up while a commit is in flight are committed together (group commit).
-    ``on_commit(batch, error)`` is called on this thread after each commit (or failure).
+    cost) run here without the GIL, so the loop keeps producing and serving meanwhile. Parts
+    that queue up while a commit is in flight are committed together (group commit). A part
+    that does not start right after its run's last committed seq is refused (``FrameGap``), so
+    once a commit has failed nothing later of that run can land behind the hole.
+    ``on_commit(results)`` is called on this thread after each commit (or failure).
     """
 
     def __init__(
         self,
         path: Path,
         write_lock: threading.Lock,
-        on_commit: Callable[[FrameBatch, BaseException | None], None],
+        on_commit: Callable[[list[CommitResult]], None],
+        *,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        retry_seconds: float = WRITE_RETRY_SECONDS,
+        pragmas: Sequence[str] = (),
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._write_lock = write_lock
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        for pragma in (
-            "synchronous=NORMAL",
-            "busy_timeout=5000",
-            "cache_size=-65536",
-            "mmap_size=268435456",
-        ):
-            self._db.execute(f"PRAGMA {pragma}")
+        self._db = connect(path, busy_timeout_ms, pragmas)
+        self._retry_seconds = retry_seconds
+        self._sleep = sleep
         self._on_commit = on_commit
         self._cond = threading.Condition()
-        self._queue: FrameBatch = []
+        self._queue: list[FramePart] = []
+        self._expected: dict[str, int] = {}  # run id -> seq its next stored frame must have
         self._closing = False
         self._thread = threading.Thread(
             target=self._work, name="letta-nb-frame-writer", daemon=True
         )
         self._thread.start()
 
-    def submit(self, batch: FrameBatch) -> None:
+    def submit(self, parts: list[FramePart]) -> None:
         with self._cond:
-            self._queue.extend(batch)
+            self._queue.extend(parts)
             self._cond.notify()
+
+    def forget(self, run_id: str) -> None:
+        """The run is finished and settled: drop its contiguity state."""
+        with self._cond:
+            self._expected.pop(run_id, None)
 
     def close(self, timeout: float = 10.0) -> None:
         """Commit what is queued, then stop the thread and close the connection."""
@@ -161,51 +313,91 @@ class FrameWriter:
                     self._cond.wait()
                 if not self._queue:
                     return
-                batch, self._queue = self._queue, []
-            error: BaseException | None = None
+                parts, self._queue = self._queue, []
+                expected = dict(self._expected)
+            results = self._commit(parts, expected)
             try:
-                self._write(batch)
-            except Exception as exc:  # keep the thread alive; the runs are told
-                log.exception("frame batch commit failed")
-                error = exc
-            try:
-                self._on_commit(batch, error)
+                self._on_commit(results)
             except Exception:  # e.g. the loop closed during shutdown
                 log.debug("frame commit callback failed", exc_info=True)
 
-    def _write(self, batch: FrameBatch) -> None:
-        # A run may appear several times when batches were merged: coalesce its parts.
-        merged: dict[str, tuple[int, list[bytes]]] = {}
-        for run, first, frames in batch:
-            key = run if isinstance(run, str) else run.id
+    def _commit(self, parts: list[FramePart], expected: dict[str, int]) -> list[CommitResult]:
+        """Merge each run's contiguous parts, refuse gaps, commit the rest in one transaction."""
+        merged: dict[str, list[Any]] = {}  # run id -> [run, first, frames]
+        refused: list[CommitResult] = []
+        for run, first, frames in parts:
+            if not frames:
+                continue
+            key = _run_key(run)
             have = merged.get(key)
-            if have is None:
-                merged[key] = (first, list(frames))
+            if have is not None and first == have[1] + len(have[2]):
+                have[2].extend(frames)
+                continue
+            want = expected.get(key, 1) if have is None else have[1] + len(have[2])
+            if first != want:
+                gap = FrameGap(f"frames of {key} from seq {first} do not follow seq {want - 1}")
+                refused.append((run, first, frames, gap))
+                continue
+            merged[key] = [run, first, list(frames)]
+        error: BaseException | None = None
+        if merged:
+            try:
+                retry_transient(
+                    lambda: self._write(merged),
+                    budget=self._retry_seconds,
+                    sleep=self._sleep,
+                    what="frame commit",
+                )
+            except Exception as exc:  # the runs are told; the thread stays alive
+                log.error("frame batch commit failed: %s", exc)
+                error = exc
             else:
-                have[1].extend(frames)
+                with self._cond:
+                    for key, (_run, first, frames) in merged.items():
+                        self._expected[key] = first + len(frames)
+        done: list[CommitResult] = [(r, f, fr, error) for r, f, fr in merged.values()]
+        return done + refused
+
+    def _write(self, merged: dict[str, list[Any]]) -> None:
         with self._write_lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for run_id, (first, frames) in merged.items():
-                    insert_batch(self._db, run_id, first, frames)
+                for key, (_run, first, frames) in merged.items():
+                    insert_batch(self._db, key, first, frames)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
                 raise
 
 
 _RUN_COLS = (
     "ord, id, agent_id, created_at, completed_at, status, stop_reason, background, metadata, "
-    "otid_key, last_seq, usage, total_duration_ns, ttft_ns"
+    "otid_key, last_seq, usage, total_duration_ns, ttft_ns, conversation_id"
 )
+_RUN_KEYS = [c.strip() for c in _RUN_COLS.split(",")]
+_AGENT_COLS = "ord, id, name, model, created_at, updated_at, config, pending, last_stop_reason"
 
 
 def _run_row(row: tuple[Any, ...]) -> dict[str, Any]:
-    keys = [c.strip() for c in _RUN_COLS.split(",")]
-    out = dict(zip(keys, row, strict=True))
+    out = dict(zip(_RUN_KEYS, row, strict=True))
     out["metadata"] = json.loads(out["metadata"])
     out["usage"] = json.loads(out["usage"]) if out["usage"] else None
     return out
+
+
+def _agent_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        "ord": row[0],
+        "id": row[1],
+        "name": row[2],
+        "model": row[3],
+        "created_at": row[4],
+        "updated_at": row[5],
+        "config": json.loads(row[6]),
+        "pending": json.loads(row[7]) if row[7] else None,
+        "last_stop_reason": row[8],
+    }
 
 
 class Page:
@@ -240,91 +432,141 @@ class Page:
 
 
 class Store:
-    """All persistent state. Methods are short and synchronous; callers stay on one thread."""
+    """All persistent state, one connection per calling thread (see the module docstring)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        write_retry_seconds: float = WRITE_RETRY_SECONDS,
+        pragmas: Sequence[str] = (),
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        # Held for every write, by this connection and by the FrameWriter's: writers then queue
-        # on a lock that wakes at once, instead of SQLite's sleeping busy handler.
+        self.busy_timeout_ms = busy_timeout_ms
+        self.write_retry_seconds = write_retry_seconds
+        self.pragmas = tuple(pragmas)
+        self.clock = clock
+        self.sleep = sleep
+        private_dir(path.parent)
+        private_file(path)
         self.write_lock = threading.Lock()
-        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self.db.execute("PRAGMA wal_autocheckpoint=20000")
-        self.db.execute("PRAGMA cache_size=-65536")
-        self.db.execute("PRAGMA mmap_size=268435456")
-        self.db.executescript(_SCHEMA)
-        cols = {row[1] for row in self.db.execute("PRAGMA table_info(runs)")}
-        if "ttft_ns" not in cols:  # databases written before time-to-first-token was kept
-            self.db.execute("ALTER TABLE runs ADD COLUMN ttft_ns INTEGER")
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        db = self._db()
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA wal_autocheckpoint=20000")
+        with self.write_lock:
+            db.executescript(_SCHEMA)
+            for table, column, decl in _MIGRATIONS:
+                cols = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if column not in cols:  # databases written by an earlier version
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        for suffix in ("-wal", "-shm"):  # created by an older version with the umask's mode
+            side = path.with_name(path.name + suffix)
+            if side.exists():
+                os.chmod(side, 0o600)
+
+    def connection(self) -> None:
+        """Open this thread's connection now (worker threads call it once at startup)."""
+        self._db()
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = connect(self.path, self.busy_timeout_ms, self.pragmas)
+            self._local.db = db
+            with self._all_lock:
+                self._all.append(db)
+        return db
 
     def close(self) -> None:
-        with self._lock:
-            self.db.close()
+        with self._all_lock:
+            for db in self._all:
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
+            self._all.clear()
+
+    def frame_writer(self, on_commit: Callable[[list[CommitResult]], None]) -> FrameWriter:
+        return FrameWriter(
+            self.path,
+            self.write_lock,
+            on_commit,
+            busy_timeout_ms=self.busy_timeout_ms,
+            retry_seconds=self.write_retry_seconds,
+            pragmas=self.pragmas,
+            sleep=self.sleep,
+        )
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T], what: str) -> T:
+        """Run ``fn`` under the write lock, retrying while another connection holds SQLite's."""
+        db = self._db()
+
+        def attempt() -> T:
+            with self.write_lock:
+                try:
+                    return fn(db)
+                except BaseException:
+                    if db.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            db.execute("ROLLBACK")
+                    raise
+
+        return retry_transient(
+            attempt, budget=self.write_retry_seconds, sleep=self.sleep, what=what
+        )
+
+    def _exec(self, sql: str, params: Sequence[Any] = (), what: str = "write") -> None:
+        self._write(lambda db: db.execute(sql, params), what)
 
     # -- frames -----------------------------------------------------------------------------
     def append_frames(self, frames: Iterable[tuple[str, int, bytes]]) -> None:
-        """Insert a batch of ``(run_id, seq, bytes)`` and commit it in one transaction."""
-        with self._lock, self.write_lock:
-            self.db.execute("BEGIN")
-            try:
-                self.db.executemany(
-                    "INSERT INTO frames (run_id, seq, data) VALUES (?, ?, ?)", frames
-                )
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+        """Insert ``(run_id, seq, bytes)`` rows and commit them in one transaction."""
+        rows = list(frames)
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT INTO frames (run_id, seq, data) VALUES (?, ?, ?)", rows)
+            db.execute("COMMIT")
+
+        self._write(write, "frame append")
 
     def read_frames(self, run_id: str, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
-        with self._lock:
-            return self.db.execute(
+        return (
+            self._db()
+            .execute(
                 "SELECT seq, data FROM frames WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (run_id, after_seq, limit),
-            ).fetchall()
+            )
+            .fetchall()
+        )
 
     def last_frame_seq(self, run_id: str) -> int:
-        with self._lock:
-            row = self.db.execute(
-                "SELECT MAX(seq) FROM frames WHERE run_id = ?", (run_id,)
-            ).fetchone()
+        row = (
+            self._db().execute("SELECT MAX(seq) FROM frames WHERE run_id = ?", (run_id,)).fetchone()
+        )
         return int(row[0] or 0)
 
     # -- agents -----------------------------------------------------------------------------
     def insert_agent(self, agent_id: str, name: str, model: str, config: dict[str, Any]) -> None:
-        now = time.time()
-        with self._lock, self.write_lock:
-            self.db.execute(
-                "INSERT INTO agents (id, name, model, created_at, updated_at, config) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (agent_id, name, model, now, now, json.dumps(config)),
-            )
+        now = self.clock()
+        self._exec(
+            "INSERT INTO agents (id, name, model, created_at, updated_at, config) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (agent_id, name, model, now, now, json.dumps(config)),
+            "agent insert",
+        )
 
     def get_agent(self, agent_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self.db.execute(
-                "SELECT ord, id, name, model, created_at, updated_at, config, pending, "
-                "last_stop_reason FROM agents WHERE id = ?",
-                (agent_id,),
-            ).fetchone()
-        return self._agent(row) if row else None
-
-    @staticmethod
-    def _agent(row: tuple[Any, ...]) -> dict[str, Any]:
-        return {
-            "ord": row[0],
-            "id": row[1],
-            "name": row[2],
-            "model": row[3],
-            "created_at": row[4],
-            "updated_at": row[5],
-            "config": json.loads(row[6]),
-            "pending": json.loads(row[7]) if row[7] else None,
-            "last_stop_reason": row[8],
-        }
+        row = (
+            self._db()
+            .execute(f"SELECT {_AGENT_COLS} FROM agents WHERE id = ?", (agent_id,))
+            .fetchone()
+        )
+        return _agent_row(row) if row else None
 
     def list_agents(self, page: Page, name: str | None) -> list[dict[str, Any]]:
         where, params = ([], [])
@@ -332,18 +574,12 @@ class Store:
             where.append("name = ?")
             params.append(name)
         tail, params = page.sql(where, params)
-        with self._lock:
-            rows = self.db.execute(
-                "SELECT ord, id, name, model, created_at, updated_at, config, pending, "
-                "last_stop_reason FROM agents" + tail,
-                params,
-            ).fetchall()
-        return [self._agent(r) for r in page.finish(rows)]
+        rows = self._db().execute(f"SELECT {_AGENT_COLS} FROM agents" + tail, params).fetchall()
+        return [_agent_row(r) for r in page.finish(rows)]
 
     def ord_of(self, table: str, item_id: str) -> int | None:
         assert table in ("agents", "runs", "messages", "steps", "tools")
-        with self._lock:
-            row = self.db.execute(f"SELECT ord FROM {table} WHERE id = ?", (item_id,)).fetchone()
+        row = self._db().execute(f"SELECT ord FROM {table} WHERE id = ?", (item_id,)).fetchone()
         return row[0] if row else None
 
     def update_agent(self, agent_id: str, **fields: Any) -> None:
@@ -355,41 +591,39 @@ class Store:
                 json.dumps(value) if key in ("config", "pending") and value is not None else value
             )
         sets.append("updated_at = ?")
-        params.append(time.time())
-        with self._lock, self.write_lock:
-            self.db.execute(
-                f"UPDATE agents SET {', '.join(sets)} WHERE id = ?", [*params, agent_id]
-            )
+        params.append(self.clock())
+        self._exec(
+            f"UPDATE agents SET {', '.join(sets)} WHERE id = ?", [*params, agent_id], "agent update"
+        )
 
     def delete_agent(self, agent_id: str) -> None:
-        with self._lock, self.write_lock:
-            self.db.execute("DELETE FROM agents WHERE id = ?", (agent_id,))
+        self._exec("DELETE FROM agents WHERE id = ?", (agent_id,), "agent delete")
 
     # -- tools ------------------------------------------------------------------------------
     def insert_tool(self, tool: dict[str, Any]) -> None:
-        with self._lock, self.write_lock:
-            self.db.execute(
-                "INSERT INTO tools (id, name, data) VALUES (?, ?, ?)",
-                (tool["id"], tool["name"], json.dumps(tool)),
-            )
+        self._exec(
+            "INSERT INTO tools (id, name, data) VALUES (?, ?, ?)",
+            (tool["id"], tool["name"], json.dumps(tool)),
+            "tool insert",
+        )
 
     def update_tool(self, tool: dict[str, Any]) -> None:
-        with self._lock, self.write_lock:
-            self.db.execute(
-                "UPDATE tools SET name = ?, data = ? WHERE id = ?",
-                (tool["name"], json.dumps(tool), tool["id"]),
-            )
+        self._exec(
+            "UPDATE tools SET name = ?, data = ? WHERE id = ?",
+            (tool["name"], json.dumps(tool), tool["id"]),
+            "tool update",
+        )
 
     def get_tool(self, tool_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self.db.execute("SELECT data FROM tools WHERE id = ?", (tool_id,)).fetchone()
+        row = self._db().execute("SELECT data FROM tools WHERE id = ?", (tool_id,)).fetchone()
         return json.loads(row[0]) if row else None
 
     def tool_by_name(self, name: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self.db.execute(
-                "SELECT data FROM tools WHERE name = ? ORDER BY ord DESC LIMIT 1", (name,)
-            ).fetchone()
+        row = (
+            self._db()
+            .execute("SELECT data FROM tools WHERE name = ? ORDER BY ord DESC LIMIT 1", (name,))
+            .fetchone()
+        )
         return json.loads(row[0]) if row else None
 
     def list_tools(self, page: Page, name: str | None) -> list[dict[str, Any]]:
@@ -398,51 +632,141 @@ class Store:
             where.append("name = ?")
             params.append(name)
         tail, params = page.sql(where, params)
-        with self._lock:
-            rows = self.db.execute("SELECT data FROM tools" + tail, params).fetchall()
+        rows = self._db().execute("SELECT data FROM tools" + tail, params).fetchall()
         return [json.loads(r[0]) for r in page.finish(rows)]
 
     def delete_tool(self, tool_id: str) -> None:
-        with self._lock, self.write_lock:
-            self.db.execute("DELETE FROM tools WHERE id = ?", (tool_id,))
+        self._exec("DELETE FROM tools WHERE id = ?", (tool_id,), "tool delete")
 
     # -- runs -------------------------------------------------------------------------------
     def insert_run(
-        self, run_id: str, agent_id: str, background: bool, otid_key: str | None
+        self,
+        run_id: str,
+        agent_id: str,
+        background: bool,
+        otid_key: str | None,
+        *,
+        status: str = "running",
+        conversation_id: str | None = None,
     ) -> None:
-        with self._lock, self.write_lock:
-            self.db.execute(
-                "INSERT INTO runs (id, agent_id, created_at, status, background, metadata, "
-                "otid_key) VALUES (?, ?, ?, 'created', ?, ?, ?)",
-                (
-                    run_id,
-                    agent_id,
-                    time.time(),
-                    int(background),
-                    json.dumps({"run_type": "send_message"}),
-                    otid_key,
-                ),
+        self._write(
+            lambda db: self._insert_run(
+                db, run_id, agent_id, background, otid_key, status, conversation_id
+            ),
+            "run insert",
+        )
+
+    def _insert_run(
+        self,
+        db: sqlite3.Connection,
+        run_id: str,
+        agent_id: str,
+        background: bool,
+        otid_key: str | None,
+        status: str,
+        conversation_id: str | None,
+    ) -> None:
+        db.execute(
+            "INSERT INTO runs (id, agent_id, created_at, status, background, metadata, "
+            "otid_key, conversation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                agent_id,
+                self.clock(),
+                status,
+                int(background),
+                json.dumps({"run_type": "send_message"}),
+                otid_key,
+                conversation_id,
+            ),
+        )
+
+    def insert_answer_run(
+        self,
+        run_id: str,
+        agent_id: str,
+        background: bool,
+        accept: Callable[[dict[str, Any]], bool],
+        *,
+        conversation_id: str | None = None,
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """Claim the agent's pending approval for a new run, atomically.
+
+        In one transaction: if a call is pending and ``accept(pending)``, clear it and insert
+        the answering run. Returns ``(pending, claimed)``: ``(None, False)`` when nothing is
+        pending, ``(pending, False)`` when ``accept`` refused it (it stays pending, no run is
+        inserted). Of any number of concurrent answers exactly one can get ``claimed``.
+        """
+
+        def claim(db: sqlite3.Connection) -> tuple[dict[str, Any] | None, bool]:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute("SELECT pending FROM agents WHERE id = ?", (agent_id,)).fetchone()
+            pending = json.loads(row[0]) if row and row[0] else None
+            taken = pending is not None and accept(pending)
+            if taken:
+                now = self.clock()
+                db.execute(
+                    "UPDATE agents SET pending = NULL, updated_at = ? WHERE id = ?",
+                    (now, agent_id),
+                )
+                self._insert_run(db, run_id, agent_id, background, None, "running", None)
+            db.execute("COMMIT")
+            return pending, taken
+
+        return self._write(claim, "approval claim")
+
+    def cancel_pending(
+        self,
+        agent_id: str,
+        run_id: str,
+        denial: Callable[[dict[str, Any]], list[dict[str, Any]]],
+    ) -> bool:
+        """If ``run_id``'s approval is still pending: clear it, store ``denial(pending)`` (the
+        messages an explicit denial leaves) and mark the run cancelled, in one transaction.
+        False if it is not pending any more (answered, or never was)."""
+
+        def cancel(db: sqlite3.Connection) -> bool:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute("SELECT pending FROM agents WHERE id = ?", (agent_id,)).fetchone()
+            pending = json.loads(row[0]) if row and row[0] else None
+            if pending is None or pending.get("run_id") != run_id:
+                db.execute("COMMIT")
+                return False
+            now = self.clock()
+            db.execute(
+                "UPDATE agents SET pending = NULL, last_stop_reason = 'cancelled', "
+                "updated_at = ? WHERE id = ?",
+                (now, agent_id),
             )
+            db.executemany(
+                "INSERT INTO messages (id, agent_id, run_id, data) VALUES (?, ?, ?, ?)",
+                [(m["id"], agent_id, run_id, json.dumps(m)) for m in denial(pending)],
+            )
+            db.execute(
+                "UPDATE runs SET status = 'cancelled', stop_reason = 'cancelled', "
+                "completed_at = ? WHERE id = ?",
+                (now, run_id),
+            )
+            db.execute("COMMIT")
+            return True
+
+        return self._write(cancel, "approval cancel")
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self.db.execute(
-                f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", (run_id,)
-            ).fetchone()
+        row = self._db().execute(f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", (run_id,)).fetchone()
         return _run_row(row) if row else None
 
     def run_by_otid(self, agent_id: str, otid_key: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self.db.execute(
+        row = (
+            self._db()
+            .execute(
                 f"SELECT {_RUN_COLS} FROM runs WHERE agent_id = ? AND otid_key = ? "
                 "ORDER BY ord DESC LIMIT 1",
                 (agent_id, otid_key),
-            ).fetchone()
+            )
+            .fetchone()
+        )
         return _run_row(row) if row else None
-
-    def set_run_status(self, run_id: str, status: str) -> None:
-        with self._lock, self.write_lock:
-            self.db.execute("UPDATE runs SET status = ? WHERE id = ?", (status, run_id))
 
     def finish_run(
         self,
@@ -455,15 +779,20 @@ class Store:
         metadata: dict[str, Any],
         total_duration_ns: int | None,
         ttft_ns: int | None = None,
+        steps: Sequence[dict[str, Any]] = (),
+        agent_id: str | None = None,
     ) -> None:
-        with self._lock, self.write_lock:
-            self.db.execute(
+        """The run's final row, its steps and the agent's ``last_stop_reason``, atomically."""
+
+        def finish(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
                 "UPDATE runs SET status = ?, stop_reason = ?, completed_at = ?, last_seq = ?, "
                 "usage = ?, metadata = ?, total_duration_ns = ?, ttft_ns = ? WHERE id = ?",
                 (
                     status,
                     stop_reason,
-                    time.time(),
+                    self.clock(),
                     last_seq,
                     json.dumps(usage) if usage else None,
                     json.dumps(metadata),
@@ -472,6 +801,18 @@ class Store:
                     run_id,
                 ),
             )
+            db.executemany(
+                "INSERT INTO steps (id, run_id, data) VALUES (?, ?, ?)",
+                [(s["id"], s["run_id"], json.dumps(s)) for s in steps],
+            )
+            if agent_id is not None:
+                db.execute(
+                    "UPDATE agents SET last_stop_reason = ?, updated_at = ? WHERE id = ?",
+                    (stop_reason, self.clock(), agent_id),
+                )
+            db.execute("COMMIT")
+
+        self._write(finish, "run finish")
 
     def list_runs(
         self,
@@ -497,24 +838,24 @@ class Store:
             where.append("stop_reason = ?")
             params.append(stop_reason)
         tail, params = page.sql(where, params)
-        with self._lock:
-            rows = self.db.execute(f"SELECT {_RUN_COLS} FROM runs" + tail, params).fetchall()
+        rows = self._db().execute(f"SELECT {_RUN_COLS} FROM runs" + tail, params).fetchall()
         return [_run_row(r) for r in page.finish(rows)]
 
     def unfinished_runs(self) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self.db.execute(
-                f"SELECT {_RUN_COLS} FROM runs WHERE status IN ('created', 'running')"
-            ).fetchall()
+        rows = (
+            self._db()
+            .execute(f"SELECT {_RUN_COLS} FROM runs WHERE status IN ('created', 'running')")
+            .fetchall()
+        )
         return [_run_row(r) for r in rows]
 
     # -- messages and steps -----------------------------------------------------------------
     def insert_message(self, agent_id: str, run_id: str, message: dict[str, Any]) -> None:
-        with self._lock, self.write_lock:
-            self.db.execute(
-                "INSERT INTO messages (id, agent_id, run_id, data) VALUES (?, ?, ?, ?)",
-                (message["id"], agent_id, run_id, json.dumps(message)),
-            )
+        self._exec(
+            "INSERT INTO messages (id, agent_id, run_id, data) VALUES (?, ?, ?, ?)",
+            (message["id"], agent_id, run_id, json.dumps(message)),
+            "message insert",
+        )
 
     def list_messages(
         self, page: Page, *, agent_id: str | None = None, run_id: str | None = None
@@ -527,19 +868,10 @@ class Store:
             where.append("run_id = ?")
             params.append(run_id)
         tail, params = page.sql(where, params)
-        with self._lock:
-            rows = self.db.execute("SELECT data FROM messages" + tail, params).fetchall()
+        rows = self._db().execute("SELECT data FROM messages" + tail, params).fetchall()
         return [json.loads(r[0]) for r in page.finish(rows)]
-
-    def insert_steps(self, steps: list[dict[str, Any]]) -> None:
-        with self._lock, self.write_lock:
-            self.db.executemany(
-                "INSERT INTO steps (id, run_id, data) VALUES (?, ?, ?)",
-                [(s["id"], s["run_id"], json.dumps(s)) for s in steps],
-            )
 
     def list_steps(self, page: Page, run_id: str) -> list[dict[str, Any]]:
         tail, params = page.sql(["run_id = ?"], [run_id])
-        with self._lock:
-            rows = self.db.execute("SELECT data FROM steps" + tail, params).fetchall()
+        rows = self._db().execute("SELECT data FROM steps" + tail, params).fetchall()
         return [json.loads(r[0]) for r in page.finish(rows)]

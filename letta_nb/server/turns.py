@@ -1,4 +1,4 @@
-"""What a POST to ``/v1/agents/{id}/messages`` asks for, parsed from Letta's message items.
+"""What a POST to ``/v1/agents/{id}/messages`` asks for, from Letta's (validated) message items.
 
 Accepted forms (as the SDK sends them): ``{"role":"user","content":str|[parts],"otid":...}``,
 ``{"type":"approval","approvals":[{"type":"approval"|"tool",...}]}``, the legacy
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from letta_nb.protocol import content_text
+from letta_nb.server.bodies import ApprovalItem, SendMessage, ToolReturnItem
 from letta_nb.server.errors import ApiError
 
 
@@ -33,79 +34,74 @@ class TurnRequest:
     user_text: str | None = None
     otids: list[str] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
-    raw_approvals: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def is_approval(self) -> bool:
         return bool(self.decisions)
 
 
-def _content_text(content: Any) -> str:
-    """Letta accepts a string or a list of content parts; anything else is a 422."""
-    if content is None or isinstance(content, str | list):
+def _text(content: Any) -> str:
+    try:
         return content_text(content)
-    raise ApiError(422, "message content must be a string or a list of content parts")
+    except (TypeError, AttributeError, KeyError) as exc:
+        raise ApiError(422, "message content must be a string or a list of content parts") from exc
 
 
-def _tool_decision(item: dict[str, Any]) -> Decision:
+def _tool_decision(item: ApprovalItem | ToolReturnItem) -> Decision:
     return Decision(
-        tool_call_id=str(item.get("tool_call_id", "")),
+        tool_call_id=item.tool_call_id,
         kind="tool",
-        status=str(item.get("status") or "success"),
-        tool_return=_content_text(item.get("tool_return", "")),
+        status=item.status or "success",
+        tool_return=_text(item.tool_return if item.tool_return is not None else ""),
     )
 
 
-def parse_turn(body: dict[str, Any]) -> TurnRequest:
-    """Validate the body's messages/input into one turn; 422 on shapes Letta rejects."""
-    messages = body.get("messages")
+def parse_turn(body: SendMessage) -> TurnRequest:
+    """The body's messages/input as one turn; 422 on shapes Letta rejects."""
     turn = TurnRequest()
     texts: list[str] = []
-    if messages is None and body.get("input") is not None:
-        texts.append(_content_text(body["input"]))
-    elif not isinstance(messages, list) or not messages:
+    if body.messages is None and body.input is not None:
+        texts.append(_text(body.input))
+    elif not body.messages:
         raise ApiError(422, "messages must be a non-empty list (or pass input)")
-    for item in messages or []:
-        if not isinstance(item, dict):
-            raise ApiError(422, "each message must be an object")
-        kind = item.get("type")
-        if kind is None and ("approve" in item or "approval_request_id" in item):
+    for item in body.messages or []:
+        kind = item.type
+        if kind is None and ("approve" in item.model_fields_set or item.approval_request_id):
             kind = "approval"
         if kind == "approval":
-            approvals = item.get("approvals")
-            if approvals:
-                for a in approvals:
-                    if a.get("type", "approval") == "tool":
+            if item.approvals:
+                for a in item.approvals:
+                    if (a.type or "approval") == "tool":
                         turn.decisions.append(_tool_decision(a))
                     else:
                         turn.decisions.append(
                             Decision(
-                                tool_call_id=str(a.get("tool_call_id", "")),
+                                tool_call_id=a.tool_call_id,
                                 kind="approval",
-                                approve=bool(a.get("approve")),
-                                reason=a.get("reason"),
+                                approve=bool(a.approve),
+                                reason=a.reason,
                             )
                         )
-                    turn.raw_approvals.append(a)
-            elif "approve" in item:
+            elif item.approve is not None:
                 turn.decisions.append(
                     Decision(
                         tool_call_id="",
                         kind="approval",
-                        approve=bool(item.get("approve")),
-                        reason=item.get("reason"),
-                        legacy_request_id=str(item.get("approval_request_id") or ""),
+                        approve=item.approve,
+                        reason=item.reason,
+                        legacy_request_id=item.approval_request_id or "",
                     )
                 )
             else:
                 raise ApiError(422, "approval message needs approvals or approve")
         elif kind == "tool_return":
-            for r in item.get("tool_returns") or []:
-                turn.decisions.append(_tool_decision(r))
+            if not item.tool_returns:
+                raise ApiError(422, "tool_return message needs tool_returns")
+            turn.decisions.extend(_tool_decision(r) for r in item.tool_returns)
         elif kind in (None, "message"):
-            texts.append(_content_text(item.get("content")))
-            if item.get("otid"):
-                turn.otids.append(str(item["otid"]))
+            texts.append(_text(item.content))
+            if item.otid:
+                turn.otids.append(item.otid)
         else:
             raise ApiError(422, f"unsupported message type: {kind}")
     if texts:

@@ -64,14 +64,22 @@ def server_url(page: Page, index: int = 0) -> str:
     return found.group(1).rstrip("·").strip()
 
 
-def server_get(base_url: str, path: str, timeout: float = 10) -> Any:
-    """GET a JSON document from the embedded Letta-compatible server."""
-    with urllib.request.urlopen(f"{base_url}/{path.lstrip('/')}", timeout=timeout) as resp:
+def server_get(lab: Lab, base_url: str, path: str, timeout: float = 10) -> Any:
+    """GET a JSON document from the embedded Letta-compatible server, with the token that
+    `connect()` uses (kept in the lab's state dir, never printed)."""
+    from letta_nb.server.launcher import server_status
+
+    info = server_status(lab.state_dir / "server")
+    assert info is not None and info.base_url == base_url, (info, base_url)
+    req = urllib.request.Request(
+        f"{base_url}/{path.lstrip('/')}", headers={"Authorization": f"Bearer {info.token}"}
+    )
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
 
 
-def server_run_ids(base_url: str) -> list[str]:
-    return [row["id"] for row in server_get(base_url, "v1/runs/?limit=1000")]
+def server_run_ids(lab: Lab, base_url: str) -> list[str]:
+    return [row["id"] for row in server_get(lab, base_url, "v1/runs/?limit=1000")]
 
 
 def status_of(out: Locator) -> str:
@@ -314,7 +322,7 @@ def test_rerun_finished_cell_resumes_without_new_run(
     assert tokens(first_text) == list(range(1, 41))
     (run_id,) = run_ids_shown(out)
     screenshot(page, "s3-before-rerun")
-    runs_before = server_run_ids(base)
+    runs_before = server_run_ids(lab, base)
     assert run_id in runs_before
 
     run_cell(page, 1, wait=False)
@@ -333,7 +341,7 @@ def test_rerun_finished_cell_resumes_without_new_run(
     assert (
         page.locator(".jp-Cell").nth(1).locator(".jp-InputPrompt").inner_text().strip() == "[3]:"
     )  # executed again (Run All gave [1], [2])
-    assert server_run_ids(base) == runs_before, "re-running the cell created a server run"
+    assert server_run_ids(lab, base) == runs_before, "re-running the cell created a server run"
 
 
 # ---------------------------------------------------------------- 4. cancel
@@ -358,7 +366,7 @@ def test_cancel_long_run(page: Page, lab: Lab, make_notebook: Callable[..., str]
     expect(out.get_by_role("button", name="Detach")).to_have_count(0)
     screenshot(page, "s4-cancelled")
     (run_id,) = run_ids_shown(out)
-    run = server_get(base, f"v1/runs/{run_id}")
+    run = server_get(lab, base, f"v1/runs/{run_id}")
     assert run["status"] == "cancelled", run
     shown = tokens(output_text(out))
     assert 2000 not in shown, "the run streamed to its end despite Cancel"

@@ -45,3 +45,16 @@ def frame_json(frame: str) -> tuple[str | None, object]:
         elif line.startswith("data: "):
             data = line[6:]
     return event, (data if data == "[DONE]" else json.loads(data))
+
+
+def wait_until(condition: object, timeout: float, what: str, every: float = 0.02) -> None:
+    """Deadline polling (never a fixed sleep): until ``condition()`` is true, else fail."""
+    import time
+
+    assert callable(condition)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:g} s: {what}")

@@ -1,5 +1,6 @@
-"""/openapi.json documents the hand-read bodies, SSE and error responses; wrong body types are
-422s with Letta's error body, never 500s (schemathesis runs over this schema)."""
+"""/openapi.json documents the request bodies (the routes' pydantic models), SSE and error
+responses; wrong body types are 422s with Letta's error body, never 500s (schemathesis runs over
+this schema)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,26 @@ import httpx
 import pytest
 
 
+def _body_props(spec: dict, op: dict) -> dict:
+    """The properties of an operation's JSON body schema ($ref and Optional resolved)."""
+    schema = op["requestBody"]["content"]["application/json"]["schema"]
+    for alt in schema.get("anyOf", [schema]):
+        if "$ref" in alt:
+            schema = spec["components"]["schemas"][alt["$ref"].rsplit("/", 1)[-1]]
+            break
+    return schema["properties"]
+
+
 def test_openapi_documents_bodies_streams_and_errors(http: httpx.Client) -> None:
     spec = http.get("/openapi.json").json()
     send = spec["paths"]["/v1/agents/{agent_id}/messages"]["post"]
-    props = send["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    props = _body_props(spec, send)
     assert {"messages", "streaming", "background", "stream_tokens", "include_pings"} <= set(props)
     assert "text/event-stream" in send["responses"]["200"]["content"]
     resume = spec["paths"]["/v1/runs/{run_id}/stream"]["post"]
-    assert (
-        "starting_after"
-        in resume["requestBody"]["content"]["application/json"]["schema"]["properties"]
-    )
+    assert "starting_after" in _body_props(spec, resume)
+    tools = spec["paths"]["/v1/tools/"]["post"]
+    assert "source_code" in _body_props(spec, tools)
     for status in ("400", "404", "409", "410", "422"):
         assert (
             "detail"

@@ -1,11 +1,20 @@
-"""Approvals: approve, deny, client results, legacy form, conflicts, wrong ids, cancel."""
+"""Approvals: approve, deny, client results, legacy form, conflicts, wrong ids, cancel; and
+exactly once: concurrent answers, cancel racing approve, answered runs never rewritten."""
 
 from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from letta_client import APIStatusError, BadRequestError, ConflictError, Letta
+from scripted_brain import ScriptedBrain
 from server_helpers import bg, post_sse
+
+from letta_nb.server import start_in_process
 
 KW = {"streaming": True, "background": True, "stream_tokens": True, "include_pings": True}
 
@@ -215,3 +224,155 @@ def test_tool_rule_and_toggle_gate_a_custom_tool(client: Letta) -> None:
     assert any(c.message_type == "tool_return_message" and c.tool_return == "X!" for c in got)
     names = {t.name for t in client.agents.tools.list(agent.id).items}
     assert {"shout", "add", "dangerous_op"} <= names
+
+
+# ---- exactly once ------------------------------------------------------------------------
+class _CountingBrain(ScriptedBrain):
+    """The scripted brain whose gated tool counts its executions (thread-safe)."""
+
+    handle = "test/counting"
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self._lock = threading.Lock()
+
+        def dangerous_op(target: str, reason: str) -> str:
+            with self._lock:
+                self.calls.append(target)
+            return f"dangerous_op executed on {target} because {reason}"
+
+        self.tools = {**ScriptedBrain.tools, "dangerous_op": dangerous_op}
+
+
+@pytest.fixture(scope="module")
+def counting() -> Iterator[tuple[Letta, _CountingBrain, str]]:
+    brain = _CountingBrain()
+    with start_in_process(brains={brain.handle: brain}) as srv:
+        yield Letta(base_url=srv.base_url, max_retries=0, timeout=60), brain, srv.base_url
+
+
+def _approve_item(call_id: str) -> dict:
+    return {
+        "type": "approval",
+        "approvals": [{"type": "approval", "tool_call_id": call_id, "approve": True}],
+    }
+
+
+def _post(base_url: str, path: str, body: dict) -> httpx.Response:
+    with httpx.Client(base_url=base_url, timeout=60) as h:
+        return h.post(path, json=body)
+
+
+@pytest.mark.parametrize("trial", range(5))
+def test_concurrent_approvals_run_the_tool_exactly_once(
+    counting: tuple[Letta, _CountingBrain, str], trial: int
+) -> None:
+    client, brain, base = counting
+    agent = client.agents.create(model=brain.handle).id
+    _, call_id = _gate(client, agent)
+    before = len(brain.calls)
+    body = {"messages": [_approve_item(call_id)], **KW}
+    barrier = threading.Barrier(10)
+
+    def answer() -> httpx.Response:
+        barrier.wait(30)
+        return _post(base, f"/v1/agents/{agent}/messages", body)
+
+    with ThreadPoolExecutor(10) as pool:
+        replies = list(pool.map(lambda _: answer(), range(10)))
+    ok = [r for r in replies if r.status_code == 200]
+    assert len(ok) == 1, [r.status_code for r in replies]
+    assert all(r.status_code == 400 for r in replies if r not in ok)
+    assert "tool_return_message" in ok[0].text and '"stop_reason":"end_turn"' in ok[0].text
+    assert len(brain.calls) - before == 1  # the tool ran once
+    runs = client.runs.list(agent_id=agent).items
+    assert len(runs) == 2  # the gate and the one answer: the losers ran nothing
+
+
+@pytest.mark.parametrize("trial", range(8))
+def test_cancel_racing_approve_is_one_or_the_other(
+    counting: tuple[Letta, _CountingBrain, str], trial: int
+) -> None:
+    client, brain, base = counting
+    agent = client.agents.create(model=brain.handle).id
+    gate_run, call_id = _gate(client, agent)
+    before = len(brain.calls)
+    barrier = threading.Barrier(2)
+
+    def approve() -> httpx.Response:
+        barrier.wait(30)
+        return _post(base, f"/v1/agents/{agent}/messages", {"messages": [_approve_item(call_id)]})
+
+    def cancel() -> httpx.Response:
+        barrier.wait(30)
+        return _post(base, f"/v1/agents/{agent}/messages/cancel", {"run_ids": [gate_run]})
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.submit(approve), pool.submit(cancel)
+        approved, cancelled = first.result(), second.result()
+    assert cancelled.json() == {gate_run: "cancelled"}
+    gate = client.runs.retrieve(gate_run)
+    history = [m.message_type for m in client.runs.messages.list(gate_run).items]
+    if approved.status_code == 200:  # the approval won: the tool ran once, the gate untouched
+        assert len(brain.calls) - before == 1
+        assert (gate.status, gate.stop_reason) == ("completed", "requires_approval")
+        assert "approval_response_message" not in history
+    else:  # the cancel won: a stored denial, and the tool never ran
+        assert approved.status_code == 400
+        assert len(brain.calls) == before
+        assert (gate.status, gate.stop_reason) == ("cancelled", "cancelled")
+        denial = client.runs.messages.list(gate_run).items[-1]
+        assert denial.message_type == "tool_return_message" and denial.status == "error"
+    pending = client.agents.retrieve(agent, include=["agent.pending_approval"]).pending_approval
+    assert pending is None  # either way the agent is free
+
+
+def test_cancel_after_the_approval_won_applies_to_the_answering_run(
+    counting: tuple[Letta, _CountingBrain, str],
+) -> None:
+    client, brain, base = counting
+    agent = client.agents.create(model=brain.handle).id
+    gate_run, call_id = _gate(client, agent)
+    before = len(brain.calls)
+    with httpx.Client(base_url=base, timeout=60) as h:
+        body = {"messages": [_approve_item(call_id)], **KW}
+        with h.stream("POST", f"/v1/agents/{agent}/messages", json=body) as resp:
+            lines = resp.iter_lines()
+            first = next(lines)  # the answering run has started
+            answering = json.loads(first.removeprefix("data: "))["run_id"]
+            reply = h.post(f"/v1/agents/{agent}/messages/cancel", json={"run_ids": [gate_run]})
+            rest = "\n".join(lines)
+    assert reply.json() == {gate_run: "cancelled"}
+    assert len(brain.calls) - before == 1  # approved: it ran, once
+    run = client.runs.retrieve(answering)
+    assert run.status in ("cancelled", "completed")
+    assert ("cancelled" in rest) == (run.status == "cancelled")
+    gate = client.runs.retrieve(gate_run)
+    assert (gate.status, gate.stop_reason) == ("completed", "requires_approval")
+
+
+def test_cancelling_an_answered_run_never_rewrites_its_history(
+    client: Letta, agent_id: str
+) -> None:
+    gate_run, call_id = _gate(client, agent_id)
+    _answer(client, agent_id, _approve_item(call_id))
+    history = [m.id for m in client.runs.messages.list(gate_run).items]
+    assert client.agents.messages.cancel(agent_id, run_ids=[gate_run]) == {gate_run: "cancelled"}
+    gate = client.runs.retrieve(gate_run)
+    assert (gate.status, gate.stop_reason) == ("completed", "requires_approval")
+    assert [m.id for m in client.runs.messages.list(gate_run).items] == history
+
+
+def test_legacy_form_checks_approval_request_id(client: Letta, agent_id: str) -> None:
+    _, call_id = _gate(client, agent_id)
+    wrong = {"type": "approval", "approve": True, "approval_request_id": "message-not-it"}
+    with pytest.raises(BadRequestError) as err:
+        client.agents.messages.create(agent_id, messages=[wrong])
+    assert "approval_request_id" in err.value.body["detail"]
+    with pytest.raises(APIStatusError):
+        _answer(client, agent_id, wrong)  # streaming: the answering run fails
+    pending = client.agents.retrieve(agent_id, include=["agent.pending_approval"]).pending_approval
+    assert pending is not None and pending.tool_calls[0].tool_call_id == call_id  # still pending
+    by_call_id = {"type": "approval", "approve": False, "approval_request_id": call_id}
+    got = _answer(client, agent_id, by_call_id)  # Letta converts it to the tool_call_id form
+    assert got[-2].stop_reason == "end_turn"

@@ -1,4 +1,4 @@
-"""Real subprocesses: kill -9 mid-run and restart on the same DB; CLI; the detached launcher."""
+"""Real subprocesses: kill -9 mid-run and restart on the same DB; the CLI's refusals."""
 
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 from letta_client import Letta
 
 from letta_nb.server.brains.registry import DEMO_HANDLE
-from letta_nb.server.launcher import ensure_server, stop_server
 
 
 def _spawn(db: Path, port_file: Path) -> tuple[subprocess.Popen, str]:
@@ -120,14 +118,27 @@ def test_cli_refuses_public_host_without_token() -> None:
     assert out.stderr.strip().count("\n") == 0 and "token" in out.stderr
 
 
-def test_launcher_reuses_and_stops(tmp_path: Path) -> None:
-    url = ensure_server(tmp_path)
+def test_a_second_server_on_the_same_database_refuses_in_one_line(tmp_path: Path) -> None:
+    db, port_file = tmp_path / "s.sqlite3", tmp_path / "port"
+    first, url = _spawn(db, port_file)
     try:
-        assert httpx.get(url + "/v1/health/").json()["status"] == "ok"
-        assert ensure_server(tmp_path) == url  # reused, not restarted
-        assert (tmp_path / "server.json").exists()
+        c = Letta(base_url=url, max_retries=0)
+        agent = c.agents.create(model=DEMO_HANDLE)
+        stream = c.agents.messages.create(
+            agent.id, input="/long 2000 5", streaming=True, background=True
+        )
+        run_id = next(iter(stream)).run_id
+        second = subprocess.run(
+            [sys.executable, "-m", "letta_nb.cli", "server", "--port", "0", "--db", str(db)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 3 and second.stdout == ""
+        assert second.stderr.strip().count("\n") == 0 and "another letta-nb server" in second.stderr
+        assert str(first.pid) in second.stderr and "Traceback" not in second.stderr
+        assert c.runs.retrieve(run_id).status == "running"  # its live run was not "recovered"
+        stream.close()
     finally:
-        assert stop_server(tmp_path)
-    with pytest.raises(httpx.HTTPError):
-        httpx.get(url + "/v1/health/", timeout=1)
-    assert not stop_server(tmp_path)
+        first.terminate()
+        first.wait(10)

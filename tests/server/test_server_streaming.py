@@ -94,14 +94,20 @@ def test_resume_errors(client: Letta, agent_id: str, http: httpx.Client) -> None
 
 
 def test_retention_gives_410() -> None:
+    """Retention reads the server's clock: moved past it, a resume is a 410 (no sleeping)."""
     from scripted_brain import ScriptedBrain
 
+    now = [time.time()]
     brain = ScriptedBrain()
-    with start_in_process(brains={brain.handle: brain}, retention_seconds=0.2) as srv:
+    with start_in_process(
+        brains={brain.handle: brain}, retention_seconds=3600, clock=lambda: now[0]
+    ) as srv:
         c = Letta(base_url=srv.base_url, max_retries=0)
         agent = c.agents.create(model=HANDLE)
         run_id = bg(c, agent.id, "echo old")[0].run_id
-        time.sleep(0.3)
+        now[0] += 3599
+        assert list(c.runs.messages.stream(run_id))  # still inside the window
+        now[0] += 2
         with pytest.raises(APIStatusError) as err:
             list(c.runs.messages.stream(run_id))
         assert err.value.status_code == 410

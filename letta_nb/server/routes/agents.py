@@ -6,16 +6,29 @@ import time
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from letta_nb.server import schemas
+from letta_nb.server.bodies import ApprovalToggle, CreateAgent
 from letta_nb.server.brains.registry import resolve
-from letta_nb.server.errors import ApiError, not_found
-from letta_nb.server.ids import new_id
-from letta_nb.server.routes.common import check_body, engine, flag, json_body, page, require_agent
+from letta_nb.server.errors import ApiError
+from letta_nb.server.responses import Json
+from letta_nb.server.routes.common import engine, flag, page
 
 router = APIRouter()
 _TOOL_NS = uuid.UUID("2f1d6d59-7d3c-4d55-9a49-3b7c86b7a1d1")
+AGENT = dict[str, Any]
+CONFIG_KEYS = (
+    "memory_blocks",
+    "tool_ids",
+    "tools",
+    "system",
+    "agent_type",
+    "description",
+    "metadata",
+    "tags",
+    "embedding",
+)
 
 
 def _brain_tool(name: str) -> dict[str, Any]:
@@ -29,29 +42,18 @@ def _brain_tool(name: str) -> dict[str, Any]:
     }
 
 
-def agent_tools(request: Request, agent: dict[str, Any]) -> list[dict[str, Any]]:
+async def agent_tools(request: Request, agent: dict[str, Any]) -> list[dict[str, Any]]:
     eng = engine(request)
-    out: list[dict[str, Any]] = []
     brain = eng.brains.get(agent["model"])
-    if brain is not None:
-        out.extend(_brain_tool(name) for name in brain.tools)
+    out = [_brain_tool(name) for name in brain.tools] if brain is not None else []
     seen = {t["name"] for t in out}
-    for tool_id in agent["config"].get("tool_ids") or []:
-        tool = eng.store.get_tool(tool_id)
-        if tool is not None and tool["name"] not in seen:
-            out.append(tool)
-            seen.add(tool["name"])
-    for name in agent["config"].get("tools") or []:
-        tool = eng.store.tool_by_name(name)
-        if tool is not None and tool["name"] not in seen:
-            out.append(tool)
-            seen.add(tool["name"])
+    out.extend(t for t in await eng.agent_tools(agent) if t["name"] not in seen)
     return out
 
 
-def agent_state(request: Request, agent: dict[str, Any], *, with_pending: bool) -> dict[str, Any]:
+async def agent_state(request: Request, agent: dict[str, Any], *, with_pending: bool) -> AGENT:
     pending = agent["pending"]["message"] if with_pending and agent["pending"] else None
-    tools = [schemas.tool_json(t) for t in agent_tools(request, agent)]
+    tools = [schemas.tool_json(t) for t in await agent_tools(request, agent)]
     return schemas.agent_json(
         agent, tools, pending_approval=pending, last_stop_reason=agent["last_stop_reason"]
     )
@@ -62,114 +64,87 @@ def _includes(request: Request) -> set[str]:
     return {v for value in values for v in value.split(",")}
 
 
-@router.post("/v1/agents/")
-async def create_agent(request: Request) -> dict[str, Any]:
+@router.post("/v1/agents/", response_model=AGENT)
+async def create_agent(request: Request, body: CreateAgent) -> Json:
     eng = engine(request)
-    body = check_body(await json_body(request), "post", "/v1/agents/")
-    requested = body.get("model") or (body.get("llm_config") or {}).get("handle")
-    if requested is not None and not isinstance(requested, str):
-        raise ApiError(422, "llm_config.handle must be a string")
+    requested = body.model or (body.llm_config.handle if body.llm_config else None)
     handle = resolve(eng.brains, requested)
     if handle is None:
         offered = ", ".join(eng.brains) or "none"
-        raise ApiError(400, f"Unknown model handle {requested!r}; this server offers: {offered}")
-    for tool_id in body.get("tool_ids") or []:
-        if eng.store.get_tool(tool_id) is None:
-            raise not_found("Tool", tool_id)
-    agent_id = new_id("agent")
-    config = {
-        key: body.get(key)
-        for key in (
-            "memory_blocks",
-            "tool_ids",
-            "tools",
-            "tool_rules",
-            "system",
-            "agent_type",
-            "description",
-            "metadata",
-            "tags",
-            "embedding",
-        )
-    }
+        raise ApiError(404, f"Model handle {requested!r} not found; this server offers: {offered}")
+    config: dict[str, Any] = {key: getattr(body, key) for key in CONFIG_KEYS}
     config["tool_rules"] = [
-        {
-            "tool_name": r.get("tool_name"),
-            "type": r.get("type"),
-            "prompt_template": r.get("prompt_template"),
-        }
-        for r in body.get("tool_rules") or []
+        {"tool_name": r.tool_name, "type": r.type, "prompt_template": r.prompt_template}
+        for r in body.tool_rules or []
     ]
-    eng.store.insert_agent(
-        agent_id, body.get("name") or f"agent-{int(time.time())}", handle, config
-    )
-    return agent_state(request, require_agent(request, agent_id), with_pending=False)
+    agent = await eng.create_agent(body.name or f"agent-{int(time.time())}", handle, config)
+    return Json(await agent_state(request, agent, with_pending=False))
 
 
-@router.get("/v1/agents/")
-async def list_agents(request: Request) -> list[dict[str, Any]]:
-    p = page(request, "agents", default_order="desc", default_limit=50)
-    agents = engine(request).store.list_agents(p, request.query_params.get("name"))
-    return [agent_state(request, a, with_pending=False) for a in agents]
+@router.get("/v1/agents/", response_model=list[AGENT])
+async def list_agents(request: Request) -> Json:
+    p = await page(request, "agents", default_order="desc", default_limit=50)
+    agents = await engine(request).agents(p, request.query_params.get("name"))
+    return Json([await agent_state(request, a, with_pending=False) for a in agents])
 
 
-@router.get("/v1/agents/{agent_id}")
-async def retrieve_agent(request: Request, agent_id: str) -> dict[str, Any]:
-    agent = require_agent(request, agent_id)
+@router.get("/v1/agents/{agent_id}", response_model=AGENT)
+async def retrieve_agent(request: Request, agent_id: str) -> Json:
+    agent = await engine(request).agent(agent_id)
     with_pending = "agent.pending_approval" in _includes(request)
-    return agent_state(request, agent, with_pending=with_pending)
+    return Json(await agent_state(request, agent, with_pending=with_pending))
 
 
-@router.delete("/v1/agents/{agent_id}")
-async def delete_agent(request: Request, agent_id: str) -> dict[str, Any]:
+@router.delete("/v1/agents/{agent_id}", response_model=dict[str, Any])
+async def delete_agent(request: Request, agent_id: str) -> Json:
+    await engine(request).delete_agent(agent_id)
+    return Json({})
+
+
+@router.get("/v1/agents/{agent_id}/tools", response_model=list[AGENT])
+async def list_agent_tools(request: Request, agent_id: str) -> Json:
+    agent = await engine(request).agent(agent_id)
+    return Json([schemas.tool_json(t) for t in await agent_tools(request, agent)])
+
+
+@router.patch("/v1/agents/{agent_id}/tools/attach/{tool_id}", response_model=AGENT)
+async def attach_tool(request: Request, agent_id: str, tool_id: str) -> Json:
     eng = engine(request)
-    require_agent(request, agent_id)
-    for run in [r for r in eng.live.values() if r.agent_id == agent_id]:
-        await eng.cancel(run.id)
-    eng.store.delete_agent(agent_id)
-    return {}
-
-
-@router.get("/v1/agents/{agent_id}/tools")
-async def list_agent_tools(request: Request, agent_id: str) -> list[dict[str, Any]]:
-    agent = require_agent(request, agent_id)
-    return [schemas.tool_json(t) for t in agent_tools(request, agent)]
-
-
-@router.patch("/v1/agents/{agent_id}/tools/attach/{tool_id}")
-async def attach_tool(request: Request, agent_id: str, tool_id: str) -> dict[str, Any]:
-    eng = engine(request)
-    agent = require_agent(request, agent_id)
-    if eng.store.get_tool(tool_id) is None:
-        raise not_found("Tool", tool_id)
+    agent = await eng.agent(agent_id)
+    await eng.tool(tool_id)
     config = agent["config"]
     ids = list(config.get("tool_ids") or [])
     if tool_id not in ids:
         ids.append(tool_id)
-    eng.store.update_agent(agent_id, config={**config, "tool_ids": ids})
-    return agent_state(request, require_agent(request, agent_id), with_pending=False)
+    agent = await eng.update_agent_config(agent_id, {**config, "tool_ids": ids})
+    return Json(await agent_state(request, agent, with_pending=False))
 
 
-@router.patch("/v1/agents/{agent_id}/tools/detach/{tool_id}")
-async def detach_tool(request: Request, agent_id: str, tool_id: str) -> dict[str, Any]:
+@router.patch("/v1/agents/{agent_id}/tools/detach/{tool_id}", response_model=AGENT)
+async def detach_tool(request: Request, agent_id: str, tool_id: str) -> Json:
     eng = engine(request)
-    agent = require_agent(request, agent_id)
+    agent = await eng.agent(agent_id)
     config = agent["config"]
     ids = [t for t in config.get("tool_ids") or [] if t != tool_id]
-    eng.store.update_agent(agent_id, config={**config, "tool_ids": ids})
-    return agent_state(request, require_agent(request, agent_id), with_pending=False)
+    agent = await eng.update_agent_config(agent_id, {**config, "tool_ids": ids})
+    return Json(await agent_state(request, agent, with_pending=False))
 
 
-@router.patch("/v1/agents/{agent_id}/tools/approval/{tool_name}")
-async def update_approval(request: Request, agent_id: str, tool_name: str) -> dict[str, Any]:
+@router.patch("/v1/agents/{agent_id}/tools/approval/{tool_name}", response_model=AGENT)
+async def update_approval(
+    request: Request,
+    agent_id: str,
+    tool_name: str,
+    body: ApprovalToggle | None = None,
+    requires_approval: str | None = Query(None),
+) -> Json:
     """Toggle ``requires_approval`` for one tool of one agent (body or query, as the SDK allows)."""
     eng = engine(request)
-    agent = require_agent(request, agent_id)
-    body = await json_body(request)
-    value = body.get("requires_approval", request.query_params.get("requires_approval"))
-    if value is None:
+    agent = await eng.agent(agent_id)
+    value = body.requires_approval if body is not None else None
+    if value is None and requires_approval is None:
         raise ApiError(422, "requires_approval is required")
-    required = flag(value, False)
+    required = value if value is not None else flag(requires_approval, False)
     config = agent["config"]
     overrides = dict(config.get("approval_overrides") or {})
     overrides[tool_name] = required
@@ -180,7 +155,7 @@ async def update_approval(request: Request, agent_id: str, tool_name: str) -> di
     ]
     if required:
         rules.append({"tool_name": tool_name, "type": "requires_approval", "prompt_template": None})
-    eng.store.update_agent(
-        agent_id, config={**config, "approval_overrides": overrides, "tool_rules": rules}
+    agent = await eng.update_agent_config(
+        agent_id, {**config, "approval_overrides": overrides, "tool_rules": rules}
     )
-    return agent_state(request, require_agent(request, agent_id), with_pending=False)
+    return Json(await agent_state(request, agent, with_pending=False))

@@ -7,16 +7,17 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from letta_nb.server import schemas
+from letta_nb.server.responses import Json
 from letta_nb.server.routes.common import engine
 
 router = APIRouter()
 
 
-@router.get("/v1/models/")
-async def list_models(request: Request) -> list[dict[str, Any]]:
-    return [schemas.model_json(handle) for handle in engine(request).brains]
+@router.get("/v1/models/", response_model=list[dict[str, Any]])
+async def list_models(request: Request) -> Json:
+    return Json([schemas.model_json(handle) for handle in engine(request).brains])
 
 
-@router.get("/v1/models/embedding")
-async def list_embedding_models() -> list[dict[str, Any]]:
-    return [schemas.embedding_config()]
+@router.get("/v1/models/embedding", response_model=list[dict[str, Any]])
+async def list_embedding_models() -> Json:
+    return Json([schemas.embedding_config()])

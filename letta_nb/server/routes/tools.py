@@ -1,4 +1,7 @@
-"""``/v1/tools/``: custom tools from Python source, so agents can gate them with tool rules."""
+"""``/v1/tools/``: custom tools from Python source, so agents can gate them with tool rules.
+
+The source is only parsed here (never run); calls execute in a child process (toolrun.py).
+"""
 
 from __future__ import annotations
 
@@ -8,15 +11,18 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from letta_nb.server import schemas
-from letta_nb.server.errors import ApiError, not_found
+from letta_nb.server.bodies import ToolCreate, ToolPatch, fields_set
+from letta_nb.server.errors import ApiError
 from letta_nb.server.ids import new_id
-from letta_nb.server.routes.common import check_body, engine, json_body, page
+from letta_nb.server.responses import Json
+from letta_nb.server.routes.common import engine, page
 
 router = APIRouter()
+TOOL = dict[str, Any]
 
 
 def tool_from_source(body: dict[str, Any], tool_id: str | None = None) -> dict[str, Any]:
-    """Name, description and JSON schema from the source's first function (parsed, not run)."""
+    """Name, description and JSON schema from the source's last function (parsed, not run)."""
     source = body.get("source_code")
     if not isinstance(source, str) or not source.strip():
         raise ApiError(422, "source_code is required")
@@ -47,65 +53,56 @@ def tool_from_source(body: dict[str, Any], tool_id: str | None = None) -> dict[s
     }
 
 
-@router.post("/v1/tools/")
-async def create_tool(request: Request) -> dict[str, Any]:
-    store = engine(request).store
-    tool = tool_from_source(check_body(await json_body(request), "post", "/v1/tools/"))
-    if store.tool_by_name(tool["name"]) is not None:
+@router.post("/v1/tools/", response_model=TOOL)
+async def create_tool(request: Request, body: ToolCreate) -> Json:
+    eng = engine(request)
+    tool = tool_from_source(fields_set(body))
+    if await eng.tool_named(tool["name"]) is not None:
         raise ApiError(409, f"A tool named {tool['name']!r} already exists", retry=False)
-    store.insert_tool(tool)
-    return schemas.tool_json(tool)
+    await eng.add_tool(tool)
+    return Json(schemas.tool_json(tool))
 
 
-@router.put("/v1/tools/")
-async def upsert_tool(request: Request) -> dict[str, Any]:
-    store = engine(request).store
-    body = check_body(await json_body(request), "put", "/v1/tools/")
-    tool = tool_from_source(body)
-    existing = store.tool_by_name(tool["name"])
+@router.put("/v1/tools/", response_model=TOOL)
+async def upsert_tool(request: Request, body: ToolCreate) -> Json:
+    eng = engine(request)
+    tool = tool_from_source(fields_set(body))
+    existing = await eng.tool_named(tool["name"])
     if existing is None:
-        store.insert_tool(tool)
+        await eng.add_tool(tool)
     else:
         tool["id"] = existing["id"]
-        store.update_tool(tool)
-    return schemas.tool_json(tool)
+        await eng.replace_tool(tool)
+    return Json(schemas.tool_json(tool))
 
 
-@router.get("/v1/tools/")
-async def list_tools(request: Request) -> list[dict[str, Any]]:
-    p = page(request, "tools", default_order="desc", default_limit=50)
-    tools = engine(request).store.list_tools(p, request.query_params.get("name"))
-    return [schemas.tool_json(t) for t in tools]
+@router.get("/v1/tools/", response_model=list[TOOL])
+async def list_tools(request: Request) -> Json:
+    p = await page(request, "tools", default_order="desc", default_limit=50)
+    tools = await engine(request).tools(p, request.query_params.get("name"))
+    return Json([schemas.tool_json(t) for t in tools])
 
 
-@router.get("/v1/tools/{tool_id}")
-async def retrieve_tool(request: Request, tool_id: str) -> dict[str, Any]:
-    tool = engine(request).store.get_tool(tool_id)
-    if tool is None:
-        raise not_found("Tool", tool_id)
-    return schemas.tool_json(tool)
+@router.get("/v1/tools/{tool_id}", response_model=TOOL)
+async def retrieve_tool(request: Request, tool_id: str) -> Json:
+    return Json(schemas.tool_json(await engine(request).tool(tool_id)))
 
 
-@router.patch("/v1/tools/{tool_id}")
-async def update_tool(request: Request, tool_id: str) -> dict[str, Any]:
-    store = engine(request).store
-    tool = store.get_tool(tool_id)
-    if tool is None:
-        raise not_found("Tool", tool_id)
-    body = check_body(await json_body(request), "patch", "/v1/tools/{tool_id}")
-    if body.get("source_code"):
-        tool = tool_from_source({**tool, **body}, tool_id)
+@router.patch("/v1/tools/{tool_id}", response_model=TOOL)
+async def update_tool(request: Request, tool_id: str, body: ToolPatch) -> Json:
+    eng = engine(request)
+    tool = await eng.tool(tool_id)
+    changes = fields_set(body)
+    if changes.get("source_code"):
+        tool = tool_from_source({**tool, **changes}, tool_id)
     for key in ("description", "tags", "default_requires_approval"):
-        if key in body:
-            tool[key] = body[key]
-    store.update_tool(tool)
-    return schemas.tool_json(tool)
+        if key in changes:
+            tool[key] = changes[key]
+    await eng.replace_tool(tool)
+    return Json(schemas.tool_json(tool))
 
 
-@router.delete("/v1/tools/{tool_id}")
-async def delete_tool(request: Request, tool_id: str) -> dict[str, Any]:
-    store = engine(request).store
-    if store.get_tool(tool_id) is None:
-        raise not_found("Tool", tool_id)
-    store.delete_tool(tool_id)
-    return {}
+@router.delete("/v1/tools/{tool_id}", response_model=dict[str, Any])
+async def delete_tool(request: Request, tool_id: str) -> Json:
+    await engine(request).delete_tool(tool_id)
+    return Json({})

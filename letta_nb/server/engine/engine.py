@@ -1,0 +1,398 @@
+"""The Engine: the one object routes talk to.
+
+It owns the live runs and composes the parts, each in its own module: the frame log
+(``framelog``), the brain driver (``driver``), tool execution (``toolrun``), approvals
+(``approvals``), recovery (``recovery``), the SSE readers (``reader``) and SQLite access off
+the event loop (``db``). Routes call only the public methods below; every storage call they
+cause runs on a worker thread.
+
+Starting a run is one path (``send``) that takes a ``SendRequest``, so a later caller (Letta
+conversations: a per-conversation lock, otid dedup) can extend the request rather than fork
+the path; runs already carry a nullable ``conversation_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from letta_nb.server.brains.base import Brain
+from letta_nb.server.engine.approvals import NOTHING_PENDING, Approvals
+from letta_nb.server.engine.db import Db
+from letta_nb.server.engine.driver import RunDriver
+from letta_nb.server.engine.framelog import FrameLog
+from letta_nb.server.engine.history import History
+from letta_nb.server.engine.live import ForegroundPipe, LiveRun
+from letta_nb.server.engine.reader import read_foreground, read_run
+from letta_nb.server.engine.recovery import Settler, close_orphans
+from letta_nb.server.engine.toolrun import ToolRunner
+from letta_nb.server.errors import ApiError, not_found
+from letta_nb.server.ids import new_id
+from letta_nb.server.storage import Page, Store
+from letta_nb.server.turns import TurnRequest
+
+log = logging.getLogger(__name__)
+
+PENDING_MESSAGE = (
+    "CONFLICT: Cannot send a new message: The agent is waiting for approval on a tool call. "
+    "Please approve or deny the pending request before continuing."
+)
+CANCEL_WAIT = 5.0
+
+
+def otid_key(otids: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(otids)).encode()).hexdigest()[:32]
+
+
+@dataclass(slots=True)
+class SendRequest:
+    """What a POST to ``/v1/agents/{id}/messages`` asks for, validated."""
+
+    turn: TurnRequest
+    streaming: bool = False
+    background: bool = False
+    include_pings: bool = True
+    stream_tokens: bool = False
+    max_steps: int = 50
+    conversation_id: str | None = None
+
+
+@dataclass(slots=True)
+class Started:
+    """A send's outcome: the run to read (``reattached``: an existing run found by otid)."""
+
+    run_id: str
+    run: LiveRun | None = None
+    reattached: bool = False
+
+
+@dataclass(slots=True)
+class EngineSettings:
+    """What the engine needs of ``ServerConfig`` (app.py fills it in)."""
+
+    workdir: Path
+    retention_seconds: float
+    keepalive: float
+    tool_timeout: float
+    foreground_buffer: int
+    foreground_stall: float
+    brains: Mapping[str, Brain]
+
+
+class Engine:
+    def __init__(self, store: Store, settings: EngineSettings) -> None:
+        self.settings = settings
+        self.brains: Mapping[str, Brain] = settings.brains
+        self._store = store
+        self._db = Db(store)
+        self._live: dict[str, LiveRun] = {}
+        self._log = FrameLog(store, asyncio.get_running_loop())
+        self._approvals = Approvals(self._db)
+        self._tools = ToolRunner(settings.workdir, settings.tool_timeout, self._custom_source)
+        self._driver = RunDriver(
+            self._log,
+            self._db,
+            History(self._db),
+            self._tools,
+            self._approvals,
+            self.brains,
+            foreground_stall=settings.foreground_stall,
+            on_finished=self._finished,
+        )
+        self._settler = Settler(self._log, self._driver.store_row, self._settled)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def open(self) -> int:
+        """Close runs a previous server left unfinished; returns how many."""
+        await self._db.warm()
+        return await self._db.write(close_orphans, self._store)
+
+    async def close(self) -> None:
+        """Stop live runs (a restart closes them as orphans) and flush what is queued."""
+        self._settler.cancel_all()
+        tasks = [run.task for run in self._live.values() if run.task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=CANCEL_WAIT)
+        self._log.close()
+        self._db.close()
+
+    def _finished(self, run: LiveRun, row: dict[str, Any], stored: bool) -> None:
+        if run.unstored or not stored:
+            self._settler.start(run, row, stored)
+        else:
+            self._settled(run)
+
+    def _settled(self, run: LiveRun) -> None:
+        self._live.pop(run.id, None)
+        self._log.forget(run)
+
+    async def _custom_source(self, name: str) -> str | None:
+        tool = await self._db.read(self._store.tool_by_name, name)
+        source = tool.get("source_code") if tool else None
+        return source if isinstance(source, str) and source else None
+
+    # -- agents ------------------------------------------------------------------------------
+    async def agent(self, agent_id: str) -> dict[str, Any]:
+        agent = await self._db.read(self._store.get_agent, agent_id)
+        if agent is None:
+            raise not_found("Agent", agent_id)
+        return agent
+
+    async def agents(self, page: Page, name: str | None) -> list[dict[str, Any]]:
+        return await self._db.read(self._store.list_agents, page, name)
+
+    async def create_agent(self, name: str, model: str, config: dict[str, Any]) -> dict[str, Any]:
+        for tool_id in config.get("tool_ids") or []:
+            await self.tool(tool_id)
+        agent_id = new_id("agent")
+        await self._db.write(self._store.insert_agent, agent_id, name, model, config)
+        return await self.agent(agent_id)
+
+    async def update_agent_config(self, agent_id: str, config: dict[str, Any]) -> dict[str, Any]:
+        await self._db.write(self._store.update_agent, agent_id, config=config)
+        return await self.agent(agent_id)
+
+    async def delete_agent(self, agent_id: str) -> None:
+        await self.agent(agent_id)
+        for run in [r for r in self._live.values() if r.agent_id == agent_id]:
+            await self._cancel_one(agent_id, run.id)
+        await self._db.write(self._store.delete_agent, agent_id)
+
+    async def agent_tools(self, agent: dict[str, Any]) -> list[dict[str, Any]]:
+        """The agent's custom tools (attached by id or named), in attachment order."""
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for tool_id in agent["config"].get("tool_ids") or []:
+            tool = await self._db.read(self._store.get_tool, tool_id)
+            if tool is not None and tool["name"] not in seen:
+                out.append(tool)
+                seen.add(tool["name"])
+        for name in agent["config"].get("tools") or []:
+            tool = await self._db.read(self._store.tool_by_name, name)
+            if tool is not None and tool["name"] not in seen:
+                out.append(tool)
+                seen.add(tool["name"])
+        return out
+
+    # -- tools -------------------------------------------------------------------------------
+    async def tool(self, tool_id: str) -> dict[str, Any]:
+        tool = await self._db.read(self._store.get_tool, tool_id)
+        if tool is None:
+            raise not_found("Tool", tool_id)
+        return tool
+
+    async def tool_named(self, name: str) -> dict[str, Any] | None:
+        return await self._db.read(self._store.tool_by_name, name)
+
+    async def tools(self, page: Page, name: str | None) -> list[dict[str, Any]]:
+        return await self._db.read(self._store.list_tools, page, name)
+
+    async def add_tool(self, tool: dict[str, Any]) -> None:
+        await self._db.write(self._store.insert_tool, tool)
+
+    async def replace_tool(self, tool: dict[str, Any]) -> None:
+        await self._db.write(self._store.update_tool, tool)
+
+    async def delete_tool(self, tool_id: str) -> None:
+        await self.tool(tool_id)
+        await self._db.write(self._store.delete_tool, tool_id)
+
+    # -- runs, messages, steps -----------------------------------------------------------------
+    @staticmethod
+    def _with_live_state(row: dict[str, Any], live: LiveRun | None) -> dict[str, Any]:
+        """A run whose end is decided but whose final row is not stored (yet) reports how it
+        really ended: a reader that got the terminal frame never sees "running" after it.
+        ``live`` is looked up *before* the row is read, so a run that settles meanwhile (and
+        leaves the live table) still overrides a row read just before its final write."""
+        if live is not None and live.ended and live.final is not None:
+            return {**row, **live.final}
+        return row
+
+    async def run(self, run_id: str) -> dict[str, Any] | None:
+        live = self._live.get(run_id)
+        row = await self._db.read(self._store.get_run, run_id)
+        return None if row is None else self._with_live_state(row, live)
+
+    async def runs(
+        self,
+        page: Page,
+        *,
+        agent_ids: list[str],
+        statuses: list[str],
+        background: bool | None,
+        stop_reason: str | None,
+    ) -> list[dict[str, Any]]:
+        live = dict(self._live)
+        rows = await self._db.read(
+            self._store.list_runs,
+            page,
+            agent_ids=agent_ids,
+            statuses=statuses,
+            background=background,
+            stop_reason=stop_reason,
+        )
+        rows = [self._with_live_state(r, live.get(r["id"])) for r in rows]
+        return [r for r in rows if not statuses or r["status"] in statuses]
+
+    async def messages(
+        self, page: Page, *, agent_id: str | None = None, run_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        return await self._db.read(
+            self._store.list_messages, page, agent_id=agent_id, run_id=run_id
+        )
+
+    async def steps(self, page: Page, run_id: str) -> list[dict[str, Any]]:
+        return await self._db.read(self._store.list_steps, page, run_id)
+
+    async def page(
+        self, table: str, order: str, after: str | None, before: str | None, limit: int
+    ) -> Page:
+        """A page whose cursors name existing items (400 otherwise, never silently ignored)."""
+        cursors: dict[str, int | None] = {"after": None, "before": None}
+        for key, value in (("after", after), ("before", before)):
+            if value:
+                ordinal = await self._db.read(self._store.ord_of, table, value)
+                if ordinal is None:
+                    raise ApiError(400, f"Cursor {key}={value!r} does not name an existing item")
+                cursors[key] = ordinal
+        return Page(order, cursors["after"], cursors["before"], limit)
+
+    # -- sending -----------------------------------------------------------------------------
+    async def send(self, agent_id: str, req: SendRequest) -> Started:
+        """Start a run (or find the run a re-sent otid already started)."""
+        agent = await self.agent(agent_id)
+        turn = req.turn
+        key = None
+        if req.background and turn.otids and not turn.is_approval:
+            key = otid_key(turn.otids)
+            existing = await self._db.read(self._store.run_by_otid, agent_id, key)
+            if existing and self.within_retention(existing):
+                return Started(existing["id"], reattached=True)
+        if agent["model"] not in self.brains:
+            raise ApiError(400, f"Model {agent['model']!r} is not available on this server.")
+        run = LiveRun(
+            id=new_id("run"),
+            agent_id=agent_id,
+            background=req.background,
+            include_pings=req.include_pings and req.streaming,
+            stream_tokens=req.stream_tokens and req.streaming,
+            max_steps=max(1, req.max_steps),
+            conversation_id=req.conversation_id,
+        )
+        failure: tuple[str, str, str] | None = None
+        claimed: dict[str, Any] | None = None
+        if turn.is_approval:
+            claim = await self._approvals.claim(agent_id, run.id, req.background, turn)
+            if claim.pending is None:
+                raise ApiError(400, NOTHING_PENDING, retry=False)
+            if claim.claimed:
+                claimed = claim.pending
+            elif not req.streaming:
+                raise ApiError(400, claim.mismatch, retry=False)
+            else:  # Letta: the answering run fails and the approval stays pending
+                failure = (
+                    "internal_error",
+                    "An unknown error occurred with the LLM streaming request.",
+                    claim.mismatch or "",
+                )
+        elif agent["pending"] is not None:
+            if not req.streaming:
+                raise ApiError(
+                    409,
+                    {
+                        "code": "PENDING_APPROVAL",
+                        "message": PENDING_MESSAGE,
+                        "pending_request_id": agent["pending"]["message"]["id"],
+                    },
+                    retry=False,
+                )
+            failure = ("internal_error", PENDING_MESSAGE, PENDING_MESSAGE)
+        if claimed is None:
+            await self._db.write(
+                self._store.insert_run,
+                run.id,
+                agent_id,
+                req.background,
+                key,
+                conversation_id=req.conversation_id,
+            )
+        if req.streaming and not req.background:
+            run.pipe = ForegroundPipe(self.settings.foreground_buffer)
+        self._live[run.id] = run
+        run.task = asyncio.get_running_loop().create_task(
+            self._driver.drive(run, agent, turn, failure, claimed)
+        )
+        return Started(run.id, run)
+
+    def within_retention(self, row: dict[str, Any]) -> bool:
+        return self._store.clock() - row["created_at"] <= self.settings.retention_seconds
+
+    def stream(
+        self, run_id: str, starting_after: int, *, include_pings: bool
+    ) -> AsyncIterator[bytes]:
+        """A background run's frames after ``starting_after``, live to its end."""
+        return read_run(
+            self._db,
+            self._live,
+            run_id,
+            starting_after,
+            include_pings=include_pings,
+            keepalive=self.settings.keepalive,
+        )
+
+    def foreground(self, run: LiveRun, *, include_pings: bool) -> AsyncIterator[bytes]:
+        assert run.pipe is not None
+        return read_foreground(
+            run.id, run.pipe, include_pings=include_pings, keepalive=self.settings.keepalive
+        )
+
+    async def wait(self, run: LiveRun) -> None:
+        await run.finished.wait()
+
+    # -- cancelling --------------------------------------------------------------------------
+    async def cancel(self, agent_id: str, run_ids: list[str] | None) -> dict[str, str]:
+        """Cancel the given runs, or every active run of the agent plus one awaiting approval.
+        Letta's per-run answers: "cancelled", or "failed" for an unknown/foreign run."""
+        agent = await self.agent(agent_id)
+        if not run_ids:
+            run_ids = [r.id for r in self._live.values() if r.agent_id == agent_id and not r.done]
+            if agent["pending"]:
+                run_ids.append(agent["pending"]["run_id"])
+        out: dict[str, str] = {}
+        for run_id in run_ids:
+            out[run_id] = await self._cancel_one(agent_id, run_id)
+        return out
+
+    async def _cancel_one(self, agent_id: str, run_id: str) -> str:
+        run = self._live.get(run_id)
+        if run is not None and run.agent_id != agent_id:
+            return "failed"
+        if run is not None and not run.done:
+            run.cancel_requested = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.finished.wait(), CANCEL_WAIT)
+            if run.stop_reason != "requires_approval":
+                return "cancelled"
+        row = await self._db.read(self._store.get_run, run_id)
+        if row is None or row["agent_id"] != agent_id:
+            return "failed"
+        if row["stop_reason"] == "requires_approval" and row["status"] == "completed":
+            answering = await self._approvals.cancel(agent_id, run_id)
+            if answering:  # the approval won: the cancel applies to the run executing it
+                await self._cancel_one(agent_id, answering)
+        return "cancelled"
+
+    # -- inspection (tests, health) ----------------------------------------------------------
+    def live_run(self, run_id: str) -> LiveRun | None:
+        return self._live.get(run_id)
+
+    def writes_waiting(self) -> int:
+        return self._db.writes_waiting
