@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -24,6 +25,25 @@ def default_db() -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("letta_nb")) / "server.sqlite3"
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket for uvicorn.
+
+    It is created with ``proto=IPPROTO_TCP`` on purpose: asyncio sets ``TCP_NODELAY`` on the
+    connections it accepts only when the socket says it is TCP, and without it every response
+    written in more than one piece waited ~40 ms for a delayed ACK (Nagle): a REST call to the
+    detached server took 44 ms instead of 0.6 ms.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,7 +118,6 @@ def run(args: argparse.Namespace) -> int:
             f"(pass --token-file or set {TOKEN_ENV})",
             EXIT_NO_TOKEN,
         )
-    import socket
 
     import uvicorn
 
@@ -114,10 +133,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"{exc}; refusing to start a second one on it", EXIT_DB_IN_USE)
     except OSError as exc:
         return _fail(f"cannot open {db_path}: {exc.strerror}", EXIT_DB_IN_USE)
-    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((args.host, args.port))
+        sock = listening_socket(args.host, args.port)
     except OSError as exc:
         lock.release()
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror}", EXIT_NO_BIND)
