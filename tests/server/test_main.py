@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 
 from letta_nb.server.main import listening_socket
 
@@ -30,5 +31,8 @@ def test_accepted_connections_have_tcp_nodelay() -> None:
                 await asyncio.sleep(0.01)
             writer.close()
 
-    asyncio.run(main())
+    # A thread of its own: other suites (Playwright, IPython) may leave a loop on this one.
+    worker = threading.Thread(target=asyncio.run, args=(main(),))
+    worker.start()
+    worker.join(30)
     assert seen and seen[0] != 0
