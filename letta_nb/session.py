@@ -442,35 +442,20 @@ class Session:
 def _agent_lock(base_url: str, name: str, timeout: float = 30.0) -> Iterator[None]:
     """An exclusive lock per (server, agent name) for this user's kernels (bounded wait).
 
-    Without `fcntl` (not POSIX) or a writable state dir it does nothing: the worst case is a
-    duplicate agent, never a failed connect.
+    Without a writable state dir it does nothing: the worst case is a duplicate agent, never a
+    failed connect.
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
+    from ._filelock import exclusive
+
     digest = hashlib.sha256(f"{base_url}\0{name}".encode()).hexdigest()[:16]
     path = default_state_dir() / "locks" / f"agent-{digest}.lock"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    except OSError:
+    with contextlib.ExitStack() as stack:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            stack.enter_context(exclusive(path, timeout))  # taken, or another kernel is stuck
+        except OSError:
+            pass  # no writable state dir: at worst a duplicate agent, never a failed connect
         yield
-        return
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    break  # another kernel is stuck: go on rather than hang
-                threading.Event().wait(0.02)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 # ---- connection resolution -----------------------------------------------------------------
