@@ -774,12 +774,20 @@ class Store:
         conversation_id: str | None = None,
         run_type: str = "send_message",
         otids: Sequence[str] = (),
-    ) -> None:
+        guard_pending: bool = False,
+    ) -> dict[str, Any] | None:
         """A new run, the otids it answers for (resume by otid) and its conversation's
-        ``last_message_at``, in one transaction."""
+        ``last_message_at``, in one transaction. With ``guard_pending``, a history whose
+        approval is pending gets no run: that pending call is returned instead (None: the
+        run was inserted)."""
 
-        def insert(db: sqlite3.Connection) -> None:
+        def insert(db: sqlite3.Connection) -> dict[str, Any] | None:
             db.execute("BEGIN IMMEDIATE")
+            if guard_pending:
+                pending = _get_pending(db, agent_id, conversation_id)
+                if pending is not None:
+                    db.execute("ROLLBACK")
+                    return dict(pending)
             self._insert_run(
                 db, run_id, agent_id, background, otid_key, status, conversation_id, run_type
             )
@@ -791,8 +799,9 @@ class Store:
                     (now, now, conversation_id),
                 )
             db.execute("COMMIT")
+            return None
 
-        self._write(insert, "run insert")
+        return self._write(insert, "run insert")
 
     def _insert_run(
         self,
@@ -932,6 +941,29 @@ class Store:
             .fetchall()
         )
         return [json.loads(r[0]) for r in rows]
+
+    def send_state(
+        self, agent_id: str | None, conversation_id: str | None, otid_key: str | None
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]:
+        """What a send needs, in one read: (agent, conversation, the run its otids started).
+        With ``conversation_id`` the agent is the conversation's; (None, None, None) when the
+        conversation is unknown."""
+        db = self._db()
+        conversation = None
+        if conversation_id is not None:
+            row = db.execute(
+                f"SELECT {_CONV_COLS} FROM conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
+            if row is None:
+                return None, None, None
+            conversation = _conversation_row(row)
+            agent_id = conversation["agent_id"]
+        row = db.execute(f"SELECT {_AGENT_COLS} FROM agents WHERE id = ?", (agent_id,)).fetchone()
+        agent = _agent_row(row) if row else None
+        existing = None
+        if agent is not None and otid_key is not None:
+            existing = self.run_by_otid(agent["id"], otid_key)
+        return agent, conversation, existing
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         row = self._db().execute(f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", (run_id,)).fetchone()

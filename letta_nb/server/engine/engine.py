@@ -413,23 +413,32 @@ class Engine:
         """Start a run (or find the run a re-sent otid already started).
 
         ``agent_id`` may be None when ``req.conversation_id`` names the conversation (its
-        agent is the conversation's).
+        agent is the conversation's). One read finds the agent, the conversation and the
+        otid's run; the pending approval of a locked history is checked again in the run's
+        insert (a run that just asked for approval released the lock after storing it).
         """
-        if req.conversation_id is not None:
-            agent_id = (await self.conversation(req.conversation_id))["agent_id"]
-        assert agent_id is not None
         turn = req.turn
         key = None
         if req.background and turn.otids and not turn.is_approval:
-            # before the lock, as Letta: a re-sent message is never "busy" with its own run
             key = otid_key(turn.otids)
-            existing = await self._db.read(self._store.run_by_otid, agent_id, key)
-            if existing and self.within_retention(existing):
-                return Started(existing["id"], reattached=True)
+        agent, conversation, existing = await self._db.read(
+            self._store.send_state, agent_id, req.conversation_id, key
+        )
+        if req.conversation_id is not None and (
+            conversation is None or conversation["deleted_at"] is not None
+        ):
+            raise not_found("Conversation", req.conversation_id)
+        if agent is None:
+            raise not_found("Agent", str(agent_id))
+        # before the lock, as Letta: a re-sent message is never "busy" with its own run
+        if existing and self.within_retention(existing):
+            return Started(existing["id"], reattached=True)
+        if agent["model"] not in self.brains:
+            raise ApiError(400, f"Model {agent['model']!r} is not available on this server.")
         conversation_id = req.conversation_id
         run = LiveRun(
             id=new_id("run"),
-            agent_id=agent_id,
+            agent_id=agent["id"],
             background=req.background,
             include_pings=req.include_pings and req.streaming,
             stream_tokens=req.stream_tokens and req.streaming,
@@ -438,9 +447,10 @@ class Engine:
             run_type="send_conversation_message" if conversation_id else "send_message",
         )
         if req.locked:
-            self._lock(conversation_id or agent_id, run)
+            self._lock(conversation_id or agent["id"], run)
+        pending = (conversation or agent)["pending"]
         try:
-            return await self._start(run, req, key)
+            return await self._start(run, agent, req, key, pending)
         except BaseException:
             self._unlock(run)
             raise
@@ -461,14 +471,15 @@ class Engine:
         if run.lock_key is not None and self._locks.get(run.lock_key) is run:
             del self._locks[run.lock_key]
 
-    async def _start(self, run: LiveRun, req: SendRequest, key: str | None) -> Started:
-        agent = await self.agent(run.agent_id)
+    async def _start(
+        self,
+        run: LiveRun,
+        agent: dict[str, Any],
+        req: SendRequest,
+        key: str | None,
+        pending: dict[str, Any] | None,
+    ) -> Started:
         turn = req.turn
-        if agent["model"] not in self.brains:
-            raise ApiError(400, f"Model {agent['model']!r} is not available on this server.")
-        pending = agent["pending"]
-        if run.conversation_id is not None:  # read after the lock: a run that just asked
-            pending = (await self.conversation(run.conversation_id))["pending"]  # is in there
         failure: tuple[str, str, str] | None = None
         claimed: dict[str, Any] | None = None
         if turn.is_approval:
@@ -485,29 +496,24 @@ class Engine:
                     "An unknown error occurred with the LLM streaming request.",
                     claim.mismatch or "",
                 )
-        elif pending is not None:
-            if not req.streaming:  # the same body on every path (Letta's conversation 409
-                raise ApiError(  # has a bare string here)
-                    409,
-                    {
-                        "code": "PENDING_APPROVAL",
-                        "message": PENDING_MESSAGE,
-                        "pending_request_id": pending["message"]["id"],
-                    },
-                    retry=False,
-                )
-            failure = ("internal_error", PENDING_MESSAGE, PENDING_MESSAGE)
         if claimed is None:
-            await self._db.write(
-                self._store.insert_run,
-                run.id,
-                run.agent_id,
-                req.background,
-                key,
-                conversation_id=run.conversation_id,
-                run_type=run.run_type,
-                otids=turn.otids if not turn.is_approval else (),
-            )
+            if pending is None and not turn.is_approval:
+                pending = await self._insert(run, req, key, guard=req.locked)
+            if pending is not None and not turn.is_approval:
+                if not req.streaming:  # the same body on every path (Letta's conversation
+                    raise ApiError(  # 409 has a bare string here)
+                        409,
+                        {
+                            "code": "PENDING_APPROVAL",
+                            "message": PENDING_MESSAGE,
+                            "pending_request_id": pending["message"]["id"],
+                        },
+                        retry=False,
+                    )
+                failure = ("internal_error", PENDING_MESSAGE, PENDING_MESSAGE)
+                await self._insert(run, req, key, guard=False)
+            elif turn.is_approval:
+                await self._insert(run, req, key, guard=False)
         if req.streaming and not req.background:
             run.pipe = ForegroundPipe(self.settings.foreground_buffer)
         self._live[run.id] = run
@@ -515,6 +521,23 @@ class Engine:
             self._driver.drive(run, agent, turn, failure, claimed)
         )
         return Started(run.id, run)
+
+    async def _insert(
+        self, run: LiveRun, req: SendRequest, key: str | None, *, guard: bool
+    ) -> dict[str, Any] | None:
+        """Store the run (None), or, with ``guard``, return its history's pending approval
+        instead of storing it."""
+        return await self._db.write(
+            self._store.insert_run,
+            run.id,
+            run.agent_id,
+            req.background,
+            key,
+            conversation_id=run.conversation_id,
+            run_type=run.run_type,
+            otids=() if req.turn.is_approval else req.turn.otids,
+            guard_pending=guard,
+        )
 
     async def resume_target(
         self,
