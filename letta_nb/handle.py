@@ -117,6 +117,11 @@ class RunHandle:
         """Block until the chain settles (or `timeout`); returns the status."""
         return self.follower.wait(timeout)
 
+    def started(self, timeout: float = 10.0) -> str | None:
+        """Wait (bounded) until the server has named the chain's run; returns its id (None
+        when it did not within `timeout`). The run goes on either way."""
+        return self.follower.named(timeout)
+
     def approve(self) -> RunHandle:
         self.follower.answer(True)
         return self

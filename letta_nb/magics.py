@@ -401,10 +401,12 @@ class LettaMagics(Magics):
         where = ""
         if args.conversation is not None:
             conv = session.use_conversation(args.conversation)
-            label = session.conversation_label(conv["id"]) if conv else None
-            where = (
-                f" · conversation {label} ({conv['id']})" if conv else " · the agent's own history"
-            )
+            if conv is None:
+                where = " · the agent's own history"
+            elif conv.get("summary"):
+                where = f" · conversation {conv['summary']} ({conv['id']})"
+            else:
+                where = f" · conversation {conv['id']}"
         print(f"connected to {session.backend.base_url} · agent {agent}{where}")
 
     def _cmd_agents(self, args: Any) -> None:
@@ -457,11 +459,10 @@ class LettaMagics(Magics):
         session = self._session()
         agent = session.agent["name"] if session.agent else "none"
         bound = session.conversation
-        where = (
-            f" · conversation {session.conversation_label(bound['id'])} ({bound['id']})"
-            if bound
-            else ""
-        )
+        where = ""
+        if bound:
+            summary = f"{bound['summary']} " if bound.get("summary") else ""
+            where = f" · conversation {summary}({bound['id']})"
         print(f"server {session.backend.base_url} · default agent {agent}{where}")
         if session.agent:
             conv_id = bound["id"] if bound else None

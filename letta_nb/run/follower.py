@@ -623,6 +623,12 @@ class Follower:
         if t is not None and t is not threading.current_thread() and t.is_alive():
             t.join(timeout)
 
+    def named(self, timeout: float = 10.0) -> str | None:
+        """Wait (bounded) until the chain's current run has an id; returns it (None if not
+        within `timeout`, or when nothing reads)."""
+        self.clock.wait(self._named, max(0.0, min(timeout, WAIT_BOUND)))
+        return self._run_id
+
     def wait(self, timeout: float | None = None) -> str:
         """Block until the chain settles (terminal, approval, detached, error) or `timeout`.
 
