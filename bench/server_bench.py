@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python bench/server_bench.py [--runs 3] [--size 100000] [--only-sends]
 
-The first rows compare sends through a conversation (``/v1/conversations/{id}/messages``: the
+The last rows compare sends through a conversation (``/v1/conversations/{id}/messages``: the
 lock, the otid map, its own history) with sends through the agents endpoint, interleaved.
 
 The server runs as its own process (``letta-nb server``, as the detached launcher starts it), so
@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,7 +99,12 @@ def count_frames(chunks: Iterator[bytes]) -> tuple[int, float | None, bytes]:
 
 
 def live_run(
-    http: httpx.Client, agent_id: str, n: int, *, conversation: str | None = None
+    http: httpx.Client,
+    agent_id: str,
+    n: int,
+    *,
+    conversation: str | None = None,
+    otid: str | None = None,
 ) -> tuple[str, int, float]:
     """Start ``/long n`` in the background and read its POST stream live to the end (through
     a conversation's endpoint when ``conversation`` is given)."""
@@ -112,7 +118,9 @@ def live_run(
         "POST",
         path,
         json={
-            "messages": [{"role": "user", "content": f"/long {n}"}],
+            "messages": [
+                {"role": "user", "content": f"/long {n}", **({"otid": otid} if otid else {})}
+            ],
             "streaming": True,
             "background": True,
             "stream_tokens": True,
@@ -130,6 +138,29 @@ def replay(http: httpx.Client, run_id: str, after: int = 0) -> tuple[int, float,
     with http.stream("POST", f"/v1/runs/{run_id}/stream", json={"starting_after": after}) as r:
         frames, first, _ = count_frames(r.iter_raw())
     return frames, time.perf_counter() - t0, first or 0.0
+
+
+def agent_send_costs(
+    http: httpx.Client, agent_id: str, runs: int, sends: int
+) -> list[tuple[str, str, str]]:
+    """Agents-endpoint sends only, without and with an otid: runs against any checkout
+    (`cd OTHER && python THIS/bench/server_bench.py --only-sends --agent-only`)."""
+    ms: dict[str, list[float]] = {"no otid": [], "with an otid": []}
+    for _ in range(runs):
+        per = dict.fromkeys(ms, 0.0)
+        for _ in range(sends):
+            per["no otid"] += live_run(http, agent_id, 16)[2]
+            per["with an otid"] += live_run(http, agent_id, 16, otid=str(uuid.uuid4()))[2]
+        for key, total in per.items():
+            ms[key].append(total / sends * 1000)
+    return [
+        (
+            f"short agent send ({sends} x /long 16), {key}",
+            f"{statistics.median(v):.2f} ms/send",
+            "(compare checkouts)",
+        )
+        for key, v in ms.items()
+    ]
 
 
 def send_costs(
@@ -190,6 +221,11 @@ def main() -> None:
         help="only the agent vs conversation send costs (issue 14)",
     )
     parser.add_argument("--sends", type=int, default=40, help="short sends per path and run")
+    parser.add_argument(
+        "--agent-only",
+        action="store_true",
+        help="with --only-sends: agents-endpoint sends only (any checkout's server)",
+    )
     args = parser.parse_args()
     size, small = args.size, 2_000
     rows: list[tuple[str, str, str]] = []
@@ -201,9 +237,13 @@ def main() -> None:
     ):
         agent_id = http.post("/v1/agents/", json={"model": "letta_nb/demo"}).json()["id"]
         live_run(http, agent_id, 1000)  # warm-up
-        rows.extend(send_costs(http, agent_id, args.runs, args.sends, 20_000))
         if args.only_sends:
-            _print(rows, load, args.runs)
+            measured = (
+                agent_send_costs(http, agent_id, args.runs, args.sends)
+                if args.agent_only
+                else send_costs(http, agent_id, args.runs, args.sends, 20_000)
+            )
+            _print(measured, load, args.runs)
             return
         rates, per_cpu, big = [], [], ""
         for _ in range(args.runs):
@@ -252,6 +292,8 @@ def main() -> None:
                     "<= 10 ms",
                 )
             )
+        # last, so the rows above are measured as by earlier versions of this script
+        rows.extend(send_costs(http, agent_id, args.runs, args.sends, 20_000))
     _print(rows, load, args.runs)
 
 

@@ -400,7 +400,7 @@ class LettaMagics(Magics):
         agent = session.agent["name"] if session.agent else "none (use %letta agent NAME)"
         where = ""
         if args.conversation is not None:
-            conv = session.use_conversation(args.conversation)
+            conv = session.use_conversation(args.conversation, notebook=_kernel.notebook_path())
             if conv is None:
                 where = " · the agent's own history"
             elif conv.get("summary"):

@@ -206,7 +206,11 @@ class Session:
         return conversation_id[:13]  # "conv-" + 8 hex digits
 
     def use_conversation(
-        self, spec: str | None, agent: str | dict[str, Any] | None = None
+        self,
+        spec: str | None,
+        agent: str | dict[str, Any] | None = None,
+        *,
+        notebook: str | None = None,
     ) -> dict[str, Any] | None:
         """Bind this session's sends (to the conversation's agent) to one conversation.
 
@@ -214,13 +218,15 @@ class Session:
         one when the cell is re-run, and (in JupyterLab, which names the notebook) after a
         kernel restart; two notebooks on one agent never share it. A NAME or an id binds to
         that conversation; None or `"default"` unbinds (sends go to the agent's own history).
+        `notebook`: the notebook's path (default: `JPY_SESSION_NAME`, which Jupyter sets).
         """
         if spec is None or spec == DEFAULT_HISTORY:
             self.conversation = None
             return None
         conv: dict[str, Any] | None
         if spec == NEW_CONVERSATION:
-            conv = self._notebook_conversation(self.resolve(agent))
+            where = notebook or os.environ.get("JPY_SESSION_NAME") or None
+            conv = self._notebook_conversation(self.resolve(agent), where)
         else:
             conv = self.resolve_conversation(spec, agent)
         self.conversation = conv
@@ -228,10 +234,7 @@ class Session:
             self.agent = self.resolve(conv["agent_id"])  # an id names its agent too
         return conv
 
-    def _notebook_conversation(self, agent: dict[str, Any]) -> dict[str, Any]:
-        from ._kernel import notebook_path
-
-        notebook = notebook_path()
+    def _notebook_conversation(self, agent: dict[str, Any], notebook: str | None) -> dict[str, Any]:
         where = notebook or f"kernel {os.getpid()}"
         key = f"bind:{self.backend.base_url}:{agent['id']}:{where}"
         bound = self.store.get(key, records=False)
