@@ -44,17 +44,20 @@ def start_long(server: EmbeddedServer, conv: str, text: str, otid: str | None = 
         item: dict[str, Any] = {"role": "user", "content": text}
         if otid:
             item["otid"] = otid
-        with (
-            httpx.Client(base_url=server.base_url, timeout=60) as c,
-            c.stream(
-                "POST", f"/v1/conversations/{conv}/messages", json={"messages": [item], **KW}
-            ) as s,
-        ):
-            box["status"] = s.status_code
-            for line in s.iter_lines():
-                if '"run_id":"' in line and "run_id" not in box:
-                    box["run_id"] = line.split('"run_id":"')[1].split('"')[0]
-                    started.set()
+        try:
+            with (
+                httpx.Client(base_url=server.base_url, timeout=60) as c,
+                c.stream(
+                    "POST", f"/v1/conversations/{conv}/messages", json={"messages": [item], **KW}
+                ) as s,
+            ):
+                box["status"] = s.status_code
+                for line in s.iter_lines():
+                    if '"run_id":"' in line and "run_id" not in box:
+                        box["run_id"] = line.split('"run_id":"')[1].split('"')[0]
+                        started.set()
+        except httpx.HTTPError as exc:  # the server stopped under it (the restart test)
+            box["error"] = exc
         started.set()
 
     t = threading.Thread(target=read, daemon=True)
