@@ -335,3 +335,29 @@ def test_a_restart_frees_a_conversation_its_run_held(tmp_path: Path) -> None:
         client = Letta(base_url=srv.base_url, max_retries=0)
         assert client.runs.retrieve(box["run_id"]).status == "failed"  # closed as an orphan
         assert answer_text(say(client, conv, "echo free")) == "Echo: free"
+
+
+def test_an_otid_re_attaches_for_the_retention_window_only(tmp_path: Path) -> None:
+    """Within the 3 h a re-sent otid replays its run; past them it is a new message (and its
+    old run cannot be resumed: 410)."""
+    import time as _time
+
+    offset = [0.0]
+    brain = ScriptedBrain()
+    with start_in_process(
+        tmp_path / "s.sqlite3", brains={brain.handle: brain}, clock=lambda: _time.time() + offset[0]
+    ) as srv:
+        client = Letta(base_url=srv.base_url, max_retries=0)
+        agent = client.agents.create(name="retention", model=HANDLE).id
+        conv = client.conversations.create(agent_id=agent).id
+        otid = str(uuid.uuid4())
+        first = say(client, conv, "echo one", otid)[0].run_id
+        offset[0] = 3 * 3600 - 60  # still inside
+        assert say(client, conv, "echo one", otid)[0].run_id == first
+        offset[0] = 3 * 3600 + 60  # past the retention
+        later = say(client, conv, "echo one", otid)[0].run_id
+        assert later != first
+        with httpx.Client(base_url=srv.base_url) as h:
+            old = h.post(f"/v1/conversations/{conv}/stream", json={"run_id": first})
+            assert old.status_code == 410 and "EXPIRED" in old.json()["detail"]
+        assert len(client.runs.list(conversation_id=conv).items) == 2
