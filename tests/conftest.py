@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,11 +10,6 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Recorded traffic of the real Letta 0.16.8 server (tests/fixtures/README.md says where from).
 GOLDEN_DIR = REPO_ROOT / "tests" / "fixtures" / "letta-golden"
-if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(REPO_ROOT))
-_HELPERS = str(Path(__file__).resolve().parent / "core")
-if _HELPERS not in sys.path:  # lnb_golden: the pure SSE reader shared by core and client tests
-    sys.path.insert(0, _HELPERS)
 
 
 @pytest.fixture(scope="session")

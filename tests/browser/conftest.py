@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from lab import (
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+
+from tests.browser.lab import (
     CHROMIUM_ARGS,
     VIEWPORT,
     Lab,
@@ -24,7 +26,6 @@ from lab import (
     stop_lab,
     write_notebook,
 )
-from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 MISSING_CHROMIUM = (
     "chromium not found (/usr/bin/chromium or PATH): browser tests NOT RUN. "

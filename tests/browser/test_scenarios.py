@@ -22,7 +22,9 @@ from typing import Any
 
 import nbformat
 import pytest
-from lab import (
+from playwright.sync_api import Locator, Page, expect
+
+from tests.browser.lab import (
     REPO_ROOT,
     Lab,
     cell,
@@ -36,7 +38,6 @@ from lab import (
     screenshot,
     wait_kernel_idle,
 )
-from playwright.sync_api import Locator, Page, expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 

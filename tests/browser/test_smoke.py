@@ -10,7 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from lab import (
+from playwright.sync_api import Page, expect
+
+from tests.browser.lab import (
     Lab,
     cell,
     cell_output,
@@ -22,7 +24,6 @@ from lab import (
     screenshot,
     wait_kernel_idle,
 )
-from playwright.sync_api import Page, expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 

@@ -11,7 +11,9 @@ import re
 from collections.abc import Callable
 
 import pytest
-from lab import (
+from playwright.sync_api import Locator, Page, expect
+
+from tests.browser.lab import (
     REPO_ROOT,
     Lab,
     cell,
@@ -26,7 +28,6 @@ from lab import (
     set_theme,
     wait_kernel_idle,
 )
-from playwright.sync_api import Locator, Page, expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -162,9 +163,8 @@ PAYLOADS = (
     "**<iframe src=javascript:window.__lnbXss=5>**",
 )
 XSS_CELLS = [
-    "import sys, json\n"
-    f"sys.path.insert(0, {str(REPO_ROOT / 'tests' / 'frontend')!r})\n"
-    "from frontend_fakes import FakeChain\n"
+    "import json\n"
+    "from tests.frontend.frontend_fakes import FakeChain  # Lab's kernels see the checkout\n"
     "from letta_nb.widgets import RunView\n"
     f"PAYLOADS = {list(PAYLOADS)!r}\n"
     "chain = FakeChain()\n"

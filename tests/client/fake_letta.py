@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from lnb_golden import Frame, read_frames
+
+from tests.core.lnb_golden import Frame, read_frames
 
 AGENT = "agent-e3bf9ba5-7611-4151-a715-c31e190a9334"
 SSE = {"content-type": "text/event-stream; charset=utf-8"}

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from lnb_golden import read_frames, sse_files, to_chunks
 
 from letta_nb.backend import Backend
 from letta_nb.core.errors import (
@@ -23,6 +22,7 @@ from letta_nb.core.errors import (
     StreamInterrupted,
     Unauthorized,
 )
+from tests.core.lnb_golden import read_frames, sse_files, to_chunks
 
 KEY = "sk-letta-test-SECRET-0123456789"
 
@@ -204,9 +204,8 @@ def test_key_never_shows() -> None:
 
 
 def test_read_errors_mid_stream_are_stream_interrupted(golden_dir: Path) -> None:
-    from fake_letta import CutStream
-
     from letta_nb.core.errors import StreamInterrupted
+    from tests.client.fake_letta import CutStream
 
     body = (golden_dir / "02_bg_stream_tokens_true/01_post_messages_stream.sse").read_bytes()
     for err in (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout):

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fake_letta import AGENT, CutStream, FakeLetta
 
 from letta_nb.backend import Backend
 from letta_nb.core.clock import ManualClock
@@ -25,6 +24,7 @@ from letta_nb.core.errors import (
     Unreachable,
 )
 from letta_nb.run import Follower
+from tests.client.fake_letta import AGENT, CutStream, FakeLetta
 
 RUN = "run-00000000-0000-4000-8000-000000000001"
 LONG = "05_replay_finished_run/01_replay_from_0_batch_1000.sse"
@@ -239,7 +239,7 @@ def test_a_relaunch_that_cannot_work_is_its_own_one_line() -> None:
 
 
 def _fake_run() -> Any:
-    from fake_letta import FakeRun
+    from tests.client.fake_letta import FakeRun
 
     return FakeRun(RUN, [])
 

@@ -6,11 +6,11 @@ import socket
 from typing import Any
 
 import pytest
-from fake_backend import MemoryBackend
 
 import letta_nb.session as session_mod
 from letta_nb.backend import Backend
 from letta_nb.core.errors import ServerUnavailable, Unauthorized
+from tests.client.fake_backend import MemoryBackend
 
 KEY = "sk-letta-nb-FAKE-connect-0123456789"
 

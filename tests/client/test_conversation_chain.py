@@ -4,12 +4,11 @@ busy conversation is followed, not failed; approvals are answered in the convers
 
 from __future__ import annotations
 
-from fake_backend import AGENT, MemoryBackend, MemoryRun, long_run
-
 from letta_nb.core.clock import ManualClock
 from letta_nb.core.errors import ConversationBusy, StreamInterrupted
 from letta_nb.core.status import ChainStatus
 from letta_nb.run import Follower
+from tests.client.fake_backend import AGENT, MemoryBackend, MemoryRun, long_run
 
 CONV = "conv-00000000-0000-4000-8000-0000000000c1"
 RID = "run-00000000-0000-4000-8000-0000000000a1"

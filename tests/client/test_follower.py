@@ -9,8 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fake_letta import AGENT, FakeLetta
-from lnb_golden import read_frames, to_chunks
 
 from letta_nb.backend import Backend
 from letta_nb.core.clock import ManualClock
@@ -18,6 +16,8 @@ from letta_nb.core.errors import ApprovalError
 from letta_nb.core.render import render_text
 from letta_nb.core.transcript import Transcript
 from letta_nb.run import Follower
+from tests.client.fake_letta import AGENT, FakeLetta
+from tests.core.lnb_golden import read_frames, to_chunks
 
 LONG = "05_replay_finished_run/01_replay_from_0_batch_1000.sse"
 BOUND = 120.0  # hang guard only: wait() returns as soon as the chain settles

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-from fake_backend import AGENT, MemoryBackend, MemoryRun, long_run
 
 from letta_nb.core.clock import ManualClock
 from letta_nb.core.errors import StreamInterrupted
@@ -14,6 +13,7 @@ from letta_nb.core.render import render_text
 from letta_nb.core.status import ChainStatus
 from letta_nb.core.transcript import Transcript
 from letta_nb.run import Follower
+from tests.client.fake_backend import AGENT, MemoryBackend, MemoryRun, long_run
 
 RID = "run-00000000-0000-4000-8000-0000000000aa"
 WORDS = 40  # seqs: ping 1, tokens 2..41, stop_reason 42, usage 43

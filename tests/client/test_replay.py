@@ -3,11 +3,10 @@ tables built from it (`stored_frames`) equal the stored run."""
 
 from __future__ import annotations
 
-from fake_backend import MemoryBackend, MemoryRun, long_run
-
 from letta_nb.core.clock import ManualClock
 from letta_nb.core.transcript import Transcript
 from letta_nb.run import Backoff, RunEnd, replay, stored_frames
+from tests.client.fake_backend import MemoryBackend, MemoryRun, long_run
 
 RID = "run-00000000-0000-4000-8000-0000000000bb"
 WORDS = 40  # seqs: ping 1, tokens 2..41, stop_reason 42, usage 43

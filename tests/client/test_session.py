@@ -6,8 +6,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from fake_letta import AGENT, FakeLetta
-from lnb_golden import read_frames, to_chunks
 
 import letta_nb.session as session_mod
 from letta_nb.backend import Backend
@@ -15,6 +13,8 @@ from letta_nb.core.cursor import CursorStore
 from letta_nb.core.transcript import Transcript
 from letta_nb.run import Follower
 from letta_nb.session import Session
+from tests.client.fake_letta import AGENT, FakeLetta
+from tests.core.lnb_golden import read_frames, to_chunks
 
 LONG = "05_replay_finished_run/01_replay_from_0_batch_1000.sse"
 ASK = "06_approval/01_approval_request_1.sse"
@@ -301,9 +301,8 @@ def test_kernels_connecting_at_once_create_one_demo_agent(
 ) -> None:
     """Kernel A holds the agent lock while it creates the agent; kernel B, connecting at the
     same moment, waits for it and then finds A's agent instead of creating a second one."""
-    from fake_backend import MemoryBackend
-
     from letta_nb.core.errors import NotFound
+    from tests.client.fake_backend import MemoryBackend
 
     monkeypatch.setenv("LETTA_NB_STATE_DIR", str(tmp_path / "state"))
     agents: list[dict] = []

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from lnb_golden import read_frames, to_chunks
 
 from letta_nb.core.chunks import Chunk, SeqTracker
 from letta_nb.core.errors import SeqGap
 from letta_nb.core.render import render_text
 from letta_nb.core.transcript import Transcript
+from tests.core.lnb_golden import read_frames, to_chunks
 
 RID = "run-1"
 

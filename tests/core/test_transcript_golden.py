@@ -7,11 +7,11 @@ import random
 from pathlib import Path
 
 import pytest
-from lnb_golden import read_frames, sse_files, starting_after, to_chunks
 
 from letta_nb.core.chunks import Chunk
 from letta_nb.core.render import render_text
 from letta_nb.core.transcript import Transcript
+from tests.core.lnb_golden import read_frames, sse_files, starting_after, to_chunks
 
 
 def _fold(*chunk_lists: list[Chunk], after: int = 0) -> Transcript:

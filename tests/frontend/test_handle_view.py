@@ -6,10 +6,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from frontend_fakes import FakeChain
 
 import letta_nb.handle as handle_mod
 from letta_nb.handle import RunHandle
+from tests.frontend.frontend_fakes import FakeChain
 
 
 def make_handle() -> tuple[RunHandle, FakeChain]:

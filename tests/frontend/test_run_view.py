@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from frontend_fakes import FakeChain, FakeClock, Wire, recording_comm
 
 from letta_nb.widgets import InlinePump, RunView
 from letta_nb.widgets.doc import apply_message, decode_doc, decode_message
 from letta_nb.widgets.run_view import esm, module_source, packed_module, read_snapshot
+from tests.frontend.frontend_fakes import FakeChain, FakeClock, Wire, recording_comm
 
 
 @pytest.fixture()

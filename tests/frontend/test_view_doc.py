@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from frontend_fakes import FakeChain
 
 from letta_nb.widgets.doc import (
     Batcher,
@@ -18,6 +17,7 @@ from letta_nb.widgets.doc import (
     encode_doc,
     encode_message,
 )
+from tests.frontend.frontend_fakes import FakeChain
 
 
 def follow(chain: FakeChain, doc: ViewDoc, browser: dict) -> dict:

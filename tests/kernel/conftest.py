@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kernel_harness import Kernel, KernelVariant, check_kernel_versions, make_kernel
+
+from tests.kernel.kernel_harness import Kernel, KernelVariant, check_kernel_versions, make_kernel
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IPYKERNEL_6 = "6.31.0"

@@ -15,7 +15,8 @@ import time
 from typing import Any
 
 import pytest
-from kernel_harness import (
+
+from tests.kernel.kernel_harness import (
     WIDGET_VIEW,
     Kernel,
     KernelVariant,

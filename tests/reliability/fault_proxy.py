@@ -27,7 +27,7 @@ whatever it carries: heads, JSON bodies, streams (a flaky link, as a user meets 
 
 Usage::
 
-    from fault_proxy import FaultPlan, FaultProxy
+    from tests.reliability.fault_proxy import FaultPlan, FaultProxy
 
     plan = FaultPlan(cut_at_boundary=0.4, cut_mid_frame=0.4, stall=0.1,
                      stall_seconds=(0.05, 0.3), frames=(0, 20), max_faults=1000)

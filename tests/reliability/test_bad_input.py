@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 from IPython.testing import globalipapp
 from IPython.utils.capture import capture_output
-from rel_helpers import free_port
 
 import letta_nb
 from letta_nb.backend import Backend, new_otid
@@ -33,6 +32,7 @@ from letta_nb.core import errors
 from letta_nb.core.cursor import CursorStore
 from letta_nb.server import start_in_process
 from letta_nb.session import Session
+from tests.reliability.rel_helpers import free_port
 
 KEY = "sk-letta-nb-FAKE-0123456789abcdef"
 UNKNOWN_RUN = "run-00000000-0000-4000-8000-000000000000"

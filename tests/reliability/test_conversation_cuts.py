@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fault_proxy import FaultPlan, FaultProxy
-from rel_helpers import RecordingTranscript, db_seqs, diff_frames, replay
 
 from letta_nb.backend import Backend
 from letta_nb.run import Follower
 from letta_nb.server import start_in_process
+from tests.reliability.fault_proxy import FaultPlan, FaultProxy
+from tests.reliability.rel_helpers import RecordingTranscript, db_seqs, diff_frames, replay
 
 PLANS = {
     "before its head": FaultPlan(cut_before_headers=1.0, max_faults=1),

@@ -20,11 +20,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import httpx
 import pytest
 import uvicorn
-from fault_proxy import FaultPlan, FaultProxy, _Parser
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.reliability.fault_proxy import FaultPlan, FaultProxy, _Parser
 
 N = 20
 TIMEOUT = httpx.Timeout(5.0)

@@ -18,7 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rel_helpers import (
+
+import letta_nb
+from letta_nb.backend import Backend
+from letta_nb.core.clock import ManualClock
+from tests.reliability.rel_helpers import (
     RecordingTranscript,
     db_seqs,
     diff_frames,
@@ -27,10 +31,6 @@ from rel_helpers import (
     spawn_server,
     wait_for,
 )
-
-import letta_nb
-from letta_nb.backend import Backend
-from letta_nb.core.clock import ManualClock
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_proxy import FaultPlan, FaultProxy
-from rel_helpers import canon, db_seqs, diff_frames, replay
 
 import letta_nb
 from letta_nb.backend import Backend
@@ -30,6 +28,8 @@ from letta_nb.core.render import render_text
 from letta_nb.core.transcript import Transcript
 from letta_nb.server import start_in_process
 from letta_nb.session import DEMO_AGENT, Session
+from tests.reliability.fault_proxy import FaultPlan, FaultProxy
+from tests.reliability.rel_helpers import canon, db_seqs, diff_frames, replay
 
 SEED = int(os.environ.get("LETTA_NB_CUT_SEED", "1100"))
 PLAN = FaultPlan(byte_budget=(600, 20_000), rst=0.5)

@@ -18,12 +18,12 @@ import pytest
 from IPython.testing import globalipapp
 from IPython.utils.capture import capture_output
 from nbclient import NotebookClient
-from rel_helpers import free_port
 
 import letta_nb
 from letta_nb.backend import Backend
 from letta_nb.core import errors
 from letta_nb.server import start_in_process
+from tests.reliability.rel_helpers import free_port
 
 KEY = "sk-letta-nb-FAKE-0123456789abcdef"
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))

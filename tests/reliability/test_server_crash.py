@@ -16,7 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rel_helpers import (
+
+import letta_nb
+from letta_nb.backend import Backend
+from tests.reliability.rel_helpers import (
     RecordingTranscript,
     db_seqs,
     diff_frames,
@@ -25,9 +28,6 @@ from rel_helpers import (
     spawn_server,
     wait_for,
 )
-
-import letta_nb
-from letta_nb.backend import Backend
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -22,11 +22,11 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
-from rel_helpers import free_port, wait_for
 from schemathesis import GenerationMode
 
 from letta_nb.server import start_in_process
 from letta_nb.server.main import add_arguments
+from tests.reliability.rel_helpers import free_port, wait_for
 
 TOKEN = "sk-letta-nb-FAKE-0123456789abcdef"
 pytestmark = pytest.mark.timeout(180)

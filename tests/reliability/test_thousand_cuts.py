@@ -22,14 +22,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fault_proxy import FaultPlan, FaultProxy
-from rel_helpers import RecordingTranscript, db_seqs, diff_frames, replay
 
 from letta_nb.backend import Backend
 from letta_nb.core.render import render_text
 from letta_nb.core.transcript import Transcript
 from letta_nb.run import Follower
 from letta_nb.server import start_in_process
+from tests.reliability.fault_proxy import FaultPlan, FaultProxy
+from tests.reliability.rel_helpers import RecordingTranscript, db_seqs, diff_frames, replay
 
 SOAK = os.environ.get("LETTA_NB_SOAK") == "1"
 SEED = int(os.environ.get("LETTA_NB_CUT_SEED", "1000"))

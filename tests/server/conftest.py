@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,11 +9,8 @@ import httpx
 import pytest
 from letta_client import Letta
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from scripted_brain import HANDLE, ScriptedBrain
-
 from letta_nb.server import EmbeddedServer, start_in_process
+from tests.server.scripted_brain import HANDLE, ScriptedBrain
 
 
 @pytest.fixture(scope="session")

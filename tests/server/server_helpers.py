@@ -1,4 +1,4 @@
-"""Helpers shared by the server tests (imported by name; conftest puts this folder on sys.path)."""
+"""Helpers shared by the server tests."""
 
 from __future__ import annotations
 

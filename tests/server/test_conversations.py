@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 from letta_client import ConflictError, Letta, NotFoundError
-from scripted_brain import HANDLE, ScriptedBrain
-from server_helpers import wait_until
 
 from letta_nb.server import EmbeddedServer, start_in_process
+from tests.server.scripted_brain import HANDLE, ScriptedBrain
+from tests.server.server_helpers import wait_until
 
 KW = {"streaming": True, "background": True, "stream_tokens": True, "include_pings": True}
 

@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import httpx
-from scripted_brain import HANDLE, ScriptedBrain
-from server_helpers import wait_until
 
 from letta_nb.server import start_in_process
+from tests.server.scripted_brain import HANDLE, ScriptedBrain
+from tests.server.server_helpers import wait_until
 
 
 def test_health_and_reads_answer_while_a_write_waits_for_the_lock(tmp_path: Path) -> None:

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from scripted_brain import HANDLE, ScriptedBrain
-from server_helpers import wait_until
 
 from letta_nb.server import EmbeddedServer, start_in_process
+from tests.server.scripted_brain import HANDLE, ScriptedBrain
+from tests.server.server_helpers import wait_until
 
 CAP = 64 * 1024
 TOKENS = 300_000  # ~60 MB of frames: far more than the socket buffers and the cap

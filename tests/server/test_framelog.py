@@ -18,11 +18,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from scripted_brain import HANDLE, ScriptedBrain
-from server_helpers import wait_until
 
 from letta_nb.server import EmbeddedServer, start_in_process
 from letta_nb.server.storage import FrameGap, FrameWriter, Store
+from tests.server.scripted_brain import HANDLE, ScriptedBrain
+from tests.server.server_helpers import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 BG = {"streaming": True, "background": True, "stream_tokens": True, "include_pings": True}

@@ -16,7 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
-from golden_shapes import (
+from letta_client import ConflictError, Letta
+
+from letta_nb.server import EmbeddedServer
+from tests.server.golden_shapes import (
     assert_same,
     golden_json,
     golden_sse,
@@ -24,10 +27,7 @@ from golden_shapes import (
     run_id_of,
     same_stream,
 )
-from letta_client import ConflictError, Letta
-from scripted_brain import HANDLE
-
-from letta_nb.server import EmbeddedServer
+from tests.server.scripted_brain import HANDLE
 
 BG = {"streaming": True, "background": True, "stream_tokens": True, "include_pings": True}
 

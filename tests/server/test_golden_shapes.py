@@ -15,7 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from golden_shapes import (
+
+from letta_nb.server import EmbeddedServer, start_in_process
+from tests.server.golden_shapes import (
     assert_same,
     golden_json,
     golden_sse,
@@ -24,9 +26,7 @@ from golden_shapes import (
     same_stream,
     split_sse,
 )
-from scripted_brain import HANDLE, ScriptedBrain
-
-from letta_nb.server import EmbeddedServer, start_in_process
+from tests.server.scripted_brain import HANDLE, ScriptedBrain
 
 CANCEL_FRAME = 'data: {"message_type": "stop_reason", "stop_reason": "cancelled"}\n\n'
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"

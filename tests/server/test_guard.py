@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from scripted_brain import HANDLE, ScriptedBrain
 
 from letta_nb.server import EmbeddedServer, start_in_process
 from letta_nb.server.guard import body_problem, host_name, is_loopback, json_depth_over
+from tests.server.scripted_brain import HANDLE, ScriptedBrain
 
 LIMIT = 64 * 1024
 TOKEN = "sk-letta-nb-FAKE-guard-0123456789abcdef"

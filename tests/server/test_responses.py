@@ -11,10 +11,10 @@ from pathlib import Path
 
 import httpx
 from letta_client import Letta
-from scripted_brain import HANDLE, ScriptedBrain
 
 from letta_nb.server import start_in_process
 from letta_nb.server.responses import encode, servable
+from tests.server.scripted_brain import HANDLE, ScriptedBrain
 
 
 def _deep(depth: int) -> dict:

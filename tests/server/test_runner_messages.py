@@ -10,11 +10,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from letta_client import Letta
-from server_helpers import bg, frame_json, frames, post_sse
 
 from letta_nb.server import EmbeddedServer, start_in_process
 from letta_nb.server.brains.base import accepts_workdir
 from letta_nb.server.brains.registry import DEMO_HANDLE
+from tests.server.server_helpers import bg, frame_json, frames, post_sse
 
 
 @pytest.fixture(scope="module")

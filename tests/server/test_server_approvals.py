@@ -11,10 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from letta_client import APIStatusError, BadRequestError, ConflictError, Letta
-from scripted_brain import ScriptedBrain
-from server_helpers import bg, post_sse
 
 from letta_nb.server import start_in_process
+from tests.server.scripted_brain import ScriptedBrain
+from tests.server.server_helpers import bg, post_sse
 
 KW = {"streaming": True, "background": True, "stream_tokens": True, "include_pings": True}
 
@@ -201,7 +201,7 @@ def test_cancel_while_pending_unblocks_agent(client: Letta, agent_id: str) -> No
 
 
 def test_tool_rule_and_toggle_gate_a_custom_tool(client: Letta) -> None:
-    from scripted_brain import HANDLE
+    from tests.server.scripted_brain import HANDLE
 
     tool = client.tools.create(
         source_code=(

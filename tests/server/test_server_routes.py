@@ -7,10 +7,10 @@ import threading
 import httpx
 import pytest
 from letta_client import APIStatusError, AuthenticationError, Letta, NotFoundError
-from scripted_brain import HANDLE, ScriptedBrain
-from server_helpers import bg, post_sse, wait_until
 
 from letta_nb.server import start_in_process
+from tests.server.scripted_brain import HANDLE, ScriptedBrain
+from tests.server.server_helpers import bg, post_sse, wait_until
 
 
 def test_health_and_models(client: Letta) -> None:

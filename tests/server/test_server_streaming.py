@@ -8,10 +8,10 @@ import time
 import httpx
 import pytest
 from letta_client import APIStatusError, Letta
-from scripted_brain import HANDLE
-from server_helpers import bg, frame_json, frames, post_sse
 
 from letta_nb.server import start_in_process
+from tests.server.scripted_brain import HANDLE
+from tests.server.server_helpers import bg, frame_json, frames, post_sse
 
 
 def test_background_stream_seq_and_terminal(client: Letta, agent_id: str) -> None:
@@ -95,7 +95,7 @@ def test_resume_errors(client: Letta, agent_id: str, http: httpx.Client) -> None
 
 def test_retention_gives_410() -> None:
     """Retention reads the server's clock: moved past it, a resume is a 410 (no sleeping)."""
-    from scripted_brain import ScriptedBrain
+    from tests.server.scripted_brain import ScriptedBrain
 
     now = [time.time()]
     brain = ScriptedBrain()
@@ -173,7 +173,7 @@ def test_headers_arrive_before_first_frame(client: Letta, agent_id: str, server)
 
 
 def test_keepalive_pings_carry_last_seq() -> None:
-    from scripted_brain import ScriptedBrain
+    from tests.server.scripted_brain import ScriptedBrain
 
     brain = ScriptedBrain()
     with start_in_process(brains={brain.handle: brain}, keepalive_interval=0.2) as srv:

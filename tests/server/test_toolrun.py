@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from letta_client import Letta
-from scripted_brain import HANDLE, ScriptedBrain
-from server_helpers import bg
 
 from letta_nb.server import EmbeddedServer, start_in_process
+from tests.server.scripted_brain import HANDLE, ScriptedBrain
+from tests.server.server_helpers import bg
 
 SECRET = "sk-letta-nb-FAKE-tool-env-0123456789"
 TOOLS = {

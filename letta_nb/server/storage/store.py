@@ -1,33 +1,9 @@
-"""SQLite storage: agents, conversations, tools, runs, messages, steps and the per-run SSE
-frame log.
-
-Every call is synchronous and meant to run on a worker thread, never on the event loop (the
-engine hands calls to its executors): each thread gets its own connection, reads run in
-parallel under WAL, and writes queue on one Python lock shared with the ``FrameWriter`` (so
-they wake at once instead of in SQLite's sleeping busy handler). A write that finds the
-database locked by another connection is retried with backoff for a bounded time.
-
-Every message belongs to one history: the agent's default history (``conversation_id`` NULL)
-or one conversation. A fork copies the source's message rows into the new conversation with
-the same ids (``copied`` = 1): they are the same message objects, listed once agent-wide. A
-pending approval belongs to its history too (``agents.pending`` or ``conversations.pending``).
-
-Frames are stored as their final bytes (run_id and seq_id already injected), keyed by
-``(run_id, seq)``, so a replay is one range scan plus a concatenation and a resume at any
-position is an index seek. The ``FrameWriter`` commits them in batches *before* any reader is
-told about them, and it never commits a frame that does not directly follow the run's last
-committed one: a run's stored frames are always ``1..N`` without holes.
-
-The database, its WAL/SHM files and its lock file are private (0600), and one server at a time
-may open a database (``DbLock``): a second one would close the first one's live runs as orphans.
-"""
+"""The store: all persistent state behind one object, one connection per calling thread."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import logging
 import os
 import sqlite3
 import threading
@@ -36,494 +12,26 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .files import private_dir, private_file
+from .framewriter import CommitResult, FrameWriter
+from .rows import (
+    AGENT_COLS,
+    CONV_COLS,
+    RUN_COLS,
+    RUN_KEYS,
+    Page,
+    agent_row,
+    conversation_row,
+    history_where,
+    read_pending,
+    run_row,
+    write_pending,
+)
+from .schema import INDEXES, MIGRATIONS, SCHEMA
+from .sqlite import BUSY_TIMEOUT_MS, WRITE_RETRY_SECONDS, connect, retry_transient
+
 T = TypeVar("T")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS agents (
-    ord INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT UNIQUE NOT NULL,
-    name TEXT NOT NULL,
-    model TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    config TEXT NOT NULL,
-    pending TEXT,
-    last_stop_reason TEXT
-);
-CREATE INDEX IF NOT EXISTS agents_name ON agents (name, ord);
-CREATE TABLE IF NOT EXISTS tools (
-    ord INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT UNIQUE NOT NULL,
-    name TEXT NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS runs (
-    ord INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT UNIQUE NOT NULL,
-    agent_id TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    completed_at REAL,
-    status TEXT NOT NULL,
-    stop_reason TEXT,
-    background INTEGER NOT NULL,
-    metadata TEXT NOT NULL,
-    otid_key TEXT,
-    last_seq INTEGER NOT NULL DEFAULT 0,
-    usage TEXT,
-    total_duration_ns INTEGER,
-    ttft_ns INTEGER,
-    conversation_id TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_agent ON runs (agent_id, ord);
-CREATE INDEX IF NOT EXISTS runs_otid ON runs (agent_id, otid_key);
-CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
-CREATE TABLE IF NOT EXISTS run_otids (
-    agent_id TEXT NOT NULL,
-    otid TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    PRIMARY KEY (agent_id, otid)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS conversations (
-    ord INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT UNIQUE NOT NULL,
-    agent_id TEXT NOT NULL,
-    summary TEXT,
-    model TEXT,
-    model_settings TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    last_message_at REAL,
-    deleted_at REAL,
-    hidden INTEGER NOT NULL DEFAULT 0,
-    pending TEXT
-);
-CREATE INDEX IF NOT EXISTS conversations_agent ON conversations (agent_id, ord);
-CREATE TABLE IF NOT EXISTS frames (
-    run_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (run_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS messages (
-    ord INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL,
-    agent_id TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_agent ON messages (agent_id, ord);
-CREATE INDEX IF NOT EXISTS messages_run ON messages (run_id, ord);
-CREATE INDEX IF NOT EXISTS messages_id ON messages (id);
-CREATE TABLE IF NOT EXISTS steps (
-    ord INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS steps_run ON steps (run_id, ord);
-CREATE INDEX IF NOT EXISTS steps_id ON steps (id);
-"""
-
-# Columns added after the first release: (table, column, declaration).
-_MIGRATIONS = (
-    ("runs", "ttft_ns", "INTEGER"),
-    ("runs", "conversation_id", "TEXT"),
-    ("messages", "conversation_id", "TEXT"),
-    ("messages", "copied", "INTEGER NOT NULL DEFAULT 0"),
-)
-# Indexes on migrated columns: created once the columns exist (old databases too).
-_INDEXES = """
-CREATE INDEX IF NOT EXISTS messages_scope ON messages (agent_id, conversation_id, ord);
-CREATE INDEX IF NOT EXISTS runs_conversation ON runs (conversation_id, ord);
-"""
-
-BUSY_TIMEOUT_MS = 5000  # SQLite's own wait for a lock held by another connection, per attempt
-WRITE_RETRY_SECONDS = 30.0  # then retries with backoff for this long before a write fails
-_BACKOFF_FIRST = 0.05
-_BACKOFF_CAP = 1.0
-_PRAGMAS = (
-    "synchronous=NORMAL",
-    "cache_size=-65536",
-    "mmap_size=268435456",
-)
-
-log = logging.getLogger(__name__)
-
-# One statement inserts a run's whole batch: the frames travel as one blob plus a JSON list of
-# ``offset << 32 | length`` integers, so SQLite does every row in C with the GIL released
-# (``executemany`` re-takes the GIL per row: half the throughput, and it stalls the event loop).
-_INSERT_BATCH = (
-    "INSERT INTO frames (run_id, seq, data) "
-    "SELECT ?1, ?2 + key, substr(?3, value >> 32, value & 4294967295) FROM json_each(?4)"
-)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """A lock held by another connection: worth retrying (a full disk or I/O error is not)."""
-    text = str(exc).lower()
-    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
-
-
-def private_file(path: Path) -> None:
-    """Create ``path`` empty with mode 0600 if missing, else make it 0600 (SQLite gives its
-    WAL and SHM files the database file's mode, so creating the database first covers them)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-
-
-def private_dir(path: Path) -> None:
-    """Create ``path`` (and parents) with mode 0700; an existing directory is left as it is."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-
-
-class DatabaseInUse(RuntimeError):
-    """Another server holds this database's lock file."""
-
-
-class DbLock:
-    """An exclusive ``flock`` on ``<db>.lock``, held for the server's lifetime.
-
-    The kernel drops it when the process dies (even on kill -9), so a crashed server never
-    blocks its successor, while a live one always does.
-    """
-
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = db_path
-        self.path = db_path.with_name(db_path.name + ".lock")
-        self._fd: int | None = None
-
-    def acquire(self) -> DbLock:
-        private_dir(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise DatabaseInUse(
-                f"another letta-nb server (pid {holder}) is using {self.db_path}"
-            ) from None
-        os.fchmod(fd, 0o600)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-
-def connect(path: Path, busy_timeout_ms: int, pragmas: Sequence[str] = ()) -> sqlite3.Connection:
-    """A connection with the server's settings (autocommit; explicit BEGIN where needed)."""
-    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-    db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-    for pragma in (*_PRAGMAS, *pragmas):
-        db.execute(f"PRAGMA {pragma}")
-    return db
-
-
-def retry_transient(
-    attempt: Callable[[], T],
-    *,
-    budget: float,
-    sleep: Callable[[float], None],
-    what: str,
-) -> T:
-    """Call ``attempt`` until it does not fail with a lock error, for ``budget`` seconds."""
-    deadline = time.monotonic() + budget
-    delay = _BACKOFF_FIRST
-    retries = 0
-    while True:
-        try:
-            result = attempt()
-        except sqlite3.OperationalError as exc:
-            if not is_transient(exc) or time.monotonic() + delay > deadline:
-                raise
-            if retries == 0:
-                log.warning("%s: database locked by another connection; retrying", what)
-            retries += 1
-            sleep(delay)
-            delay = min(delay * 2, _BACKOFF_CAP)
-            continue
-        if retries:
-            log.warning("%s: succeeded after %d retries", what, retries)
-        return result
-
-
-def insert_batch(
-    db: sqlite3.Connection, run_id: str, first_seq: int, frames: Sequence[bytes]
-) -> None:
-    """Insert contiguous frames ``first_seq, first_seq + 1, ...`` of one run (no commit)."""
-    offsets = []
-    pos = 1
-    for f in frames:
-        n = len(f)
-        offsets.append(pos << 32 | n)
-        pos += n
-    db.execute(_INSERT_BATCH, (run_id, first_seq, b"".join(frames), json.dumps(offsets)))
-
-
-class FrameGap(RuntimeError):
-    """A batch part that does not follow the run's last committed frame (never stored)."""
-
-
-# A batch part: (run key, seq of its first frame, its contiguous frames). The run key is the
-# run id or any object with an ``id`` attribute (the engine passes its live run).
-FramePart = tuple[Any, int, Sequence[bytes]]
-# What the writer reports per (merged) part: the part, then None or why it was not stored.
-CommitResult = tuple[Any, int, Sequence[bytes], BaseException | None]
-
-
-def _run_key(run: Any) -> str:
-    return run if isinstance(run, str) else str(run.id)
-
-
-class FrameWriter:
-    """Commits frame batches on its own thread and SQLite connection, in submission order.
-
-    The event loop only hands batches over; inserting and committing (the bulk of a live run's
-    cost) run here without the GIL, so the loop keeps producing and serving meanwhile. Parts
-    that queue up while a commit is in flight are committed together (group commit). A part
-    that does not start right after its run's last committed seq is refused (``FrameGap``), so
-    once a commit has failed nothing later of that run can land behind the hole.
-    ``on_commit(results)`` is called on this thread after each commit (or failure).
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        write_lock: threading.Lock,
-        on_commit: Callable[[list[CommitResult]], None],
-        *,
-        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
-        retry_seconds: float = WRITE_RETRY_SECONDS,
-        pragmas: Sequence[str] = (),
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._write_lock = write_lock
-        self._db = connect(path, busy_timeout_ms, pragmas)
-        self._retry_seconds = retry_seconds
-        self._sleep = sleep
-        self._on_commit = on_commit
-        self._cond = threading.Condition()
-        self._queue: list[FramePart] = []
-        self._expected: dict[str, int] = {}  # run id -> seq its next stored frame must have
-        self._closing = False
-        self._thread = threading.Thread(
-            target=self._work, name="letta-nb-frame-writer", daemon=True
-        )
-        self._thread.start()
-
-    def submit(self, parts: list[FramePart]) -> None:
-        with self._cond:
-            self._queue.extend(parts)
-            self._cond.notify()
-
-    def forget(self, run_id: str) -> None:
-        """The run is finished and settled: drop its contiguity state."""
-        with self._cond:
-            self._expected.pop(run_id, None)
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Commit what is queued, then stop the thread and close the connection."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify()
-        self._thread.join(timeout)
-        if not self._thread.is_alive():
-            self._db.close()
-
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closing:
-                    self._cond.wait()
-                if not self._queue:
-                    return
-                parts, self._queue = self._queue, []
-                expected = dict(self._expected)
-            results = self._commit(parts, expected)
-            try:
-                self._on_commit(results)
-            except Exception:  # e.g. the loop closed during shutdown
-                log.debug("frame commit callback failed", exc_info=True)
-
-    def _commit(self, parts: list[FramePart], expected: dict[str, int]) -> list[CommitResult]:
-        """Merge each run's contiguous parts, refuse gaps, commit the rest in one transaction."""
-        merged: dict[str, list[Any]] = {}  # run id -> [run, first, frames]
-        refused: list[CommitResult] = []
-        for run, first, frames in parts:
-            if not frames:
-                continue
-            key = _run_key(run)
-            have = merged.get(key)
-            if have is not None and first == have[1] + len(have[2]):
-                have[2].extend(frames)
-                continue
-            want = expected.get(key, 1) if have is None else have[1] + len(have[2])
-            if first != want:
-                gap = FrameGap(f"frames of {key} from seq {first} do not follow seq {want - 1}")
-                refused.append((run, first, frames, gap))
-                continue
-            merged[key] = [run, first, list(frames)]
-        error: BaseException | None = None
-        if merged:
-            try:
-                retry_transient(
-                    lambda: self._write(merged),
-                    budget=self._retry_seconds,
-                    sleep=self._sleep,
-                    what="frame commit",
-                )
-            except Exception as exc:  # the runs are told; the thread stays alive
-                log.error("frame batch commit failed: %s", exc)
-                error = exc
-            else:
-                with self._cond:
-                    for key, (_run, first, frames) in merged.items():
-                        self._expected[key] = first + len(frames)
-        done: list[CommitResult] = [(r, f, fr, error) for r, f, fr in merged.values()]
-        return done + refused
-
-    def _write(self, merged: dict[str, list[Any]]) -> None:
-        with self._write_lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for key, (_run, first, frames) in merged.items():
-                    insert_batch(self._db, key, first, frames)
-                self._db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-                raise
-
-
-_RUN_COLS = (
-    "ord, id, agent_id, created_at, completed_at, status, stop_reason, background, metadata, "
-    "otid_key, last_seq, usage, total_duration_ns, ttft_ns, conversation_id"
-)
-_RUN_KEYS = [c.strip() for c in _RUN_COLS.split(",")]
-_AGENT_COLS = "ord, id, name, model, created_at, updated_at, config, pending, last_stop_reason"
-
-
-def _run_row(row: tuple[Any, ...]) -> dict[str, Any]:
-    out = dict(zip(_RUN_KEYS, row, strict=True))
-    out["metadata"] = json.loads(out["metadata"])
-    out["usage"] = json.loads(out["usage"]) if out["usage"] else None
-    return out
-
-
-def _agent_row(row: tuple[Any, ...]) -> dict[str, Any]:
-    return {
-        "ord": row[0],
-        "id": row[1],
-        "name": row[2],
-        "model": row[3],
-        "created_at": row[4],
-        "updated_at": row[5],
-        "config": json.loads(row[6]),
-        "pending": json.loads(row[7]) if row[7] else None,
-        "last_stop_reason": row[8],
-    }
-
-
-_CONV_COLS = (
-    "ord, id, agent_id, summary, model, model_settings, created_at, updated_at, "
-    "last_message_at, deleted_at, hidden, pending"
-)
-_CONV_KEYS = [c.strip() for c in _CONV_COLS.split(",")]
-
-
-def _conversation_row(row: tuple[Any, ...]) -> dict[str, Any]:
-    out = dict(zip(_CONV_KEYS, row, strict=True))
-    out["model_settings"] = json.loads(out["model_settings"]) if out["model_settings"] else None
-    out["pending"] = json.loads(out["pending"]) if out["pending"] else None
-    out["hidden"] = bool(out["hidden"])
-    return out
-
-
-def _history_where(agent_id: str, conversation_id: str | None) -> tuple[str, list[Any]]:
-    """The messages of one history: a conversation's (its copies included) or the agent's
-    default history."""
-    if conversation_id is None:
-        return "agent_id = ? AND conversation_id IS NULL", [agent_id]
-    return "conversation_id = ?", [conversation_id]
-
-
-def _get_pending(db: sqlite3.Connection, agent_id: str, conversation_id: str | None) -> Any:
-    if conversation_id is None:
-        row = db.execute("SELECT pending FROM agents WHERE id = ?", (agent_id,)).fetchone()
-    else:
-        row = db.execute(
-            "SELECT pending FROM conversations WHERE id = ?", (conversation_id,)
-        ).fetchone()
-    return json.loads(row[0]) if row and row[0] else None
-
-
-def _set_pending(
-    db: sqlite3.Connection,
-    agent_id: str,
-    conversation_id: str | None,
-    pending: dict[str, Any] | None,
-    now: float,
-    *,
-    cancelled: bool = False,
-) -> None:
-    value = json.dumps(pending) if pending is not None else None
-    if conversation_id is None:
-        extra = ", last_stop_reason = 'cancelled'" if cancelled else ""
-        db.execute(
-            f"UPDATE agents SET pending = ?{extra}, updated_at = ? WHERE id = ?",
-            (value, now, agent_id),
-        )
-    else:
-        db.execute(
-            "UPDATE conversations SET pending = ?, updated_at = ? WHERE id = ?",
-            (value, now, conversation_id),
-        )
-        if cancelled:
-            db.execute(
-                "UPDATE agents SET last_stop_reason = 'cancelled', updated_at = ? WHERE id = ?",
-                (now, agent_id),
-            )
-
-
-class Page:
-    """Cursor pagination over an ``ord`` column: ``after``/``before`` are item ids, never repeat."""
-
-    def __init__(self, order: str, after_ord: int | None, before_ord: int | None, limit: int):
-        self.desc = order == "desc"
-        self.after_ord = after_ord
-        self.before_ord = before_ord
-        self.limit = limit
-
-    def sql(self, where: list[str], params: list[Any]) -> tuple[str, list[Any]]:
-        """``after`` means "next page in the requested order"; ``before`` the previous one."""
-        where = list(where)
-        params = list(params)
-        if self.after_ord is not None:
-            where.append("ord < ?" if self.desc else "ord > ?")
-            params.append(self.after_ord)
-        if self.before_ord is not None:
-            where.append("ord > ?" if self.desc else "ord < ?")
-            params.append(self.before_ord)
-        clause = (" WHERE " + " AND ".join(where)) if where else ""
-        # With only `before`, take the items nearest the cursor, then restore the order.
-        nearest_first = self.before_ord is not None and self.after_ord is None
-        direction = "DESC" if self.desc != nearest_first else "ASC"
-        return f"{clause} ORDER BY ord {direction} LIMIT ?", [*params, self.limit]
-
-    def finish(self, rows: list[Any]) -> list[Any]:
-        if self.before_ord is not None and self.after_ord is None:
-            rows.reverse()
-        return rows
 
 
 class Store:
@@ -555,12 +63,12 @@ class Store:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA wal_autocheckpoint=20000")
         with self.write_lock:
-            db.executescript(_SCHEMA)
-            for table, column, decl in _MIGRATIONS:
+            db.executescript(SCHEMA)
+            for table, column, decl in MIGRATIONS:
                 cols = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
                 if column not in cols:  # databases written by an earlier version
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
-            db.executescript(_INDEXES)
+            db.executescript(INDEXES)
         for suffix in ("-wal", "-shm"):  # created by an older version with the umask's mode
             side = path.with_name(path.name + suffix)
             if side.exists():
@@ -677,10 +185,10 @@ class Store:
     def get_agent(self, agent_id: str) -> dict[str, Any] | None:
         row = (
             self._db()
-            .execute(f"SELECT {_AGENT_COLS} FROM agents WHERE id = ?", (agent_id,))
+            .execute(f"SELECT {AGENT_COLS} FROM agents WHERE id = ?", (agent_id,))
             .fetchone()
         )
-        return _agent_row(row) if row else None
+        return agent_row(row) if row else None
 
     def list_agents(self, page: Page, name: str | None) -> list[dict[str, Any]]:
         where, params = ([], [])
@@ -688,8 +196,8 @@ class Store:
             where.append("name = ?")
             params.append(name)
         tail, params = page.sql(where, params)
-        rows = self._db().execute(f"SELECT {_AGENT_COLS} FROM agents" + tail, params).fetchall()
-        return [_agent_row(r) for r in page.finish(rows)]
+        rows = self._db().execute(f"SELECT {AGENT_COLS} FROM agents" + tail, params).fetchall()
+        return [agent_row(r) for r in page.finish(rows)]
 
     def ord_of(self, table: str, item_id: str, *, conversation_id: str | None = None) -> int | None:
         """The ``ord`` of an item, for page cursors. A message id names one row per history
@@ -784,7 +292,7 @@ class Store:
         def insert(db: sqlite3.Connection) -> dict[str, Any] | None:
             db.execute("BEGIN IMMEDIATE")
             if guard_pending:
-                pending = _get_pending(db, agent_id, conversation_id)
+                pending = read_pending(db, agent_id, conversation_id)
                 if pending is not None:
                     db.execute("ROLLBACK")
                     return dict(pending)
@@ -860,11 +368,11 @@ class Store:
 
         def claim(db: sqlite3.Connection) -> tuple[dict[str, Any] | None, bool]:
             db.execute("BEGIN IMMEDIATE")
-            pending = _get_pending(db, agent_id, conversation_id)
+            pending = read_pending(db, agent_id, conversation_id)
             taken = pending is not None and accept(pending)
             if taken:
                 now = self.clock()
-                _set_pending(db, agent_id, conversation_id, None, now)
+                write_pending(db, agent_id, conversation_id, None, now)
                 self._insert_run(
                     db, run_id, agent_id, background, None, "running", conversation_id, run_type
                 )
@@ -893,12 +401,12 @@ class Store:
 
         def cancel(db: sqlite3.Connection) -> bool:
             db.execute("BEGIN IMMEDIATE")
-            pending = _get_pending(db, agent_id, conversation_id)
+            pending = read_pending(db, agent_id, conversation_id)
             if pending is None or pending.get("run_id") != run_id:
                 db.execute("COMMIT")
                 return False
             now = self.clock()
-            _set_pending(db, agent_id, conversation_id, None, now, cancelled=True)
+            write_pending(db, agent_id, conversation_id, None, now, cancelled=True)
             db.executemany(
                 "INSERT INTO messages (id, agent_id, run_id, data, conversation_id) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -922,12 +430,12 @@ class Store:
     ) -> None:
         """The history's pending approval (None clears it)."""
         self._write(
-            lambda db: _set_pending(db, agent_id, conversation_id, pending, self.clock()),
+            lambda db: write_pending(db, agent_id, conversation_id, pending, self.clock()),
             "pending approval",
         )
 
     def pending_approval(self, agent_id: str, conversation_id: str | None) -> Any:
-        return _get_pending(self._db(), agent_id, conversation_id)
+        return read_pending(self._db(), agent_id, conversation_id)
 
     def conversations_pending(self, agent_id: str) -> list[dict[str, Any]]:
         """Approvals waiting in the agent's (live) conversations, newest first."""
@@ -952,47 +460,47 @@ class Store:
         conversation = None
         if conversation_id is not None:
             row = db.execute(
-                f"SELECT {_CONV_COLS} FROM conversations WHERE id = ?", (conversation_id,)
+                f"SELECT {CONV_COLS} FROM conversations WHERE id = ?", (conversation_id,)
             ).fetchone()
             if row is None:
                 return None, None, None
-            conversation = _conversation_row(row)
+            conversation = conversation_row(row)
             agent_id = conversation["agent_id"]
-        row = db.execute(f"SELECT {_AGENT_COLS} FROM agents WHERE id = ?", (agent_id,)).fetchone()
-        agent = _agent_row(row) if row else None
+        row = db.execute(f"SELECT {AGENT_COLS} FROM agents WHERE id = ?", (agent_id,)).fetchone()
+        agent = agent_row(row) if row else None
         existing = None
         if agent is not None and otid_key is not None:
             existing = self.run_by_otid(agent["id"], otid_key)
         return agent, conversation, existing
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
-        row = self._db().execute(f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return _run_row(row) if row else None
+        row = self._db().execute(f"SELECT {RUN_COLS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return run_row(row) if row else None
 
     def run_by_otid(self, agent_id: str, otid_key: str) -> dict[str, Any] | None:
         row = (
             self._db()
             .execute(
-                f"SELECT {_RUN_COLS} FROM runs WHERE agent_id = ? AND otid_key = ? "
+                f"SELECT {RUN_COLS} FROM runs WHERE agent_id = ? AND otid_key = ? "
                 "ORDER BY ord DESC LIMIT 1",
                 (agent_id, otid_key),
             )
             .fetchone()
         )
-        return _run_row(row) if row else None
+        return run_row(row) if row else None
 
     def run_for_otid(self, agent_id: str, otid: str) -> dict[str, Any] | None:
         """The run a message otid of this agent started (any otid of its request)."""
         row = (
             self._db()
             .execute(
-                f"SELECT {', '.join('r.' + k for k in _RUN_KEYS)} FROM run_otids o "
+                f"SELECT {', '.join('r.' + k for k in RUN_KEYS)} FROM run_otids o "
                 "JOIN runs r ON r.id = o.run_id WHERE o.agent_id = ? AND o.otid = ?",
                 (agent_id, otid),
             )
             .fetchone()
         )
-        return _run_row(row) if row else None
+        return run_row(row) if row else None
 
     def finish_run(
         self,
@@ -1068,16 +576,16 @@ class Store:
             where.append("stop_reason = ?")
             params.append(stop_reason)
         tail, params = page.sql(where, params)
-        rows = self._db().execute(f"SELECT {_RUN_COLS} FROM runs" + tail, params).fetchall()
-        return [_run_row(r) for r in page.finish(rows)]
+        rows = self._db().execute(f"SELECT {RUN_COLS} FROM runs" + tail, params).fetchall()
+        return [run_row(r) for r in page.finish(rows)]
 
     def unfinished_runs(self) -> list[dict[str, Any]]:
         rows = (
             self._db()
-            .execute(f"SELECT {_RUN_COLS} FROM runs WHERE status IN ('created', 'running')")
+            .execute(f"SELECT {RUN_COLS} FROM runs WHERE status IN ('created', 'running')")
             .fetchall()
         )
-        return [_run_row(r) for r in rows]
+        return [run_row(r) for r in rows]
 
     # -- messages and steps -----------------------------------------------------------------
     def insert_message(
@@ -1110,7 +618,7 @@ class Store:
         params: list[Any] = []
         if history is not None or default_history:
             assert history is not None or agent_id is not None
-            clause, params = _history_where(agent_id or "", history)
+            clause, params = history_where(agent_id or "", history)
             where.append(clause)
         else:
             where.append("copied = 0")
@@ -1127,7 +635,7 @@ class Store:
     def ord_in_history(
         self, agent_id: str, conversation_id: str | None, message_id: str
     ) -> int | None:
-        clause, params = _history_where(agent_id, conversation_id)
+        clause, params = history_where(agent_id, conversation_id)
         row = (
             self._db()
             .execute(f"SELECT ord FROM messages WHERE {clause} AND id = ?", [*params, message_id])
@@ -1137,7 +645,7 @@ class Store:
 
     def history_ids(self, agent_id: str, conversation_id: str | None) -> list[str]:
         """Message ids of one history, oldest first (a conversation's in-context ids)."""
-        clause, params = _history_where(agent_id, conversation_id)
+        clause, params = history_where(agent_id, conversation_id)
         rows = (
             self._db()
             .execute(f"SELECT id FROM messages WHERE {clause} ORDER BY ord", params)
@@ -1186,7 +694,7 @@ class Store:
             )
             if fork_of is not None:
                 source, upto = fork_of
-                clause, params = _history_where(agent_id, source)
+                clause, params = history_where(agent_id, source)
                 if upto is not None:
                     clause += " AND ord <= ?"
                     params.append(upto)
@@ -1204,10 +712,10 @@ class Store:
         """The conversation (deleted ones too: ``deleted_at`` says so)."""
         row = (
             self._db()
-            .execute(f"SELECT {_CONV_COLS} FROM conversations WHERE id = ?", (conversation_id,))
+            .execute(f"SELECT {CONV_COLS} FROM conversations WHERE id = ?", (conversation_id,))
             .fetchone()
         )
-        return _conversation_row(row) if row else None
+        return conversation_row(row) if row else None
 
     def list_conversations(
         self,
@@ -1234,9 +742,9 @@ class Store:
                 "ORDER BY ord", f"ORDER BY {order_by} IS NULL, {order_by} {direction}, ord"
             )
         rows = (
-            self._db().execute(f"SELECT {_CONV_COLS} FROM conversations" + tail, params).fetchall()
+            self._db().execute(f"SELECT {CONV_COLS} FROM conversations" + tail, params).fetchall()
         )
-        return [_conversation_row(r) for r in page.finish(rows)]
+        return [conversation_row(r) for r in page.finish(rows)]
 
     def update_conversation(self, conversation_id: str, **fields: Any) -> None:
         sets, params = [], []
