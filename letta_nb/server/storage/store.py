@@ -33,7 +33,6 @@ from .sqlite import BUSY_TIMEOUT_MS, WRITE_RETRY_SECONDS, connect, retry_transie
 T = TypeVar("T")
 
 
-
 class Store:
     """All persistent state, one connection per calling thread (see the module docstring)."""
 
