@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ._protocols import LettaBackend
+    from .batch import Batch
 
 log = logging.getLogger("letta_nb")
 
@@ -78,6 +79,7 @@ class Session:
         self._followers: dict[str, Follower] = {}  # run id → follower
         self._keys: dict[int, str] = {}  # id(follower) → cursor key
         self._by_key: dict[str, Follower] = {}
+        self._batches: dict[str, Batch] = {}  # batch key → this kernel's batch
         self._lock = threading.RLock()
         if agent:
             self._remember(agent)
@@ -273,6 +275,44 @@ class Session:
     def follower_for(self, run_id: str) -> Follower | None:
         return self._followers.get(run_id)
 
+    # ---- batches -------------------------------------------------------------------------
+    def map(
+        self,
+        items: Any,
+        template: str | None = None,
+        *,
+        agent: str | dict[str, Any] | None = None,
+        concurrency: int = 4,
+        key: str | None = None,
+        policy: str | Policy | None = None,
+        timeout: float | None = None,
+    ) -> Batch:
+        """One background run per item, at most `concurrency` at a time (`letta_nb.map`)."""
+        from .batch import open_batch
+
+        return open_batch(
+            self,
+            items,
+            template,
+            agent=agent,
+            concurrency=concurrency,
+            key=key,
+            policy=policy,
+            timeout=timeout,
+        )
+
+    def batch(self, key: str) -> Batch | None:
+        """This kernel's batch with that key, if it runs one."""
+        return self._batches.get(key)
+
+    def add_batch(self, batch: Batch) -> None:
+        with self._lock:
+            self._batches[batch.key] = batch
+
+    def batches(self) -> list[Batch]:
+        """This kernel's batches, oldest first."""
+        return list(self._batches.values())
+
     # ---- followers and cursors -----------------------------------------------------------
     def _new_follower(
         self, agent_id: str, transcript: Transcript, policy: str | Policy | None
@@ -429,6 +469,8 @@ class Session:
 
     def close(self) -> None:
         """Detach every live follower and release the connection (runs go on)."""
+        for b in list(self._batches.values()):
+            b.detach()
         for f in set(self._by_key.values()):
             if f.status not in SETTLED:
                 f.detach()
