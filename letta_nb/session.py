@@ -380,6 +380,10 @@ class Session:
         message = stored.message if stored else ""
         return self._cursor(handle.key, handle.follower, message)
 
+    def key_of(self, follower: Follower) -> str | None:
+        """The cursor key a chain this kernel follows is stored under."""
+        return self._keys.get(id(follower))
+
     def followers(self) -> list[Follower]:
         """Every run chain this kernel follows (one follower per chain), oldest first."""
         return list(dict.fromkeys(self._followers.values()))

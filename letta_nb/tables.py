@@ -189,3 +189,38 @@ class BatchFrame(pd.DataFrame):
 
     def _repr_html_(self) -> str:
         return batch_html(self, rows=60)
+
+
+# ---- the dashboard (letta_nb.widgets.dashboard) ---------------------------------------------
+def dashboard_html(rows: list[dict[str, Any]], *, url: str) -> str:
+    """The dashboard's rows as escaped static HTML (a saved notebook's copy)."""
+    head = "".join(
+        f"<th>{html.escape(t)}</th>"
+        for t in ("", "agent", "what", "conversation", "status", "elapsed", "tokens", "last frame")
+    )
+    body = []
+    for r in rows:
+        idle = r.get("idle")
+        last = (
+            "" if idle is None else f"{idle:.0f} s ago" + (" · stalled" if r.get("stall") else "")
+        )
+        elapsed = r.get("el")
+        cells = (
+            r.get("k", ""),
+            r.get("ag", ""),
+            r.get("w", ""),
+            r.get("cv") or "",
+            r.get("st", ""),
+            "" if elapsed is None else f"{elapsed:.1f} s",
+            "" if r.get("tok") is None else f"{int(r['tok']):,}",
+            last,
+        )
+        body.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    note = (
+        f"letta_nb dashboard · {html.escape(url)} · {len(rows)} row{'s' if len(rows) != 1 else ''}"
+    )
+    return (
+        '<div class="lnb-dash-static"><table class="dataframe">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        f'<div style="color:var(--jp-ui-font-color2,#6b7280);font-size:90%">{note}</div></div>'
+    )

@@ -72,6 +72,8 @@ RECORDS_MAX_CHARS = 200_000
 RATE_WINDOW = 50
 #: The longest the runner thread sleeps without an event (seconds).
 IDLE_WAKE = 1.0
+#: A reconnecting follower makes the runner ask the server at most this often (seconds).
+SUSPECT_EVERY = 2.0
 
 
 class Runner:
@@ -120,7 +122,12 @@ class Runner:
         self._stop = threading.Event()
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
+        self._running = False  # a runner thread owns the loop (see `_kick`)
+        self._deciding: set[int] = set()
         self._cancelled = False
+        self._suspected_at = float("-inf")
+        self._probe_wanted = False
+        self._last_refusal: str | None = None
         self._listeners: list[Callable[[Runner], object]] = []
         self._context = contextvars.copy_context()
 
@@ -143,9 +150,9 @@ class Runner:
                 return
             self._quiet.clear()
             self._wake.set()
-            thread = self._thread
-            if thread is not None and thread.is_alive():
+            if self._running:
                 return
+            self._running = True
             self._thread = threading.Thread(
                 target=self._context.run,
                 args=(self._loop,),
@@ -153,6 +160,13 @@ class Runner:
                 daemon=True,
             )
             self._thread.start()
+
+    def _kick(self, pos: int) -> None:
+        """From a reader thread: item `pos` changed (restarts an idle runner thread)."""
+        self._events.append(pos)
+        self._wake.set()
+        if not self._running:
+            self._ensure_running()
 
     def close(self) -> None:
         """Stop here (the runs go on on the server; a re-run re-attaches)."""
@@ -239,20 +253,33 @@ class Runner:
             self._wake.clear()
             wake_at: float | None
             with self._lock:
+                for pos in list(self._deciding):  # chains whose policy may still answer
+                    self._events.append(pos)
                 self._drain()
                 now = self.clock.monotonic()
-                if self.paused is not None:
-                    if self.probe.next_at is None or now >= self.probe.next_at:
-                        self._probe(now)
-                else:
+                if self.paused is None:
                     self._check_timeouts(now)
                     self._launch_ready(now)
+                elif self.probe.next_at is None or now >= self.probe.next_at:
+                    self._probe_wanted = True
+                probe, self._probe_wanted = self._probe_wanted, False
                 self._flush()
-                if not self.owed:
+                idle = not (self.owed or probe or self._events or self._deciding)
+                if idle:
+                    self._running = False
                     self._thread = None
                     self._quiet.set()
                     self._notify()
-                    return
+            if idle:
+                if self._events:  # an event that came while this thread was leaving
+                    self._ensure_running()
+                return
+            if probe:  # outside the lock: a slow server never blocks cancel() or the views
+                answers = self._server_answers()
+                with self._lock:
+                    self._probed(answers)
+                continue
+            with self._lock:
                 wake_at = self._next_wake(now)
             delay = IDLE_WAKE if wake_at is None else max(0.0, min(IDLE_WAKE, wake_at - now))
             self.clock.wait(self._wake, delay)
@@ -266,6 +293,8 @@ class Runner:
             times.append(max(ready, self.pace.hold_until))
         if self.timeout is not None and self._flight:
             times.append(now + 0.25)
+        if self._deciding:
+            times.append(now + 0.02)
         return min(times) if times else None
 
     def _drain(self) -> None:
@@ -410,16 +439,22 @@ class Runner:
 
     def _watch(self, item: ItemState, chain: Follower) -> None:
         pos = item.pos
-        events, wake, seen = self._events, self._wake, self._seen
+        kick, seen = self._kick, self._seen
         monotonic = self.clock.monotonic
+
+        warned: list[Any] = [None]
 
         def listener(f: Any) -> None:  # on the reader thread, after every frame: keep it cheap
             status = f.status
             rid = f.run_id
+            warning = f.warning
+            if warning is not warned[0]:  # e.g. "reconnecting": the runner may ask the server
+                warned[0] = warning
+                if warning:
+                    kick(pos)
             if seen.get(pos) != status or (rid is not None and rid not in item.runs):
                 seen[pos] = status
-                events.append(pos)
-                wake.set()
+                kick(pos)
                 if status == ChainStatus.REQUIRES_APPROVAL:
                     self._store_records(item, f)
             elif (
@@ -452,6 +487,7 @@ class Runner:
         )
 
     def _unwatch(self, pos: int) -> None:
+        self._deciding.discard(pos)
         chain = self._chains.pop(pos, None)
         listener = self._listener_of.pop(pos, None)
         if chain is not None and listener is not None:
@@ -470,10 +506,13 @@ class Runner:
             return
         item = self.items[pos]
         status = chain.status
+        self._deciding.discard(pos)
         named = False
         for rid in chain.runs:
             named = item.add_run(rid) or named
         if status in (ChainStatus.STARTING, ChainStatus.RUNNING):
+            if chain.warning and chain.warning.startswith("reconnecting"):
+                self._suspect()
             if chain.run_id is not None and item.status in (STARTING, WAITING, DETACHED):
                 item.move(RUNNING)
                 named = True
@@ -484,6 +523,9 @@ class Runner:
                 if self._cancelled or item.cancel_reason:
                     self._cancel_chain(item, chain)
         elif status == ChainStatus.REQUIRES_APPROVAL:
+            if chain.policy is not None and not chain.settled:
+                self._deciding.add(pos)  # its policy is about to answer: not waiting yet
+                return
             item.move(WAITING)
             item.duration = round(chain.active_seconds, 3)
             self._flight.discard(pos)
@@ -521,26 +563,29 @@ class Runner:
 
     def _chain_error(self, item: ItemState, chain: Follower) -> None:
         exc = chain.failure
-        pos = item.pos
-        self._flight.discard(pos)
-        now = self.clock.monotonic()
+        self._flight.discard(item.pos)
         if isinstance(exc, RateLimited):
-            at = self.pace.limited(now, exc.retry_after)
+            at = self.pace.limited(self.clock.monotonic(), exc.retry_after)
             if item.run_id is None and item.status == STARTING:
                 item.move(PENDING)  # refused before anything started: it is unsent
             self._requeue(item, at)
         elif exc is None or isinstance(exc, ServerUnavailable | StreamInterrupted):
-            if not self._server_answers():
-                self._pause(str(exc) if exc else "the connection broke")
-                self._requeue(item, now)
-            elif item.resumes < MAX_RESUMES:
-                item.resumes += 1
-                self._requeue(item, now + 0.5 * 2 ** (item.resumes - 1))
-            else:
-                self._fail(item, chain, str(exc) if exc else chain.error)
+            self._transient(item, chain, str(exc) if exc else chain.error)
         else:  # the server refused it: this item fails, the batch goes on
             self._fail(item, chain, str(exc))
         self._touch(item)
+
+    def _transient(self, item: ItemState, chain: Follower | None, error: str | None) -> None:
+        """A failure that may pass (a broken link, a server away): ask the server, and send
+        or follow the item again later; an item that keeps failing with the server up fails."""
+        self._probe_wanted = True
+        if self.paused is None:
+            item.resumes += 1
+        if item.resumes > MAX_RESUMES:
+            self._fail(item, chain, error)
+            return
+        delay = 0.5 * 2 ** max(0, item.resumes - 1)
+        self._requeue(item, self.clock.monotonic() + delay)
 
     def _requeue(self, item: ItemState, at: float) -> None:
         if item.run_id is None:
@@ -563,43 +608,50 @@ class Runner:
     def _launch_failed(self, item: ItemState, exc: LettaNbError) -> None:
         """A send or resume that failed before any reader started."""
         self._flight.discard(item.pos)
-        now = self.clock.monotonic()
         if isinstance(exc, RateLimited):
             if item.run_id is None and item.status == STARTING:
                 item.move(PENDING)
-            self._requeue(item, self.pace.limited(now, exc.retry_after))
+            self._requeue(item, self.pace.limited(self.clock.monotonic(), exc.retry_after))
         elif isinstance(exc, ServerUnavailable | StreamInterrupted):
-            if not self._server_answers():
-                self._pause(str(exc))
-            self._requeue(item, now)
+            self._transient(item, self._chains.get(item.pos), str(exc))
         else:
             self._fail(item, self._chains.get(item.pos), str(exc))
         self._touch(item)
 
     # ---- a server that went away ---------------------------------------------------------------
+    def _suspect(self) -> None:
+        """A follower is reconnecting: ask the server (at most every few seconds); the sends
+        pause if it does not answer (the followers go on reconnecting by themselves)."""
+        now = self.clock.monotonic()
+        if self.paused is None and now - self._suspected_at >= SUSPECT_EVERY:
+            self._suspected_at = now
+            self._probe_wanted = True
+
     def _server_answers(self) -> bool:
         try:
             self.sender.backend.health()
-        except LettaNbError:
+        except LettaNbError as exc:
+            self._last_refusal = str(exc)
             return False
         return True
 
-    def _pause(self, why: str) -> None:
+    def _probed(self, answers: bool) -> None:
+        """The answer of a health check (taken outside the lock)."""
+        now = self.clock.monotonic()
+        if answers:
+            if self.paused is not None:
+                self.paused = None
+                self.probe.reset()
+                self.version += 1
+                self._notify()
+            return
         if self.paused is None:
-            self.paused = f"paused: server unreachable ({one_line(why)[:160]})"
-            self.probe.reset()
-            self.probe.failed(self.clock.monotonic())
-            self.version += 1
-            self._notify()
-
-    def _probe(self, now: float) -> None:
-        if self._server_answers():
-            self.paused = None
+            why = one_line(self._last_refusal or "no answer")[:160]
+            self.paused = f"paused: server unreachable ({why})"
             self.probe.reset()
             self.version += 1
             self._notify()
-        else:
-            self.probe.failed(self.clock.monotonic())
+        self.probe.failed(now)
 
     # ---- time limits and cancelling ----------------------------------------------------------
     def _check_timeouts(self, now: float) -> None:

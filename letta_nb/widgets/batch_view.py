@@ -12,6 +12,7 @@ and the result table as static HTML.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import threading
 import time
@@ -112,11 +113,9 @@ class BatchView(anywidget.AnyWidget):
         bundle = super()._repr_mimebundle_(**kwargs)
         data = bundle[0] if isinstance(bundle, tuple) else bundle
         if isinstance(data, dict):
-            try:
+            with contextlib.suppress(Exception):  # a static copy never breaks the live view
                 data["text/html"] = self.batch.static_html()
                 data["text/plain"] = f"batch {self.batch.status} · {self.batch.summary()}"
-            except Exception:  # a static copy never breaks the live view
-                pass
         return bundle
 
     def _bundle(self) -> tuple[dict[str, Any], dict[str, Any]]:

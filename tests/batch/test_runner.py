@@ -1,0 +1,156 @@
+"""The runner against the embedded server: concurrency, failures, re-attaching after a
+"kernel restart" (a new Session over the same cursor file), 429s, cancel, retry, time limits,
+approvals by policy and by hand."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+from conftest import BOUND, Recorder, make_session, until
+
+from letta_nb.session import Session
+
+
+def test_the_call_returns_at_once_and_never_exceeds_the_concurrency(session: Session) -> None:
+    seen: list[int] = []
+    batch = session.map([f"/long 20 {5 + i}" for i in range(10)], concurrency=3)
+    batch.runner.add_listener(lambda r: seen.append(r.in_flight))
+    assert batch.status == "running" and batch.done < len(batch)  # the cell did not wait
+    assert batch.wait(BOUND) == "done"
+    assert batch.counts == {"completed": 10}
+    assert seen and max(seen) <= 3 and max(seen) == 3
+    frame = batch.frame
+    assert frame.answer.str.startswith("token1 token2").all()
+    assert (frame.tokens > 0).all() and frame.run_id.notna().all()
+
+
+def test_the_frame_is_aligned_to_the_input_index(session: Session) -> None:
+    df = pd.DataFrame({"n": [3, 5, 2]}, index=pd.Index(["x", "y", "z"], name="id"))
+    batch = session.map(df, "/long {n}", concurrency=2)
+    batch.wait(BOUND)
+    frame = batch.frame
+    assert list(frame.index) == ["x", "y", "z"] and frame.index.name == "id"
+    assert frame.loc["y", "answer"] == "token1 token2 token3 token4 token5"
+    assert list(frame.columns) == [
+        "answer", "status", "stop_reason", "run_id", "conversation_id", "tokens", "duration",
+        "error",
+    ]  # fmt: skip
+    assert str(frame.tokens.dtype) == "Int64" and str(frame.duration.dtype).startswith("timedelta")
+    assert set(frame.stop_reason) == {"end_turn"}
+    joined = df.join(frame.answer)
+    assert joined.loc["z", "answer"] == "token1 token2"
+
+
+def test_a_failed_item_never_stops_the_batch(session: Session) -> None:
+    batch = session.map(["/fail", "/long 3", "/fail", "/long 4"], concurrency=1)
+    assert batch.wait(BOUND) == "done"
+    frame = batch.frame
+    assert list(frame.status) == ["failed", "completed", "failed", "completed"]
+    assert frame.error[0].startswith("Simulated upstream LLM failure") and pd.isna(frame.error[1])
+    assert frame.stop_reason[0] == "llm_api_error"
+
+
+def test_a_restart_reattaches_finished_followed_unsent_sent_none_twice(
+    session: Session, tmp_path: Path, runs_of: Callable[[], list[dict[str, Any]]],
+    embedded_server: str,
+) -> None:  # fmt: skip
+    messages = [f"/long 15 {20 + 5 * (i % 3)}" for i in range(12)]
+    batch = session.map(messages, concurrency=3)
+    assert until(lambda: batch.done >= 3)  # some done, some running, most unsent
+    batch.detach()  # the kernel goes away: the runs go on on the server
+    counts = batch.counts
+    assert counts.get("pending", 0) > 0 and counts.get("completed", 0) >= 3
+    recorder = Recorder()
+    fresh = make_session(embedded_server, tmp_path / "cursors.db", recorder)
+    fresh.agent = session.agent
+    again = fresh.map(messages, concurrency=3)
+    assert again.key == batch.key
+    assert again.wait(BOUND) == "done" and again.counts == {"completed": 12}
+    runs = runs_of()
+    assert len(runs) == 12 and len({r["id"] for r in runs}) == 12  # no item was sent twice
+    assert sorted(again.frame.run_id) == sorted(r["id"] for r in runs)
+    assert again.frame.answer.str.endswith("token15").all()
+    finished_before = {i.run_id for i in batch.items if i.status == "completed"}
+    read_again = [c for c in recorder.calls if any(r in c for r in finished_before if r)]
+    assert read_again == [], "finished items are shown from the store, not read again"
+    third = make_session(embedded_server, tmp_path / "cursors.db", Recorder())
+    third.agent = session.agent
+    shown = third.map(messages, concurrency=3)
+    assert shown.status == "done" and shown.frame.equals(again.frame)
+    assert len(runs_of()) == 12
+
+
+def test_a_429_slows_the_batch_honours_retry_after_and_fails_nothing(
+    session: Session, recorder: Recorder
+) -> None:
+    refusals = {"left": 4}
+
+    def refuse(request: httpx.Request) -> httpx.Response | None:
+        if refusals["left"] > 0:
+            refusals["left"] -= 1
+            return httpx.Response(
+                429, headers={"retry-after": "0.4"}, json={"detail": "rate limited"}
+            )
+        return None
+
+    recorder.refuse = refuse
+    slowest: list[int] = []
+    batch = session.map([f"/long 5 {i}" for i in range(8)], concurrency=4)
+    batch.runner.add_listener(lambda r: slowest.append(r.pace.limit))
+    assert batch.wait(BOUND) == "done"
+    assert batch.counts == {"completed": 8}  # a 429 never fails an item
+    assert min(slowest) < 4  # the pace was cut
+    refused = [t for t, code in recorder.sends if code == 429]
+    accepted = [t for t, code in recorder.sends if code == 200]
+    assert len(refused) == 4 and len(accepted) == 8
+    last_429 = max(refused)
+    later = [t for t in accepted if t > last_429]
+    assert later and min(later) - last_429 >= 0.4 - 0.01  # not before Retry-After
+
+
+def test_cancel_sends_nothing_more_and_cancels_running_items_on_the_server(
+    session: Session, runs_of: Callable[[], list[dict[str, Any]]]
+) -> None:
+    batch = session.map([f"/long 400 {20 + i}" for i in range(10)], concurrency=2)
+    assert until(lambda: batch.counts.get("running", 0) == 2)
+    batch.cancel()
+    assert batch.wait(BOUND) == "done"
+    counts = batch.counts
+    assert counts == {"cancelled": 10}, counts
+    server = runs_of()
+    assert len(server) == 2 and {r["status"] for r in server} == {"cancelled"}
+    frame = batch.frame
+    assert (frame.error == "cancelled before it was sent").sum() == 8
+    assert (frame.error == "cancelled (Batch.cancel)").sum() == 2
+
+
+def test_retry_sends_failed_items_again_as_new_attempts(
+    session: Session, runs_of: Callable[[], list[dict[str, Any]]]
+) -> None:
+    batch = session.map(["/fail", "/long 2"], concurrency=2)
+    batch.wait(BOUND)
+    first = batch.frame.run_id[0]
+    assert batch.retry() == 1 and batch.wait(BOUND) == "done"
+    assert batch.items[0].attempt == 1 and batch.frame.run_id[0] != first
+    assert batch.frame.status[1] == "completed" and len(runs_of()) == 3
+    assert batch.retry(failed=False) == 0
+
+
+def test_an_item_over_its_time_limit_is_cancelled_on_the_server(session: Session) -> None:
+    batch = session.map(["/silent 30", "/long 2"], concurrency=2, timeout=0.5)
+    assert batch.wait(BOUND) == "done"
+    frame = batch.frame
+    assert frame.status[0] == "cancelled" and frame.error[0].startswith("timed out after 0.5 s")
+    assert frame.status[1] == "completed"
+
+
+def test_a_policy_answers_approvals(session: Session) -> None:
+    batch = session.map(["/gated", "/gated"], concurrency=1, policy="deny")
+    assert batch.wait(BOUND) == "done"
+    assert batch.counts == {"completed": 2}
+    assert batch.frame.answer.str.contains("nothing was written").all()
