@@ -298,11 +298,14 @@ class Runner:
         return min(times) if times else None
 
     def _drain(self) -> None:
-        seen: set[int] = set()
-        while self._events:
-            pos = self._events.popleft()
-            if pos not in seen:
-                seen.add(pos)
+        """Observe every item that changed; an event that comes while its item is observed
+        (e.g. the end of a run being cancelled here) gets a round of its own."""
+        events = self._events
+        while events:
+            batch: dict[int, None] = {}
+            while events:
+                batch[events.popleft()] = None
+            for pos in batch:
                 self._observe(pos)
 
     # ---- launching ---------------------------------------------------------------------------
@@ -731,6 +734,11 @@ class Runner:
                 done += 1
             except LettaNbError as exc:
                 errors.append(f"item {pos}: {exc}")
+                continue
+            with self._lock:  # the answer's run is starting: the item holds a slot again
+                if self.items[pos].status == WAITING:
+                    self._flight.add(pos)
+                    self._ensure_running()
         if errors and not done:
             raise ApprovalError("; ".join(errors[:3]))
         return done

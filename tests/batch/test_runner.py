@@ -154,3 +154,61 @@ def test_a_policy_answers_approvals(session: Session) -> None:
     assert batch.wait(BOUND) == "done"
     assert batch.counts == {"completed": 2}
     assert batch.frame.answer.str.contains("nothing was written").all()
+
+
+def test_a_server_that_goes_away_pauses_the_batch_which_continues_when_it_is_back(
+    tmp_path: Path, runs_of_server: Any = None
+) -> None:
+    import uuid
+
+    from letta_nb.server import start_in_process
+    from letta_nb.server.inprocess import free_port
+
+    port = free_port()
+    db = tmp_path / "server.sqlite3"
+    srv = start_in_process(db, port=port)
+    s = make_session(srv.base_url, tmp_path / "cursors.db")
+    s.backend.retry_base = 0.05  # quick health checks while it is away
+    s.agent = s._remember(s.backend.create_agent(f"pause-{uuid.uuid4().hex[:8]}"))
+    paused: list[str] = []
+    try:
+        batch = s.map([f"/long 10 {10 + i}" for i in range(12)], concurrency=2)
+        batch.runner.add_listener(lambda r: r.paused and paused.append(r.paused))
+        assert until(lambda: batch.done >= 2)
+        srv.stop()  # the server goes away mid-batch
+        assert until(lambda: batch.paused is not None), batch.counts
+        assert batch.status == "paused" and batch.paused.startswith("paused: server unreachable")
+        sent_while_away = batch.counts.get("pending", 0)
+        assert sent_while_away > 0  # nothing more was sent while it was away
+        srv = start_in_process(db, port=port)  # back, same database and port
+        assert batch.wait(BOUND) == "done", batch.counts
+        assert batch.paused is None and "pending" not in batch.counts
+        counts = batch.counts
+        # items in flight when it went away end as the restarted server says (failed runs)
+        assert counts.get("completed", 0) >= 12 - 2 and set(counts) <= {"completed", "failed"}
+        if counts.get("failed"):
+            assert batch.retry() == counts["failed"] and batch.wait(BOUND) == "done"
+        assert batch.counts == {"completed": 12}
+        runs = s.backend.list_runs(agent_id=s.agent["id"], limit=100)
+        chained = [r for item in batch.items for r in item.runs]
+        assert len(runs) == 12 + counts.get("failed", 0)  # never a duplicate send
+        assert {r["id"] for r in runs} >= set(chained) and paused
+    finally:
+        for b in s.batches():
+            b.detach()
+        srv.stop()
+
+
+def test_the_inbox_lists_waiting_items_with_their_request_and_answers_them(
+    session: Session,
+) -> None:
+    batch = session.map(["/long 3", "/long 4", "/gated"], concurrency=1)
+    assert batch.wait(BOUND) == "waiting"
+    assert batch.counts == {"requires_approval": 1, "completed": 2}
+    [box] = batch.inbox
+    assert box["label"] == 2 and box["tool_calls"][0]["name"] == "write_report"
+    assert "Coffee sales summary" in box["tool_calls"][0]["arguments"]
+    assert batch.approve([2]) == 1
+    assert batch.wait(BOUND) == "done" and batch.counts == {"completed": 3}
+    assert "Done: the report" in batch.frame.answer[2] and len(batch.items[2].runs) == 2
+    assert batch.inbox == [] and batch.approve() == 0
