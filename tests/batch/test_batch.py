@@ -14,7 +14,7 @@ from letta_nb.session import Session
 
 
 def test_counts_summary_and_static_copy(session: Session) -> None:
-    df = pd.DataFrame({"q": ["/long 3", "/fail", "<b>/long 2</b>"]}, index=["a", "b", "c"])
+    df = pd.DataFrame({"q": ["/long 3", "/fail", "/long 2"]}, index=["<i>a</i>", "b", "c"])
     batch = session.map(df, "{q}", concurrency=3)
     assert batch.wait(BOUND) == "done"
     assert batch.counts == {"completed": 2, "failed": 1}
@@ -22,7 +22,7 @@ def test_counts_summary_and_static_copy(session: Session) -> None:
     assert repr(batch).endswith("3 items · 2 completed · 1 failed>") and batch.key in repr(batch)
     assert batch.done == 3 and batch.eta == 0.0 and batch.tokens > 0
     html = batch.static_html()
-    assert "<b>" not in html and "&lt;b&gt;" not in html or "<b>/long" not in html
+    assert "<i>a</i>" not in html and "&lt;i&gt;a&lt;/i&gt;" in html  # escaped
     assert "Simulated upstream LLM failure" in html and "3 items · 2 completed" in html
     bundle = batch._repr_mimebundle_()
     assert bundle["text/plain"] == "batch done · 3 items · 2 completed · 1 failed"

@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pandas as pd
-import pytest
 from conftest import BOUND, Recorder, make_session, until
 
 from letta_nb.session import Session

@@ -15,7 +15,7 @@ from typing import Any
 
 from letta_nb._protocols import LettaBackend
 from letta_nb.core.chunks import Chunk
-from letta_nb.core.errors import NotFound, StreamInterrupted, Unreachable
+from letta_nb.core.errors import NotFound, RateLimited, StreamInterrupted, Unreachable
 
 AGENT = "agent-memory"
 
@@ -114,6 +114,8 @@ class MemoryBackend:
         self.down = False  # nothing listens: every call is Unreachable
         #: Seqs the next stream leaves out (a hole that a re-read fills).
         self.drop_once: set[int] = set()
+        #: The next resumes answer 429 with these Retry-After values (seconds or None).
+        self.rate_limits: list[float | None] = []
 
     def _check(self) -> None:
         if self.down:
@@ -136,6 +138,8 @@ class MemoryBackend:
         timeout: float | None = None,
     ) -> MemoryStream:
         self._check()
+        if self.rate_limits:
+            raise RateLimited("429 from the test", retry_after=self.rate_limits.pop(0))
         run = self._run(run_id)
         self.resumes.append((run_id, starting_after))
         if starting_after >= run.last_seq:
