@@ -229,6 +229,10 @@ class LettaMagics(Magics):
 
         The cell returns at once; the widget streams, its buttons answer approvals. Re-running
         the cell resumes the same run (also after a kernel restart); `--new` starts another.
+
+        `%%letta map DATAFRAME [--concurrency N] [--out VAR] [--agent A] [--key K]
+        [--timeout S] [--auto-approve | --auto-deny] [--wait]`: the cell body is a template
+        (`{column}`), run once per row in the background (see `lnb.map`).
         """
         head, _, rest = line.strip().partition(" ")
         if head == "map":

@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import uuid
 from collections.abc import Iterable
 from typing import Any
 
 
 def label_text(label: Any) -> str:
-    """A stable text of an index label (numbers, strings, timestamps, tuples...)."""
+    """A stable text of an index label (numbers, strings, timestamps, tuples...): NumPy's
+    scalars read as the Python values they hold, so `df.index[i]` and iteration agree."""
     if isinstance(label, tuple):
         return json.dumps([label_text(part) for part in label])
+    if isinstance(label, numbers.Number) and not isinstance(label, bool | int | float):
+        item = getattr(label, "item", None)
+        label = item() if callable(item) else label
     return json.dumps(label, default=str, ensure_ascii=False)
 
 

@@ -125,6 +125,7 @@ class Runner:
         self._running = False  # a runner thread owns the loop (see `_kick`)
         self._deciding: set[int] = set()
         self._cancelled = False
+        self._changed = False  # something views show changed since they were told
         self._suspected_at = float("-inf")
         self._probe_wanted = False
         self._last_refusal: str | None = None
@@ -192,6 +193,13 @@ class Runner:
 
     def remove_listener(self, fn: Callable[[Runner], object]) -> None:
         self._listeners = [f for f in self._listeners if f is not fn]
+
+    def _publish(self) -> None:
+        """Tell the listeners (never under the runner's lock: a view reads the runner under
+        its own lock, so calling it under ours could deadlock)."""
+        if self._changed:
+            self._changed = False
+            self._notify()
 
     def _notify(self) -> None:
         for fn in self._listeners:
@@ -268,9 +276,11 @@ class Runner:
                 if idle:
                     self._running = False
                     self._thread = None
-                    self._quiet.set()
-                    self._notify()
+            self._publish()  # views hear of the changes outside the lock (they take theirs)
             if idle:
+                with self._lock:
+                    if not self._running:  # the final state went out before wait() returns
+                        self._quiet.set()
                 if self._events:  # an event that came while this thread was leaving
                     self._ensure_running()
                 return
@@ -278,6 +288,7 @@ class Runner:
                 answers = self._server_answers()
                 with self._lock:
                     self._probed(answers)
+                self._publish()
                 continue
             with self._lock:
                 wake_at = self._next_wake(now)
@@ -646,14 +657,14 @@ class Runner:
                 self.paused = None
                 self.probe.reset()
                 self.version += 1
-                self._notify()
+                self._changed = True
             return
         if self.paused is None:
             why = one_line(self._last_refusal or "no answer")[:160]
             self.paused = f"paused: server unreachable ({why})"
             self.probe.reset()
             self.version += 1
-            self._notify()
+            self._changed = True
         self.probe.failed(now)
 
     # ---- time limits and cancelling ----------------------------------------------------------
@@ -704,6 +715,7 @@ class Runner:
                         self.queue.push(item.pos, rank=RESUME)  # read it to its end
             self._flush()
             self._ensure_running()
+        self._publish()
         result = self.sender.cancel(running)
         for item, chain in waiting:
             self._cancel_chain(item, chain)
@@ -762,6 +774,7 @@ class Runner:
             self._flush()
             if count:
                 self._ensure_running()
+        self._publish()
         return count
 
     def resume(self) -> int:
@@ -787,7 +800,7 @@ class Runner:
         self.version += 1
         self.versions[item.pos] = self.version
         self._dirty[item.pos] = self._dirty.get(item.pos, False) or drop_records
-        self._notify()
+        self._changed = True
 
     def _flush(self) -> None:
         if not self._dirty:

@@ -24,7 +24,6 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..batch.keys import label_text
 from ..batch.state import OVER, RETRYABLE, STATUSES, WAITING
 from ..core.render import one_line, tool_fields
 
@@ -44,11 +43,15 @@ def _clip(text: str | None, chars: int) -> str:
     return line if len(line) <= chars else line[: chars - 1] + "…"
 
 
+def shown_label(label: Any) -> str:
+    """An index label as a person reads it (`0`, `Airport`, `('Airport', 3)`)."""
+    return label if isinstance(label, str) else str(label)
+
+
 def row_of(item: ItemState, label: Any) -> list[Any]:
     """What the table shows of one item."""
-    label_shown = label if isinstance(label, str) else label_text(label)
     return [
-        label_shown,
+        shown_label(label),
         item.status,
         _clip(item.answer, ANSWER_CHARS),
         item.tokens,
@@ -81,7 +84,7 @@ def inbox_of(batch: Batch) -> list[dict[str, Any]]:
         label = batch.index[pos]
         box: dict[str, Any] = {
             "i": pos,
-            "l": label if isinstance(label, str) else label_text(label),
+            "l": shown_label(label),
             "s": state.state,
             "c": calls,
         }

@@ -144,17 +144,20 @@ class BatchView(anywidget.AnyWidget):
 
     # ---- pump protocol -----------------------------------------------------------------
     def notify(self) -> None:
-        """From the runner thread after a change: mark pending, wake the pump (a batch that
-        just settled is flushed here, so `wait()` returns after the final state went out)."""
+        """From the runner thread after a change: mark pending, wake the pump. A batch that
+        is done is flushed here (`wait()` returns after the final state went out); another
+        status change too, when the rate allows."""
         status = self.batch.status
         with self._lock:
             if self._done:
                 return
-            self._batch.mark(self._clock())
-            settling = status != self._status and status in SETTLED
+            now = self._clock()
+            self._batch.mark(now)
+            finished = status != self._status and status == "done"
             if status != self._status:
                 self._urgent = True
-        if settling:
+            due = self._batch.due_in(now, urgent=True, pending_bytes=0) == 0
+        if finished or (self._urgent and due):
             self._run_flush()
             return
         self._pump.wake(self)

@@ -17,11 +17,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..batch.keys import label_text
 from ..core.clock import epoch
 from ..core.render import one_line
 from ..core.status import LIVE, OVER, ChainStatus
-from .batch_doc import elapsed
+from .batch_doc import elapsed, shown_label
 
 if TYPE_CHECKING:
     from ..batch import Batch
@@ -166,7 +165,7 @@ def batch_rows(batch: Batch, *, stall_after: float) -> list[Row]:
                 "item",
                 chain,
                 agent,
-                f"row {label if isinstance(label, str) else label_text(label)}",
+                f"row {shown_label(label)}",
                 stall_after=stall_after,
                 conversation=item.conversation_id,
             )
