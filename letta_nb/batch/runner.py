@@ -487,6 +487,12 @@ class Runner:
         """A consistent transcript snapshot of a running item (called on its reader thread)."""
         self._records_at[item.pos] = self.clock.monotonic()
         tr = chain.transcript
+        rid = tr.run_id
+        if rid is not None and rid in tr.stop_reasons and chain.status == ChainStatus.RUNNING:
+            # between the stop reason and the usage frame: a reader resumed from here would
+            # never see the run's end (its end rule starts after the stop reason). Keep the
+            # previous snapshot; the item is about to be over anyway.
+            return
         if sum(len(e.text) for e in tr.entries) > RECORDS_MAX_CHARS:
             return  # a re-attach reads such a run from its start instead
         self.store.put_item_records(
