@@ -39,9 +39,22 @@ def strip_js(source: str) -> str:
 
 
 def strip_css(source: str) -> str:
+    """Comments and spaces out. In selectors the space before a `:` stays (in `.a :is(.b)` it
+    is the descendant combinator); in declarations it goes."""
     source = re.sub(r"/\*.*?\*/", "", source, flags=re.S)
     source = re.sub(r"\s+", " ", source)
-    return re.sub(r"\s*([{}:;,>])\s*", r"\1", source).strip()
+    source = re.sub(r"\s*([{};,>])\s*", r"\1", source)
+    out: list[str] = []
+    depth = 0
+    for part in re.split(r"([{}])", source):
+        if part == "{":
+            depth += 1
+        elif part == "}":
+            depth -= 1
+        elif depth > 0:
+            part = re.sub(r"\s*:\s*", ":", part)
+        out.append(part)
+    return "".join(out).strip()
 
 
 def source(js: tuple[str, ...], css: tuple[str, ...], *, readable: bool = False) -> str:
