@@ -25,6 +25,7 @@ __all__ = [
     "attach",
     "chunks_frame",
     "connect",
+    "conversations_frame",
     "load_ipython_extension",
     "map",
     "runs_frame",
@@ -95,12 +96,16 @@ def attach(
 
 
 def runs_frame(
-    agent: str | None = None, active: bool | None = None, limit: int = 100
+    agent: str | None = None,
+    active: bool | None = None,
+    limit: int = 100,
+    conversation: str | None = None,
 ) -> pd.DataFrame:
-    """Recent runs (newest first) of the current session, optionally of one agent or active."""
+    """Recent runs (newest first) of the current session, optionally of one agent, of one
+    conversation (NAME or id) or only active ones."""
     from .session import current
 
-    return current().runs_frame(agent, active=active, limit=limit)
+    return current().runs_frame(agent, active=active, limit=limit, conversation=conversation)
 
 
 def chunks_frame(run_id: str, batch_size: int | None = None) -> pd.DataFrame:
@@ -122,6 +127,13 @@ def usage_frame(
     from .session import current
 
     return current().usage_frame(run_ids, agent=agent, limit=limit)
+
+
+def conversations_frame(agent: str | None = None, limit: int = 100) -> pd.DataFrame:
+    """An agent's conversations (default: the session's agent), newest first."""
+    from .session import current
+
+    return current().conversations_frame(agent, limit=limit)
 
 
 def agents_frame() -> pd.DataFrame:

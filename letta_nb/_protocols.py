@@ -8,7 +8,7 @@ test fakes implement the same Protocols, so mypy checks them against what the re
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from .core.approval import ApprovalState
@@ -45,7 +45,9 @@ class LettaBackend(Protocol):
 
     def create_agent(self, name: str, model: str = ..., **kw: Any) -> dict[str, Any]: ...
 
-    def pending_approval(self, agent_id: str) -> list[dict[str, Any]]: ...
+    def pending_approval(
+        self, agent_id: str, conversation_id: str | None = None
+    ) -> list[dict[str, Any]]: ...
 
     def start(
         self,
@@ -53,6 +55,7 @@ class LettaBackend(Protocol):
         messages: list[dict[str, Any]],
         *,
         otid: str,
+        conversation_id: str | None = None,
         background: bool = True,
         stream_tokens: bool = True,
         include_pings: bool = True,
@@ -69,8 +72,28 @@ class LettaBackend(Protocol):
         timeout: float | None = None,
     ) -> ChunkStream: ...
 
+    def resume_conversation(
+        self,
+        conversation_id: str,
+        *,
+        otid: str | None = None,
+        run_id: str | None = None,
+        starting_after: int = 0,
+        batch_size: int | None = None,
+        include_pings: bool = True,
+        timeout: float | None = None,
+    ) -> ChunkStream:
+        """A conversation's run by otid / run id / the newest active one (`NotFound`: no
+        run has that otid)."""
+        ...
+
     def approve(
-        self, agent_id: str, approvals: list[dict[str, Any]], *, otid: str
+        self,
+        agent_id: str,
+        approvals: list[dict[str, Any]],
+        *,
+        otid: str,
+        conversation_id: str | None = None,
     ) -> ChunkStream: ...
 
     def cancel(self, agent_id: str, run_ids: list[str] | None) -> dict[str, str]: ...
@@ -85,6 +108,37 @@ class LettaBackend(Protocol):
         statuses: list[str] | None = None,
         limit: int = 100,
         order: str = "desc",
+        conversation_id: str | None = None,
+    ) -> list[dict[str, Any]]: ...
+
+    # Conversations: rows are {id, agent_id, summary, created_at, updated_at, last_message_at}.
+    def create_conversation(
+        self, agent_id: str, *, summary: str | None = None
+    ) -> dict[str, Any]: ...
+
+    def get_conversation(self, conversation_id: str) -> dict[str, Any]: ...
+
+    def list_conversations(
+        self,
+        agent_id: str | None = None,
+        *,
+        summary_search: str | None = None,
+        limit: int = 100,
+        order: str = "desc",
+    ) -> list[dict[str, Any]]: ...
+
+    def delete_conversation(self, conversation_id: str) -> None: ...
+
+    def fork_conversation(
+        self, conversation_id: str, *, agent_id: str | None = None
+    ) -> dict[str, Any]: ...
+
+    def cancel_conversation(
+        self, conversation_id: str, *, agent_id: str | None = None
+    ) -> dict[str, str]: ...
+
+    def conversation_messages(
+        self, conversation_id: str, *, limit: int = 100, order: Literal["asc", "desc"] = "asc"
     ) -> list[dict[str, Any]]: ...
 
     def run_usage(self, run_id: str) -> dict[str, Any]: ...
@@ -109,6 +163,17 @@ class RunChain(Protocol):
 
     @property
     def agent_id(self) -> str: ...
+
+    @property
+    def conversation_id(self) -> str | None:
+        """The conversation the chain's runs belong to (None: the agent's default history)."""
+        ...
+
+    @property
+    def busy_run(self) -> str | None:
+        """The run followed because the send found the conversation busy with it (the
+        chain's own message was not sent; `warning` says so); None for its own send."""
+        ...
 
     @property
     def status(self) -> str:

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from letta_client import (
@@ -42,6 +42,7 @@ from .core.clock import SYSTEM, Clock, epoch
 from .core.errors import (
     ConfigurationError,
     Conflict,
+    ConversationBusy,
     Expired,
     LettaNbError,
     NotFound,
@@ -282,10 +283,17 @@ class Backend:
                 err = NotFound(f"{what} was not found on {url}")
             elif code == 409:
                 inner = body.get("detail") if isinstance(body, dict) else None
-                if isinstance(inner, dict) and inner.get("code") == "PENDING_APPROVAL":
+                holder = body.get("run_id") if isinstance(body, dict) else None
+                if (isinstance(inner, dict) and inner.get("code") == "PENDING_APPROVAL") or (
+                    isinstance(inner, str) and "waiting for approval" in inner
+                ):  # the agents endpoint's body, or Letta's conversation one (a string)
                     err = PendingApproval(
                         f"the agent is waiting for an approval ({what}): approve or deny the "
                         "pending tool call first"
+                    )
+                elif isinstance(holder, str) and holder:
+                    err = ConversationBusy(
+                        f"{what}: the conversation is busy with run {holder}", run_id=holder
                     )
                 else:
                     err = Conflict(f"{what}: the server reported a conflict: {detail}")
@@ -393,18 +401,37 @@ class Backend:
         messages: list[dict[str, Any]],
         *,
         otid: str,
+        conversation_id: str | None = None,
         background: bool = True,
         stream_tokens: bool = True,
         include_pings: bool = True,
         timeout: float | None = None,
     ) -> ChunkStream:
-        """POST a message as a (background) stream; `otid` on every item, no SDK retry."""
+        """POST a message as a (background) stream; `otid` on every item, no SDK retry.
+
+        With `conversation_id` the message goes to that conversation (one run at a time:
+        `ConversationBusy` names the run holding it; a re-sent otid re-attaches to its run).
+        """
         items = []
         for i, msg in enumerate(messages):
             item = dict(msg)
             item.setdefault("otid", otid if i == 0 else f"{otid}-{i}")
             items.append(item)
-        read = timeout if timeout is not None else self.stream_timeout
+        read = httpx.Timeout(timeout if timeout is not None else self.stream_timeout, connect=5.0)
+        if conversation_id is not None:
+            return self._stream(
+                lambda: self._client.conversations.messages.with_raw_response.create(
+                    conversation_id,
+                    messages=items,  # type: ignore[arg-type]  # plain dicts, as the SDK sends
+                    streaming=True,
+                    background=background,
+                    stream_tokens=stream_tokens,
+                    include_pings=include_pings,
+                    timeout=read,
+                ).parse(to=_Frames),
+                f"send to conversation {conversation_id}",
+                None,
+            )
         return self._stream(
             lambda: self._client.agents.messages.with_raw_response.create(
                 agent_id,
@@ -413,10 +440,38 @@ class Backend:
                 background=background,
                 stream_tokens=stream_tokens,
                 include_pings=include_pings,
-                timeout=httpx.Timeout(read, connect=5.0),
+                timeout=read,
             ).parse(to=_Frames),
             f"send to agent {agent_id}",
             None,
+        )
+
+    def resume_conversation(
+        self,
+        conversation_id: str,
+        *,
+        otid: str | None = None,
+        run_id: str | None = None,
+        starting_after: int = 0,
+        batch_size: int | None = None,
+        include_pings: bool = True,
+        timeout: float | None = None,
+    ) -> ChunkStream:
+        """A conversation's run by `otid` (any otid of its send), by `run_id`, or its newest
+        active run: stored frames after `starting_after`, then the live tail. `NotFound`
+        when no run has that otid (the send never reached the server)."""
+        kw: dict[str, Any] = {"starting_after": starting_after, "include_pings": include_pings}
+        for key, value in (("otid", otid), ("run_id", run_id), ("batch_size", batch_size)):
+            if value is not None:
+                kw[key] = value
+        read = timeout if timeout is not None else self.stream_timeout
+        what = f"conversation {conversation_id}" + (f" (otid {otid})" if otid else "")
+        return self._stream(
+            lambda: self._client.conversations.messages.with_raw_response.stream(
+                conversation_id, timeout=httpx.Timeout(read, connect=5.0), **kw
+            ).parse(to=_Frames),
+            what,
+            run_id,
         )
 
     def resume(
@@ -441,9 +496,22 @@ class Backend:
             run_id,
         )
 
-    def approve(self, agent_id: str, approvals: list[dict[str, Any]], *, otid: str) -> ChunkStream:
-        """Answer pending tool calls; the server starts a new run for the answer."""
-        return self.start(agent_id, [{"type": "approval", "approvals": approvals}], otid=otid)
+    def approve(
+        self,
+        agent_id: str,
+        approvals: list[dict[str, Any]],
+        *,
+        otid: str,
+        conversation_id: str | None = None,
+    ) -> ChunkStream:
+        """Answer pending tool calls (in `conversation_id` when the approval waits there); the
+        server starts a new run for the answer."""
+        return self.start(
+            agent_id,
+            [{"type": "approval", "approvals": approvals}],
+            otid=otid,
+            conversation_id=conversation_id,
+        )
 
     # ---- REST ----------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -501,8 +569,18 @@ class Backend:
             attempt += 1
             self._pause(attempt)
 
-    def pending_approval(self, agent_id: str) -> list[dict[str, Any]]:
-        """The complete pending tool calls (streamed argument deltas may be partial)."""
+    def pending_approval(
+        self, agent_id: str, conversation_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The complete pending tool calls of the agent's default history, or of a
+        conversation (streamed argument deltas may be partial)."""
+        if conversation_id is not None:
+            # what Letta offers for a conversation: its newest message is the request
+            newest = self.conversation_messages(conversation_id, limit=5, order="desc")
+            said = [m for m in newest if m.get("message_type") != "system_message"]
+            if not said or said[0].get("message_type") != MT.APPROVAL_REQUEST:
+                return []
+            return _tool_calls(said[0])
         agent = self._call(
             lambda: self._client.agents.retrieve(agent_id, include=["agent.pending_approval"]),
             f"agent {agent_id}",
@@ -511,18 +589,9 @@ class Backend:
         if pending is None:
             return []
         raw = _plain(pending) if isinstance(pending, BaseModel) else dict(pending)
-        calls = raw.get("tool_calls") or raw.get("tool_call")
-        if isinstance(calls, dict):
-            calls = [calls]
-        return [
-            {
-                "tool_call_id": c.get("tool_call_id"),
-                "name": c.get("name"),
-                "arguments": c.get("arguments") or "",
-            }
-            for c in calls or []
-            if isinstance(c, dict)
-        ]
+        if raw.get("conversation_id"):  # the embedded server names a conversation's here
+            return []
+        return _tool_calls(raw)
 
     def cancel(self, agent_id: str, run_ids: list[str] | None) -> dict[str, str]:
         kw: dict[str, Any] = {"run_ids": run_ids} if run_ids else {}
@@ -531,6 +600,126 @@ class Backend:
             f"cancel on agent {agent_id}",
         )
         return {str(k): str(v) for k, v in dict(result or {}).items()}
+
+    # ---- conversations -------------------------------------------------------------------
+    def create_conversation(self, agent_id: str, *, summary: str | None = None) -> dict[str, Any]:
+        """POST a new conversation of `agent_id`; never blindly retried (like `create_agent`):
+        after a broken answer a named one is looked up by its summary (created since the first
+        try) before another create. An unnamed one is created again (an empty one may stay)."""
+        what = f"creating a conversation of agent {agent_id}"
+        kw: dict[str, Any] = {"agent_id": agent_id}
+        if summary is not None:
+            kw["summary"] = summary
+        started = self.clock.time()
+        attempt = 0
+        while True:
+            try:
+                made = self._call(
+                    lambda: self._client.conversations.create(**kw), what, idempotent=False
+                )
+                return _conversation_row(made)
+            except Unreachable:
+                if attempt >= min(self.max_retries, self.unreachable_retries):
+                    raise
+            except (StreamInterrupted, ServerUnavailable):
+                if attempt >= self.max_retries:
+                    raise
+                if summary is not None:
+                    found = [
+                        c
+                        for c in self.list_conversations(agent_id, summary_search=summary)
+                        if c["summary"] == summary and epoch(c.get("created_at")) >= started - 5.0
+                    ]
+                    if found:
+                        return found[-1]  # the oldest new one: the first try's
+            attempt += 1
+            self._pause(attempt)
+
+    def get_conversation(self, conversation_id: str) -> dict[str, Any]:
+        got = self._call(
+            lambda: self._client.conversations.retrieve(conversation_id),
+            f"conversation '{conversation_id}'",
+        )
+        return _conversation_row(got)
+
+    def list_conversations(
+        self,
+        agent_id: str | None = None,
+        *,
+        summary_search: str | None = None,
+        limit: int = 100,
+        order: str = "desc",
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` conversations (newest first), in pages joined by id like runs."""
+        kw: dict[str, Any] = {"order": order}
+        if agent_id is not None:
+            kw["agent_id"] = agent_id
+        if summary_search:
+            kw["summary_search"] = summary_search
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        after: str | None = None
+        while len(out) < limit:
+            want = min(RUNS_PAGE, limit - len(out))
+            page_kw: dict[str, Any] = {**kw, "limit": want}
+            if after:
+                page_kw["after"] = after
+            page = self._call(partial(self._conversations_page, page_kw), "listing conversations")
+            rows = [_conversation_row(c) for c in page]
+            fresh = [r for r in rows if r["id"] not in seen]
+            out.extend(fresh)
+            seen.update(r["id"] for r in fresh)
+            if len(rows) < want or not fresh:
+                break
+            after = rows[-1]["id"]
+        return out[:limit]
+
+    def _conversations_page(self, kw: dict[str, Any]) -> Any:
+        return self._client.conversations.list(**kw)
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        self._call(
+            lambda: self._client.conversations.delete(conversation_id),
+            f"deleting conversation '{conversation_id}'",
+        )
+
+    def fork_conversation(
+        self, conversation_id: str, *, agent_id: str | None = None
+    ) -> dict[str, Any]:
+        """A new conversation sharing `conversation_id`'s messages (`default` + `agent_id`:
+        the agent's default history). Not retried: each POST makes a fork."""
+        kw: dict[str, Any] = {"agent_id": agent_id} if agent_id else {}
+        made = self._call(
+            lambda: self._client.conversations.fork(conversation_id, **kw),
+            f"forking conversation '{conversation_id}'",
+            idempotent=False,
+        )
+        return _conversation_row(made)
+
+    def cancel_conversation(
+        self, conversation_id: str, *, agent_id: str | None = None
+    ) -> dict[str, str]:
+        """Cancel a conversation's active runs; {} when nothing runs there (Letta's 409)."""
+        kw: dict[str, Any] = {"agent_id": agent_id} if agent_id else {}
+        try:
+            result = self._call(
+                lambda: self._client.conversations.cancel(conversation_id, **kw),
+                f"cancel in conversation {conversation_id}",
+            )
+        except Conflict:
+            return {}
+        return {str(k): str(v) for k, v in dict(result or {}).items()}
+
+    def conversation_messages(
+        self, conversation_id: str, *, limit: int = 100, order: Literal["asc", "desc"] = "asc"
+    ) -> list[dict[str, Any]]:
+        page = self._call(
+            lambda: self._client.conversations.messages.list(
+                conversation_id, order=order, limit=limit
+            ),
+            f"conversation {conversation_id}",
+        )
+        return [m.model_dump(mode="json") for m in page.items]
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         run = self._call(lambda: self._client.runs.retrieve(run_id), f"run {run_id}")
@@ -544,8 +733,10 @@ class Backend:
         statuses: list[str] | None = None,
         limit: int = 100,
         order: str = "desc",
+        conversation_id: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Up to `limit` runs, in pages of at most `RUNS_PAGE`, each page retried on its own.
+        """Up to `limit` runs (of one agent, of one conversation), in pages of at most
+        `RUNS_PAGE`, each page retried on its own.
 
         Never the SDK's auto-pagination: the real server's `after` cursor is broken (returns
         the wrong side), so pages are joined by run id and a page with nothing new ends the
@@ -558,6 +749,8 @@ class Backend:
             kw["active"] = active
         if statuses:
             kw["statuses"] = statuses
+        if conversation_id is not None:
+            kw["conversation_id"] = conversation_id
         runs: list[dict[str, Any]] = []
         seen: set[str] = set()
         after: str | None = None
@@ -599,6 +792,38 @@ class Backend:
     def close(self) -> None:
         self._closed.set()
         self._client.close()
+
+
+def _tool_calls(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """An approval_request_message's calls (`tool_calls` list, or the one `tool_call`)."""
+    calls = raw.get("tool_calls") or raw.get("tool_call")
+    if isinstance(calls, dict):
+        calls = [calls]
+    return [
+        {
+            "tool_call_id": c.get("tool_call_id"),
+            "name": c.get("name"),
+            "arguments": c.get("arguments") or "",
+        }
+        for c in calls or []
+        if isinstance(c, dict)
+    ]
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _conversation_row(conv: Any) -> dict[str, Any]:
+    """A `Conversation` as the plain row the session and frames use (ISO dates)."""
+    return {
+        "id": conv.id,
+        "agent_id": conv.agent_id,
+        "summary": getattr(conv, "summary", None),
+        "created_at": _iso(getattr(conv, "created_at", None)),
+        "updated_at": _iso(getattr(conv, "updated_at", None)),
+        "last_message_at": _iso(getattr(conv, "last_message_at", None)),
+    }
 
 
 def _agent_row(agent: Any) -> dict[str, Any]:

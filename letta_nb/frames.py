@@ -17,7 +17,7 @@ import pandas as pd
 
 from .core.chunks import Chunk
 from .protocol import MessageType, RunStatus, StopReason, content_text
-from .tables import RunsFrame
+from .tables import ConversationsFrame, RunsFrame
 
 RUN_STATUSES = tuple(s.value for s in RunStatus)
 STOP_REASONS = tuple(s.value for s in StopReason)
@@ -26,6 +26,7 @@ MESSAGE_TYPES = tuple(t.value for t in MessageType)
 RUN_COLUMNS = [
     "run_id",
     "agent",
+    "conversation",
     "status",
     "stop_reason",
     "created_at",
@@ -60,6 +61,15 @@ USAGE_COLUMNS = [
     "agent_id",
 ]
 AGENT_COLUMNS = ["name", "id", "model", "created_at"]
+CONVERSATION_COLUMNS = [
+    "conversation_id",
+    "summary",
+    "agent",
+    "created_at",
+    "updated_at",
+    "last_message_at",
+    "agent_id",
+]
 
 
 # ---- typing helpers --------------------------------------------------------------------------
@@ -98,6 +108,7 @@ def runs_table(rows: Sequence[Mapping[str, Any]], names: list[str | None]) -> pd
         {
             "run_id": _strings(col("id")),
             "agent": _strings(names),
+            "conversation": _strings(col("conversation_id")),
             "status": _category(col("status"), RUN_STATUSES),
             "stop_reason": _category(col("stop_reason"), STOP_REASONS),
             "created_at": _utc(col("created_at")),
@@ -200,3 +211,24 @@ def agents_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         }
     )
     return frame[AGENT_COLUMNS]
+
+
+# ---- conversations ---------------------------------------------------------------------------
+def conversations_table(rows: Sequence[Mapping[str, Any]], names: list[str | None]) -> pd.DataFrame:
+    """One row per conversation (`Backend.list_conversations` rows); `names`: their agents'."""
+
+    def col(key: str) -> list[Any]:
+        return [r.get(key) for r in rows]
+
+    frame = pd.DataFrame(
+        {
+            "conversation_id": _strings(col("id")),
+            "summary": _strings(col("summary")),
+            "agent": _strings(names),
+            "created_at": _utc(col("created_at")),
+            "updated_at": _utc(col("updated_at")),
+            "last_message_at": _utc(col("last_message_at")),
+            "agent_id": _strings(col("agent_id")),
+        }
+    )
+    return ConversationsFrame(frame[CONVERSATION_COLUMNS])

@@ -52,6 +52,22 @@ class RunHandle:
         return self._session.agent_name(self.agent_id)
 
     @property
+    def conversation_id(self) -> str | None:
+        """The conversation of the chain's runs (None: the agent's default history)."""
+        return self.follower.conversation_id
+
+    @property
+    def conversation_label(self) -> str | None:
+        """The conversation as views name it: its summary, else its short id."""
+        return self._session.conversation_label(self.follower.conversation_id)
+
+    @property
+    def busy_run(self) -> str | None:
+        """The run this chain follows because its conversation was busy with it (this
+        message was not sent; `.warning` says so); None when it follows its own send."""
+        return self.follower.busy_run
+
+    @property
     def error(self) -> str | None:
         return self.follower.error
 
@@ -101,6 +117,11 @@ class RunHandle:
         """Block until the chain settles (or `timeout`); returns the status."""
         return self.follower.wait(timeout)
 
+    def started(self, timeout: float = 10.0) -> str | None:
+        """Wait (bounded) until the server has named the chain's run; returns its id (None
+        when it did not within `timeout`). The run goes on either way."""
+        return self.follower.named(timeout)
+
     def approve(self) -> RunHandle:
         self.follower.answer(True)
         return self
@@ -118,8 +139,9 @@ class RunHandle:
 
     # ---- display -------------------------------------------------------------------------
     def __repr__(self) -> str:
+        where = f" conversation={self.conversation_id}" if self.conversation_id else ""
         return (
-            f"<RunHandle agent={self.agent_id} run={self.run_id} status={self.status} "
+            f"<RunHandle agent={self.agent_id}{where} run={self.run_id} status={self.status} "
             f"seq={self.follower.last_seq}>"
         )
 
@@ -130,6 +152,7 @@ class RunHandle:
             f.status,
             f.active_seconds,
             f.transcript.total_tokens(),
+            conversation=self.conversation_label,
         )
         return render_html(f.transcript, tail=20_000, header=header, error=f.error)
 

@@ -31,6 +31,7 @@ COMMANDS = (
     "connect",
     "agents",
     "agent",
+    "conversations",
     "runs",
     "attach",
     "cancel",
@@ -38,19 +39,21 @@ COMMANDS = (
     "status",
     "dashboard",
 )
-#: Which of the line magic's options each subcommand accepts.
+#: Which subcommands accept each of the line magic's options.
 _OPTIONS = {
-    "api_key_env": "connect",
-    "active": "runs",
-    "agent": "runs",
-    "limit": "runs",
-    "from_seq": "attach",
-    "stall": "dashboard",
+    "api_key_env": ("connect",),
+    "conversation": ("connect", "runs"),
+    "active": ("runs",),
+    "agent": ("runs", "conversations"),
+    "limit": ("runs", "conversations"),
+    "from_seq": ("attach",),
+    "stall": ("dashboard",),
 }
 _ARITY = {
     "connect": (0, 1),
     "agents": (0, 0),
     "agent": (1, 1),
+    "conversations": (0, 0),
     "runs": (0, 0),
     "attach": (1, 1),
     "cancel": (0, 1),
@@ -91,6 +94,13 @@ def _count(least: int) -> Callable[[str], int]:
 
     parse.__name__ = "count"
     return parse
+
+
+def _unquoted(value: str | None) -> str | None:
+    """An option value as meant: IPython keeps the quotes of `--conversation "my notes"`."""
+    if value and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
 
 
 def _suggest(word: str, known: list[str]) -> str:
@@ -137,7 +147,10 @@ def _parse(magic: Callable[..., Any], line: str, commands: tuple[str, ...] = ())
                 f"unknown command {first!r}{_suggest(first, list(commands))}; "
                 f"commands: {', '.join(commands)}"
             )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if getattr(args, "conversation", None) is not None:
+        args.conversation = _unquoted(args.conversation)
+    return args
 
 
 @magics_class
@@ -196,6 +209,14 @@ class LettaMagics(Magics):
     )
     @argument(
         "--new", action="store_true", help="start a fresh run even if this cell already has one"
+    )
+    @argument(
+        "--conversation",
+        "-c",
+        metavar="NAME|new|ID",
+        help="send in a conversation of the agent: NAME (created if missing), new (one of "
+        "this cell's own), a conv- id, or default (the agent's own history); default: the "
+        "conversation `%%letta connect --conversation` bound, else the agent's own history",
     )
     @argument("--key", help="explicit cursor key (default: the cell's identity)")
     @argument(
@@ -323,10 +344,11 @@ class LettaMagics(Magics):
         agent = args.agent or self.default_agent or None
         row = session.resolve(agent)
         ident = _kernel.cell_identity()
+        where = row["id"] if args.conversation is None else f"{row['id']}\0{args.conversation}"
         key = cell_key(
             notebook=ident.notebook,
             cell_id=ident.cell_id,
-            agent=row["id"],
+            agent=where,
             source=message,
             explicit=args.key,
         )
@@ -340,6 +362,7 @@ class LettaMagics(Magics):
             wait=False,
             timeout=args.timeout,
             policy=self._policy(args),
+            conversation=args.conversation,
         )
         self.last_handle = handle
         if args.out and self.shell is not None:
@@ -383,9 +406,16 @@ class LettaMagics(Magics):
         metavar="VAR",
         help="connect: read the API key from environment variable VAR",
     )
+    @argument(
+        "--conversation",
+        "-c",
+        metavar="NAME|new|ID",
+        help="connect: bind this notebook's sends to a conversation (new: this notebook's "
+        "own, kept when the cell is re-run); runs: only this conversation's runs",
+    )
     @argument("--active", action="store_true", help="runs: only created/running runs")
-    @argument("--agent", "-a", help="runs: only this agent's runs")
-    @argument("--limit", type=_count(1), help="runs: at most N rows")
+    @argument("--agent", "-a", help="runs / conversations: only this agent's")
+    @argument("--limit", type=_count(1), help="runs / conversations: at most N rows")
     @argument(
         "--stall",
         type=_seconds,
@@ -403,10 +433,14 @@ class LettaMagics(Magics):
     def letta_line(self, line: str) -> Any:
         """Connection, agents and runs.
 
-        %letta connect [URL] [--api-key-env VAR]   connect (URL → LETTA_BASE_URL → embedded)
+        %letta connect [URL] [--api-key-env VAR] [--conversation NAME|new|ID]
+                                                    connect (URL → LETTA_BASE_URL → embedded);
+                                                    --conversation binds this notebook to one
         %letta agents                               the server's agents (DataFrame)
         %letta agent NAME                           default agent for %%letta
-        %letta runs [--active] [--agent A] [--limit N]   recent runs (DataFrame)
+        %letta conversations [--agent A] [--limit N]   the agent's conversations (DataFrame)
+        %letta runs [--active] [--agent A] [--conversation C] [--limit N]
+                                                    recent runs (DataFrame)
         %letta attach RUN_ID [--from SEQ]           follow an existing run live
         %letta cancel [RUN_ID]                      cancel a run (default: this kernel's last)
         %letta chunks RUN_ID                        every stored frame of a run (DataFrame)
@@ -419,11 +453,12 @@ class LettaMagics(Magics):
         """
         args = _parse(self.letta_line, line, COMMANDS)
         command = args.command
-        for option, owner in _OPTIONS.items():
+        for option, owners in _OPTIONS.items():
             value = getattr(args, option)
-            if value not in (None, False) and owner != command:
+            if value not in (None, False) and command not in owners:
                 flag = "--from" if option == "from_seq" else "--" + option.replace("_", "-")
-                raise UsageError(f"{flag} only applies to `%letta {owner}`")
+                where = " / ".join(f"`%letta {o}`" for o in owners)
+                raise UsageError(f"{flag} only applies to {where}")
         low, high = _ARITY[command]
         if not low <= len(args.args) <= high:
             want = (
@@ -449,7 +484,16 @@ class LettaMagics(Magics):
         session = connect(args.args[0] if args.args else None, api_key)
         session.backend.health()  # connect() tolerates a remote server it cannot use yet
         agent = session.agent["name"] if session.agent else "none (use %letta agent NAME)"
-        print(f"connected to {session.backend.base_url} · agent {agent}")
+        where = ""
+        if args.conversation is not None:
+            conv = session.use_conversation(args.conversation, notebook=_kernel.notebook_path())
+            if conv is None:
+                where = " · the agent's own history"
+            elif conv.get("summary"):
+                where = f" · conversation {conv['summary']} ({conv['id']})"
+            else:
+                where = f" · conversation {conv['id']}"
+        print(f"connected to {session.backend.base_url} · agent {agent}{where}")
 
     def _cmd_agents(self, args: Any) -> None:
         display(self._session().agents_frame())
@@ -465,8 +509,12 @@ class LettaMagics(Magics):
                 args.agent,
                 active=True if args.active else None,
                 limit=args.limit or self.runs_limit,
+                conversation=args.conversation,
             )
         )
+
+    def _cmd_conversations(self, args: Any) -> None:
+        display(self._session().conversations_frame(args.agent, limit=args.limit or 100))
 
     def _cmd_attach(self, args: Any) -> None:
         handle = self._session().attach(args.args[0], args.from_seq or 0)
@@ -503,9 +551,15 @@ class LettaMagics(Magics):
     def _cmd_status(self, args: Any) -> None:
         session = self._session()
         agent = session.agent["name"] if session.agent else "none"
-        print(f"server {session.backend.base_url} · default agent {agent}")
+        bound = session.conversation
+        where = ""
+        if bound:
+            summary = f"{bound['summary']} " if bound.get("summary") else ""
+            where = f" · conversation {summary}({bound['id']})"
+        print(f"server {session.backend.base_url} · default agent {agent}{where}")
         if session.agent:
-            for call in session.backend.pending_approval(session.agent["id"]):
+            conv_id = bound["id"] if bound else None
+            for call in session.backend.pending_approval(session.agent["id"], conv_id):
                 print(
                     f"approval pending: {call.get('name')}({call.get('arguments')}) "
                     f"[{call.get('tool_call_id')}] — answer with the buttons, "
@@ -517,8 +571,10 @@ class LettaMagics(Magics):
         if not followers:
             print("no runs followed in this kernel yet")
         for f in followers:
+            conv = session.conversation_label(f.conversation_id)
             print(
                 f"run {f.run_id} · {f.status} · seq {f.last_seq} · chain of {len(f.runs)}"
+                + (f" · conversation {conv}" if conv else "")
                 + (f" · {f.warning}" if f.warning else "")
             )
 

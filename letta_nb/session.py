@@ -1,5 +1,10 @@
 """Sessions: where the server is, which agent is the default, which runs this kernel follows.
 
+Conversations: a send may go to one of the agent's conversations (`conversation=`: a NAME,
+created if missing, `"new"`, an id, or `"default"` for the agent's own history); a session may
+be bound to one (`use_conversation`, `%letta connect --conversation`), which its sends without
+`conversation=` then use. The cursor remembers the chain's conversation and its send's otid.
+
 Re-running a cell must never start a second run: `send` looks its cursor up first. A finished
 cursor is rendered from its cached transcript with no server call that could start a run; an
 unfinished one is re-attached (the follower already reading it, a detached or errored one
@@ -20,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from .core.chunks import new_otid
 from .core.cursor import Cursor, CursorStore, default_state_dir
 from .core.errors import (
     ConfigurationError,
@@ -48,6 +54,9 @@ CACHE_CHARS = 1_000_000
 #: Where a key without a base URL points, as in letta-client's default environment.
 LETTA_CLOUD_URL = "https://api.letta.com"
 
+#: Conversation specs: the agent's own history, and a fresh conversation.
+DEFAULT_HISTORY = "default"
+NEW_CONVERSATION = "new"
 DEMO_AGENT = "demo-analyst"
 DEMO_MODEL = "letta_nb/demo"
 PERSIST_EVERY = 2.0
@@ -75,6 +84,11 @@ class Session:
         self.store = store if store is not None else CursorStore()
         self.server = server  # an in-process server kept alive with the session
         self.agent = agent
+        #: The conversation this session's sends use by default (None: each agent's default
+        #: history); see `use_conversation`. It applies to sends to its own agent only.
+        self.conversation: dict[str, Any] | None = None
+        self._conversations: dict[tuple[str, str], dict[str, Any]] = {}  # (agent, name) -> row
+        self._seen: dict[str, dict[str, Any]] = {}  # conversation id -> row (for labels)
         self._agents: dict[str, dict[str, Any]] = {}
         self._followers: dict[str, Follower] = {}  # run id → follower
         self._keys: dict[int, str] = {}  # id(follower) → cursor key
@@ -133,6 +147,132 @@ class Session:
                 pass
             return self._remember(self.backend.create_agent(name, model=model))
 
+    # ---- conversations -------------------------------------------------------------------
+    def resolve_conversation(
+        self, spec: str, agent: str | dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """A conversation spec → its row (None for `"default"`: the agent's own history).
+
+        `"new"`: a fresh conversation of the agent. `conv-…`: that conversation (it must be
+        the agent's). Anything else is a NAME: the agent's conversation whose summary is NAME
+        (the oldest, if several), created if it has none; kernels of this machine look it up
+        one at a time per (server, agent, NAME), so they find one, never create several.
+        """
+        if not isinstance(spec, str) or not spec.strip():
+            raise ConfigurationError(
+                f"conversation must be a name, 'new', 'default' or a conv- id, not {spec!r}"
+            )
+        spec = spec.strip()
+        if spec == DEFAULT_HISTORY:
+            return None
+        if spec.startswith("conv-"):
+            try:
+                conv = self.backend.get_conversation(spec)
+            except NotFound:
+                raise NotFound(f"unknown conversation '{spec}'") from None
+            if agent is not None and conv["agent_id"] != self.resolve(agent)["id"]:
+                raise ConfigurationError(
+                    f"conversation {spec} belongs to agent {conv['agent_id']}, not to "
+                    f"{self.resolve(agent)['name']}"
+                )
+            return self._remember_conversation(conv)
+        row = self.resolve(agent)
+        if spec == NEW_CONVERSATION:
+            return self._remember_conversation(self.backend.create_conversation(row["id"]))
+        cached = self._conversations.get((row["id"], spec))
+        if cached is not None:
+            return cached
+        with _agent_lock(self.backend.base_url, f"conversation\0{row['id']}\0{spec}"):
+            found = [
+                c
+                for c in self.backend.list_conversations(row["id"], summary_search=spec)
+                if c.get("summary") == spec
+            ]
+            conv = found[-1] if found else self.backend.create_conversation(row["id"], summary=spec)
+        self._conversations[(row["id"], spec)] = conv
+        return self._remember_conversation(conv)
+
+    def _remember_conversation(self, conv: dict[str, Any] | None) -> dict[str, Any] | None:
+        if conv is not None:
+            self._seen[conv["id"]] = conv
+        return conv
+
+    def conversation_label(self, conversation_id: str | None) -> str | None:
+        """How views name a chain's conversation: its summary, else its short id (no server
+        call: conversations this session resolved or created are known)."""
+        if not conversation_id:
+            return None
+        row = self._seen.get(conversation_id)
+        if row and row.get("summary"):
+            return str(row["summary"])
+        return conversation_id[:13]  # "conv-" + 8 hex digits
+
+    def use_conversation(
+        self,
+        spec: str | None,
+        agent: str | dict[str, Any] | None = None,
+        *,
+        notebook: str | None = None,
+    ) -> dict[str, Any] | None:
+        """Bind this session's sends (to the conversation's agent) to one conversation.
+
+        `"new"` binds to *this notebook's own* conversation: created the first time, the same
+        one when the cell is re-run, and (in JupyterLab, which names the notebook) after a
+        kernel restart; two notebooks on one agent never share it. A NAME or an id binds to
+        that conversation; None or `"default"` unbinds (sends go to the agent's own history).
+        `notebook`: the notebook's path (default: `JPY_SESSION_NAME`, which Jupyter sets).
+        """
+        if spec is None or spec == DEFAULT_HISTORY:
+            self.conversation = None
+            return None
+        conv: dict[str, Any] | None
+        if spec == NEW_CONVERSATION:
+            where = notebook or os.environ.get("JPY_SESSION_NAME") or None
+            conv = self._notebook_conversation(self.resolve(agent), where)
+        else:
+            conv = self.resolve_conversation(spec, agent)
+        self.conversation = conv
+        if conv is not None and spec.startswith("conv-"):
+            self.agent = self.resolve(conv["agent_id"])  # an id names its agent too
+        return conv
+
+    def _notebook_conversation(self, agent: dict[str, Any], notebook: str | None) -> dict[str, Any]:
+        where = notebook or f"kernel {os.getpid()}"
+        key = f"bind:{self.backend.base_url}:{agent['id']}:{where}"
+        bound = self.store.get(key, records=False)
+        if bound is not None and bound.conversation_id:
+            try:
+                again = self.backend.get_conversation(bound.conversation_id)
+                return self._remember_conversation(again) or again
+            except NotFound:
+                pass  # deleted since: make another one
+        label = f"notebook {os.path.basename(notebook)}" if notebook else None
+        conv = self.backend.create_conversation(agent["id"], summary=label)
+        self._remember_conversation(conv)
+        self.store.put(
+            Cursor(key=key, agent_id=agent["id"], conversation_id=conv["id"], status="bound"),
+            persist=notebook is not None,  # without a notebook name a kernel is all there is
+        )
+        return conv
+
+    def conversations(self, agent: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The agent's (default: the session's) conversations, newest first."""
+        return self.backend.list_conversations(self.resolve(agent)["id"], limit=limit)
+
+    def _conversation_for(
+        self, conversation: str | None, agent: dict[str, Any]
+    ) -> tuple[str | None, dict[str, Any] | None]:
+        """(the spec a send uses, its resolved row) — `"new"` is resolved only when sent."""
+        if conversation is None:
+            bound = self.conversation
+            if bound is not None and bound["agent_id"] == agent["id"]:
+                return bound["id"], bound
+            return None, None
+        if conversation == NEW_CONVERSATION:
+            return NEW_CONVERSATION, None
+        conv = self.resolve_conversation(conversation, agent)
+        return (conv["id"], conv) if conv is not None else (None, None)
+
     # ---- sending -------------------------------------------------------------------------
     def send(
         self,
@@ -145,36 +285,99 @@ class Session:
         wait: bool = False,
         timeout: float | None = None,
         policy: str | Policy | None = None,
+        conversation: str | None = None,
+        otid: str | None = None,
     ) -> RunHandle:
-        """Send `message` (or re-attach the cell's run: see the module doc)."""
+        """Send `message` (or re-attach the cell's run: see the module doc).
+
+        `conversation`: a NAME (created if missing), `"new"`, a `conv-…` id, or `"default"`
+        (the agent's own history); None: the session's bound conversation, else the default
+        history. `otid`: the message's client id (default: a fresh one); the same otid sent
+        again re-attaches to the run it started (conversations: on every server; the
+        embedded server also on the agents endpoint), so a caller that re-sends after a crash
+        with the same otid never starts a second run. The cursor key defaults to the otid,
+        else to agent + conversation + text.
+        """
         if policy not in (None, "approve", "deny") and not callable(policy):
             raise ConfigurationError(
                 f"policy must be 'approve', 'deny' or a callable, not {policy!r}"
             )
+        if otid is not None and (not isinstance(otid, str) or not otid.strip()):
+            raise ConfigurationError(f"otid must be a non-empty string, not {otid!r}")
+        if agent is None and isinstance(conversation, str) and conversation.startswith("conv-"):
+            named = self.resolve_conversation(conversation)
+            agent = named["agent_id"] if named else None  # an id names its agent too
         row = self.resolve(agent)
         agent_id = row["id"]
+        spec, conv = self._conversation_for(conversation, row)
         if key is None:
-            digest = hashlib.sha256(f"{agent_id}\0{message.strip()}".encode()).hexdigest()[:24]
-            key = f"py:{digest}"
-        handle = None if new else self._reattach(key, agent_id, policy)
+            if otid is not None:
+                key = f"otid:{agent_id}:{otid}"
+            else:
+                where = "" if spec is None else f"\0{spec}"
+                text = f"{agent_id}{where}\0{message.strip()}"
+                key = f"py:{hashlib.sha256(text.encode()).hexdigest()[:24]}"
+        handle = None if new else self._reattach(key, agent_id, policy, spec)
         if handle is None:
+            earlier = None if new else self.store.get(key, records=False)
+            if earlier is not None and earlier.run_id is None and earlier.agent_id == agent_id:
+                # sent before its run was named (a crash, a restart): the same otid again,
+                # into the same conversation, so a server that has the run re-attaches
+                otid = otid or earlier.otid
+                if spec == NEW_CONVERSATION and earlier.conversation_id:
+                    spec, conv = earlier.conversation_id, None
+            created = None
+            if spec == NEW_CONVERSATION:
+                conv = self.backend.create_conversation(agent_id)
+                self._remember_conversation(conv)
+                spec = created = conv["id"]
             handle = self._start(
-                key, row, message, background=background, timeout=timeout, policy=policy
+                key,
+                row,
+                message,
+                background=background,
+                timeout=timeout,
+                policy=policy,
+                conversation_id=spec,
+                otid=otid,
+                fresh_conversation=created is not None and otid is not None,
             )
         if wait:
             handle.wait(timeout)
         return handle
 
-    def _reattach(self, key: str, agent_id: str, policy: str | Policy | None) -> RunHandle | None:
+    def _moved(self, old: str, new: str) -> None:
+        """A re-sent otid's run lives in conversation `new`: the one made for it is unused."""
+        with contextlib.suppress(LettaNbError):
+            self.backend.delete_conversation(old)
+        self._seen.pop(old, None)
+
+    def _reattach(
+        self,
+        key: str,
+        agent_id: str,
+        policy: str | Policy | None,
+        conversation: str | None = None,
+    ) -> RunHandle | None:
+        """The key's chain, if it is this agent's and in this conversation (`"new"`: any)."""
+
+        def same_place(found: str | None) -> bool:
+            return conversation == NEW_CONVERSATION or found == conversation
+
         with self._lock:
             live = self._by_key.get(key)
-            if live is not None and live.agent_id == agent_id:
+            if live is not None and live.agent_id == agent_id and same_place(live.conversation_id):
                 if policy is not None:
                     live.policy = policy
                 live.resume()  # detached/errored: continue from its cursor
                 return RunHandle(self, live, key)
             cur = self.store.get(key)
-            if cur is None or cur.agent_id != agent_id or cur.run_id is None:
+            if (
+                cur is None
+                or cur.agent_id != agent_id
+                or cur.run_id is None
+                or not same_place(cur.conversation_id)
+            ):
                 return None
             live = self._followers.get(cur.run_id)
             if live is not None:
@@ -201,10 +404,11 @@ class Session:
                     notice=cur.notice,
                     policy=policy,
                     stall_after=self.stall_after,
+                    conversation_id=cur.conversation_id,
                 )
                 self._register(key, follower, cur)
                 return RunHandle(self, follower, key)
-            follower = self._new_follower(agent_id, transcript, policy)
+            follower = self._new_follower(agent_id, transcript, policy, cur.conversation_id)
             follower.active_base = cur.active_seconds  # the time before the kernel restarted
             self._register(key, follower, cur)
             follower.follow(cur.run_id, starting_after=seqs.get(cur.run_id, 0))
@@ -224,16 +428,33 @@ class Session:
         background: bool,
         timeout: float | None,
         policy: str | Policy | None,
+        conversation_id: str | None = None,
+        otid: str | None = None,
+        fresh_conversation: bool = False,
     ) -> RunHandle:
-        follower = self._new_follower(agent["id"], Transcript(), policy)
-        cur = Cursor(key=key, agent_id=agent["id"], message=message, status=ChainStatus.STARTING)
+        follower = self._new_follower(agent["id"], Transcript(), policy, conversation_id)
+        if fresh_conversation:  # a caller's otid in a conversation just made for it: its
+            follower.confirm_conversation = True  # run may already live in an earlier one
+            follower.on_moved = self._moved
+        otid = otid or new_otid()
+        cur = Cursor(
+            key=key,
+            agent_id=agent["id"],
+            message=message,
+            status=ChainStatus.STARTING,
+            conversation_id=conversation_id,
+            otid=otid,
+        )
         with self._lock:
-            self._register(key, follower, cur)
+            self._register(key, follower, cur)  # stored before the send: a crash re-sends it
         client_timeout = None
         if not background:  # no resume possible: pings + 1.5× the expected duration
             client_timeout = 1.5 * (timeout if timeout is not None else self.expected_duration)
         follower.start(
-            [{"role": "user", "content": message}], background=background, timeout=client_timeout
+            [{"role": "user", "content": message}],
+            otid=otid,
+            background=background,
+            timeout=client_timeout,
         )
         return RunHandle(self, follower, key)
 
@@ -259,14 +480,26 @@ class Session:
                 live.resume()
                 return RunHandle(self, live, self._keys.get(id(live), f"run:{run_id}"))
         if agent is None:
-            agent_id = self.backend.get_run(run_id).get("agent_id")
+            run = self.backend.get_run(run_id)
+            agent_id = run.get("agent_id")
             if not agent_id:
                 raise ConfigurationError(f"run {run_id} names no agent; pass agent=")
         else:
             agent_id = self.resolve(agent)["id"]
+            try:
+                run = self.backend.get_run(run_id)
+            except LettaNbError:
+                run = {}  # the follower says why, in one line, as for any read
+        conversation_id = run.get("conversation_id") or None  # its approvals are answered there
         key = f"run:{run_id}"
-        follower = self._new_follower(agent_id, Transcript(), None)
-        cur = Cursor(key=key, agent_id=agent_id, runs=[run_id], status=ChainStatus.RUNNING)
+        follower = self._new_follower(agent_id, Transcript(), None, conversation_id)
+        cur = Cursor(
+            key=key,
+            agent_id=agent_id,
+            runs=[run_id],
+            status=ChainStatus.RUNNING,
+            conversation_id=conversation_id,
+        )
         with self._lock:
             self._register(key, follower, cur)
         follower.follow(run_id, starting_after=starting_after, batch_size=batch_size)
@@ -315,7 +548,11 @@ class Session:
 
     # ---- followers and cursors -----------------------------------------------------------
     def _new_follower(
-        self, agent_id: str, transcript: Transcript, policy: str | Policy | None
+        self,
+        agent_id: str,
+        transcript: Transcript,
+        policy: str | Policy | None,
+        conversation_id: str | None = None,
     ) -> Follower:
         return Follower(
             self.backend,
@@ -323,6 +560,7 @@ class Session:
             transcript=transcript,
             stall_after=self.stall_after,
             policy=policy,
+            conversation_id=conversation_id,
         )
 
     def _register(self, key: str, follower: Follower, cur: Cursor) -> None:
@@ -331,7 +569,7 @@ class Session:
         for rid in cur.runs:
             self._followers[rid] = follower
         state: dict[str, Any] = {"last": 0.0, "status": None, "runs": 0}
-        message = cur.message
+        message, otid = cur.message, cur.otid
 
         def persist(f: Follower) -> None:  # the store reports its own disk problems
             runs = f.transcript.runs
@@ -347,12 +585,20 @@ class Session:
             # Records (O(transcript)) only at settle points, and only from a consistent
             # snapshot; otherwise the cheap state, and the stored records keep their seqs.
             settle = changed and (first or status in SETTLED) and f.quiescent
-            self.store.put(self._cursor(key, f, message, records=settle), records=settle)
+            self.store.put(self._cursor(key, f, message, records=settle, otid=otid), records=settle)
 
         follower.add_listener(persist)
         persist(follower)
 
-    def _cursor(self, key: str, f: Follower, message: str = "", *, records: bool = True) -> Cursor:
+    def _cursor(
+        self,
+        key: str,
+        f: Follower,
+        message: str = "",
+        *,
+        records: bool = True,
+        otid: str | None = None,
+    ) -> Cursor:
         tr = f.transcript
         seqs = tr.seq_state()
         keep: dict[str, int] | None = dict(seqs) if records else None
@@ -372,13 +618,17 @@ class Session:
             record_seqs=keep,
             active_seconds=round(f.active_seconds, 3),
             notice=f.notice,
+            conversation_id=f.conversation_id,
+            otid=otid,
         )
 
     def cursor_of(self, handle: RunHandle) -> Cursor:
         """The handle's cursor as it is now (the stored one may lag by up to ~2 s)."""
         stored = self.store.get(handle.key, records=False)
         message = stored.message if stored else ""
-        return self._cursor(handle.key, handle.follower, message)
+        return self._cursor(
+            handle.key, handle.follower, message, otid=stored.otid if stored else None
+        )
 
     def key_of(self, follower: Follower) -> str | None:
         """The cursor key a chain this kernel follows is stored under."""
@@ -409,14 +659,42 @@ class Session:
         return [names.get(a) if a else None for a in ids]
 
     def runs_frame(
-        self, agent: str | None = None, active: bool | None = None, limit: int = 100
+        self,
+        agent: str | None = None,
+        active: bool | None = None,
+        limit: int = 100,
+        conversation: str | None = None,
     ) -> pd.DataFrame:
-        """Recent runs (newest first), optionally of one agent (name or id) or only active."""
+        """Recent runs (newest first), optionally of one agent (name or id), of one
+        conversation (a NAME or id, not created when missing) or only active ones."""
         from .frames import runs_table
         from .tables import RunsFrame
 
-        rows = self.runs(agent_id=self._agent_id(agent), active=active, limit=limit)
+        kw: dict[str, Any] = {"agent_id": self._agent_id(agent), "active": active, "limit": limit}
+        if conversation is not None:
+            kw["conversation_id"] = self._conversation_id(conversation, agent)
+        rows = self.runs(**kw)
         return RunsFrame(runs_table(rows, self._names(rows)))
+
+    def _conversation_id(self, spec: str, agent: str | None) -> str:
+        if spec.startswith("conv-"):
+            return spec
+        row = self.resolve(agent)
+        found = [
+            c
+            for c in self.backend.list_conversations(row["id"], summary_search=spec)
+            if c.get("summary") == spec
+        ]
+        if not found:
+            raise NotFound(f"agent {row['name']} has no conversation named '{spec}'")
+        return str(found[-1]["id"])
+
+    def conversations_frame(self, agent: str | None = None, limit: int = 100) -> pd.DataFrame:
+        """The agent's conversations (newest first): id, summary, agent, times (UTC)."""
+        from .frames import conversations_table
+
+        rows = self.conversations(agent, limit=limit)
+        return conversations_table(rows, self._names(rows))
 
     def stored_frames(
         self, run_id: str, *, until: int | None = None, batch_size: int | None = None
@@ -488,35 +766,20 @@ class Session:
 def _agent_lock(base_url: str, name: str, timeout: float = 30.0) -> Iterator[None]:
     """An exclusive lock per (server, agent name) for this user's kernels (bounded wait).
 
-    Without `fcntl` (not POSIX) or a writable state dir it does nothing: the worst case is a
-    duplicate agent, never a failed connect.
+    Without a writable state dir it does nothing: the worst case is a duplicate agent, never a
+    failed connect.
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
+    from ._filelock import exclusive
+
     digest = hashlib.sha256(f"{base_url}\0{name}".encode()).hexdigest()[:16]
     path = default_state_dir() / "locks" / f"agent-{digest}.lock"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    except OSError:
+    with contextlib.ExitStack() as stack:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            stack.enter_context(exclusive(path, timeout))  # taken, or another kernel is stuck
+        except OSError:
+            pass  # no writable state dir: at worst a duplicate agent, never a failed connect
         yield
-        return
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    break  # another kernel is stuck: go on rather than hang
-                threading.Event().wait(0.02)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 # ---- connection resolution -----------------------------------------------------------------
@@ -562,8 +825,11 @@ def connect(
     *,
     agent: str | None = None,
     backend_factory: Callable[..., Any] | None = None,
+    conversation: str | None = None,
 ) -> Session:
-    """Explicit args → LETTA_BASE_URL / LETTA_API_KEY → the embedded server with a demo agent."""
+    """Explicit args → LETTA_BASE_URL / LETTA_API_KEY → the embedded server with a demo agent.
+
+    `conversation` binds the session's sends to one (see `Session.use_conversation`)."""
     from .backend import Backend
 
     global _current
@@ -595,6 +861,12 @@ def connect(
             session.close()
             raise
         session.agent = None  # a remote server without the demo model: pick one later
+    if conversation is not None:
+        try:
+            session.use_conversation(conversation)
+        except LettaNbError:
+            session.close()
+            raise
     with _current_lock:
         _current = session
     return session

@@ -23,7 +23,11 @@ def short_id(value: Any) -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return ""
     text = str(value)
-    return text[:_SHORT_ID] if text.startswith("run-") else text
+    if text.startswith("run-"):
+        return text[:_SHORT_ID]
+    if text.startswith("conv-"):
+        return text[: _SHORT_ID + 1]  # "conv-" + 8 hex digits
+    return text
 
 
 def seconds(value: Any) -> str:
@@ -55,6 +59,7 @@ def count(value: Any) -> str:
 COLUMNS: tuple[tuple[str, str, Any], ...] = (
     ("run", "run_id", short_id),
     ("agent", "agent", text),
+    ("conversation", "conversation", short_id),
     ("status", "status", text),
     ("stop reason", "stop_reason", text),
     ("started (UTC)", "created_at", moment),
@@ -67,17 +72,39 @@ COLUMNS: tuple[tuple[str, str, Any], ...] = (
 _RIGHT = {"duration", "first token", "tokens", "prompt", "completion"}
 
 
-def display_table(frame: pd.DataFrame) -> pd.DataFrame:
+#: Shown only when some row has a value (runs of the default history have none).
+_OPTIONAL = {"conversation"}
+
+
+CONVERSATION_COLUMNS: tuple[tuple[str, str, Any], ...] = (
+    ("conversation", "conversation_id", short_id),
+    ("summary", "summary", text),
+    ("agent", "agent", text),
+    ("created (UTC)", "created_at", moment),
+    ("last message (UTC)", "last_message_at", moment),
+)
+
+
+def display_table(
+    frame: pd.DataFrame, columns: tuple[tuple[str, str, Any], ...] = COLUMNS
+) -> pd.DataFrame:
     """The compact, all-text table a runs frame shows (only the columns it has)."""
     shown: dict[str, list[str]] = {}
-    for title, column, fmt in COLUMNS:
+    for title, column, fmt in columns:
         if column in frame.columns:
-            shown[title] = [fmt(v) for v in frame[column].tolist()]
+            values = [fmt(v) for v in frame[column].tolist()]
+            if title not in _OPTIONAL or any(values):
+                shown[title] = values
     return pd.DataFrame(shown, index=range(len(frame)))
 
 
-def table_html(frame: pd.DataFrame, *, note: str | None = None) -> str:
-    table = display_table(frame)
+def table_html(
+    frame: pd.DataFrame,
+    *,
+    note: str | None = None,
+    columns: tuple[tuple[str, str, Any], ...] = COLUMNS,
+) -> str:
+    table = display_table(frame, columns)
     head = "".join(
         f'<th style="text-align:{"right" if t in _RIGHT else "left"}">{html.escape(t)}</th>'
         for t in table.columns
@@ -111,6 +138,22 @@ class RunsFrame(pd.DataFrame):
 
     def _repr_html_(self) -> str:
         return table_html(self)
+
+
+class ConversationsFrame(pd.DataFrame):
+    """A typed conversations table that displays compactly (short ids, local-free times)."""
+
+    @property
+    def _constructor(self) -> type[pd.DataFrame]:
+        return pd.DataFrame
+
+    def _repr_html_(self) -> str:
+        n = len(self)
+        note = (
+            f"{n} conversation{'s' if n != 1 else ''}, newest first · the full values are in "
+            "the columns (e.g. <code>.conversation_id</code>)"
+        )
+        return table_html(self, note=note, columns=CONVERSATION_COLUMNS)
 
 
 # ---- batch results (letta_nb.batch) ---------------------------------------------------------

@@ -1,9 +1,9 @@
 """Run cursors: where a cell's run chain is, kept in kernel memory and in a small SQLite file.
 
-A cursor is what makes re-running a cell resume instead of restart: the agent, the chain of
-runs (an approval starts a new run), the last seq of each, the status and the cached
-transcript. The file lives in the user's state directory (mode 0600) so a kernel restart
-finds it again.
+A cursor is what makes re-running a cell resume instead of restart: the agent (and the
+conversation) of the chain of runs (an approval starts a new run), the send's otid, the last
+seq of each run, the status and the cached transcript. The file lives in the user's state
+directory (mode 0600) so a kernel restart finds it again.
 
 The cheap state (runs, seqs, status) and the transcript records are stored apart: the session
 writes the state often and the records only at settle points, so a long run costs no O(n)
@@ -63,6 +63,8 @@ _STATE_FIELDS = (
     "updated_at",
     "active_seconds",
     "notice",
+    "conversation_id",
+    "otid",
 )
 
 
@@ -83,6 +85,11 @@ class Cursor:
     active_seconds: float = 0.0
     #: The chain's lasting warning (e.g. what an incomplete run misses).
     notice: str | None = None
+    #: The conversation the chain's runs belong to (None: the agent's default history).
+    conversation_id: str | None = None
+    #: The otid of the chain's send: a cell rebuilt before its run was named sends again
+    #: with it, so a server that has the run re-attaches instead of starting another.
+    otid: str | None = None
 
     @property
     def resume_seqs(self) -> dict[str, int]:
@@ -120,6 +127,8 @@ class Cursor:
                 "record_seqs": self.record_seqs,
                 "active_seconds": self.active_seconds,
                 "notice": self.notice,
+                "conversation_id": self.conversation_id,
+                "otid": self.otid,
             },
             separators=(",", ":"),
             default=str,

@@ -87,6 +87,16 @@ class PendingApproval(Conflict):
     """409 PENDING_APPROVAL: answer the pending tool call before sending a new message."""
 
 
+class ConversationBusy(Conflict):
+    """409: another run holds the conversation (one run at a time); `run_id` is that run's.
+
+    The run chain attaches to that run instead of failing (the message is not sent)."""
+
+    def __init__(self, message: str, *, run_id: str, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.run_id = run_id
+
+
 class Expired(LettaNbError):
     """410: the run's stream is past the server's retention and cannot be replayed."""
 

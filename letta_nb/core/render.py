@@ -336,9 +336,11 @@ def header_text(
     status: str,
     active: float | None = None,
     tokens: int | None = None,
+    *,
+    conversation: str | None = None,
 ) -> str:
-    """`agent · status · 4.2 s · 1,234 tokens` (unknown parts left out)."""
-    parts = [agent or "letta", status]
+    """`agent · conversation · status · 4.2 s · 1,234 tokens` (unknown parts left out)."""
+    parts = [agent or "letta", *([conversation] if conversation else []), status]
     if active is not None and active >= 0.05:  # the live view leaves out a blink, too
         parts.append(format_seconds(active))
     if tokens is not None:

@@ -71,9 +71,20 @@ class Follower:
         max_reconnects: int = 20,
         policy: str | Policy | None = None,
         clock: Clock = SYSTEM,
+        conversation_id: str | None = None,
     ) -> None:
         self.backend = backend
         self.agent_id = agent_id
+        #: The conversation this chain's runs belong to (None: the agent's default history).
+        self.conversation_id = conversation_id
+        #: The run this chain follows because its send found the conversation busy with it
+        #: (the message was not sent); None when it follows its own send.
+        self.busy_run: str | None = None
+        #: Ask the server, once its run is named, which conversation it is in: a re-sent otid
+        #: re-attaches to its run wherever that run is (a caller that lost track of the
+        #: conversation made a fresh one). `on_moved(old, new)` is told when it differs.
+        self.confirm_conversation = False
+        self.on_moved: Callable[[str, str], object] | None = None
         self.transcript = transcript if transcript is not None else Transcript()
         self.stall_after = stall_after
         self.max_reconnects = max_reconnects
@@ -126,6 +137,7 @@ class Follower:
         stall_after: float = 60.0,
         clock: Clock = SYSTEM,
         server_durations: bool = True,
+        conversation_id: str | None = None,
     ) -> Follower:
         """A chain shown from its cursor: no reader, no server call that could start a run.
 
@@ -141,6 +153,7 @@ class Follower:
             stall_after=stall_after,
             policy=policy,
             clock=clock,
+            conversation_id=conversation_id,
         )
         f._run_id = run_id or transcript.run_id
         try:
@@ -183,8 +196,9 @@ class Follower:
             self._notify()
 
     def __repr__(self) -> str:
+        where = f" conversation={self.conversation_id}" if self.conversation_id else ""
         return (
-            f"<Follower agent={self.agent_id} run={self.run_id} status={self.status} "
+            f"<Follower agent={self.agent_id}{where} run={self.run_id} status={self.status} "
             f"seq={self.last_seq}>"
         )
 
@@ -303,6 +317,8 @@ class Follower:
             kw: dict[str, Any] = {}
             if timeout is not None:
                 kw["timeout"] = timeout
+            if self.conversation_id is not None:
+                kw["conversation_id"] = self.conversation_id
             return self.backend.start(
                 self.agent_id,
                 messages,
@@ -313,7 +329,13 @@ class Follower:
                 **kw,
             )
 
-        send = Send(opener, otid, sent_at, reattaches=self.backend.reattaches_otid)
+        send = Send(
+            opener,
+            otid,
+            sent_at,
+            reattaches=self.backend.reattaches_otid,
+            conversation_id=self.conversation_id,
+        )
         self._launch(lambda stop: self._chain(opener, stop, send=send))
 
     def follow(
@@ -458,7 +480,11 @@ class Follower:
         answers = state.answers(approve, reason)
 
         def opener() -> Iterator[Chunk] | ChunkStream:
-            return self.backend.approve(self.agent_id, answers, otid=otid)
+            if self.conversation_id is None:
+                return self.backend.approve(self.agent_id, answers, otid=otid)
+            return self.backend.approve(
+                self.agent_id, answers, otid=otid, conversation_id=self.conversation_id
+            )
 
         self._run_id = None
         self._named.clear()
@@ -470,10 +496,25 @@ class Follower:
     def _adopt(self, rid: str, answering: ApprovalState | None) -> None:
         self._run_id = rid
         self.transcript.tracker(rid)
+        if self.confirm_conversation:
+            self.confirm_conversation = False
+            self._confirm_conversation(rid)
         if answering is not None:
             answering.succeeded(rid)
         self._named.set()
         self._set_status(ChainStatus.RUNNING)
+
+    def _confirm_conversation(self, rid: str) -> None:
+        try:
+            where = self.backend.get_run(rid).get("conversation_id")
+        except LettaNbError:
+            return  # keep what the chain was told
+        old = self.conversation_id
+        if where and old and where != old:
+            self.conversation_id = where
+            if self.on_moved is not None:
+                with contextlib.suppress(Exception):
+                    self.on_moved(old, where)
 
     # ---- endings -------------------------------------------------------------------------
     def _finish(self, rid: str | None, ending: Ending) -> ChainStatus:
@@ -499,7 +540,7 @@ class Follower:
         if calls and all(_complete_args(c.get("arguments")) for c in calls):
             return calls
         try:
-            full = self.backend.pending_approval(self.agent_id)
+            full = self.backend.pending_approval(self.agent_id, self.conversation_id)
         except LettaNbError:
             full = []
         return full or calls
@@ -594,6 +635,12 @@ class Follower:
         t = self._thread
         if t is not None and t is not threading.current_thread() and t.is_alive():
             t.join(timeout)
+
+    def named(self, timeout: float = 10.0) -> str | None:
+        """Wait (bounded) until the chain's current run has an id; returns it (None if not
+        within `timeout`, or when nothing reads)."""
+        self.clock.wait(self._named, max(0.0, min(timeout, WAIT_BOUND)))
+        return self._run_id
 
     def wait(self, timeout: float | None = None) -> str:
         """Block until the chain settles (terminal, approval, detached, error) or `timeout`.

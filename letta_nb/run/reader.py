@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.chunks import Chunk
 from ..core.errors import (
+    ConversationBusy,
     LettaNbError,
+    NotFound,
     SeqGap,
     ServerUnavailable,
     StreamInterrupted,
@@ -55,6 +57,15 @@ class Send:
     sent_at: float
     #: The server re-attaches a re-sent otid to its run (the embedded server): re-send.
     reattaches: bool = False
+    #: The conversation it was sent to: a broken send is resumed there by its otid (or sent
+    #: again with it: conversations re-attach a re-sent otid on every server).
+    conversation_id: str | None = None
+
+
+BUSY_NOTICE = (
+    "the conversation was busy with run {run}: showing that run; this message was not sent "
+    "(send it again once that run is over)"
+)
 
 
 class ReadingChain(Protocol):
@@ -70,6 +81,9 @@ class ReadingChain(Protocol):
     #: The lasting warning progress must not clear (None: none).
     notice: str | None
     tail_timeout: float
+    #: The run this chain follows because the conversation was busy with it (its own
+    #: message was not sent); None for a chain that follows its own send.
+    busy_run: str | None
     eof_checks: int
     max_reconnects: int
     #: Waits before each lookup of a broken send's run in the agent's runs.
@@ -122,6 +136,7 @@ class RunReader:
         now = chain.clock.monotonic
         end = RunEnd()
         failures = idle_eofs = refused = 0
+        resent = False  # the open connection is a recovery of `send` (a re-send, by otid)
         regaps: set[int] = set()
         rid = chain.run_id
         origin = tr.last_seq(rid) if rid else 0
@@ -166,6 +181,18 @@ class RunReader:
                     if kind in CONTROL and end.see(acc):
                         return self._ended(rid, end)
                     notify()
+            except ConversationBusy as busy:
+                if stop.is_set():
+                    return DETACHED
+                if chain.run_id is not None or send is None or send.otid is None:
+                    raise  # an approval's answer, or a resume: not a send to attach
+                holder = busy.run_id
+                if not (resent and self._sent_by(holder, send.otid)):
+                    chain.busy_run = holder  # someone else's run: follow it, say so
+                    chain.notice = chain.warning = BUSY_NOTICE.format(run=holder)
+                adopt(holder)
+                opener = self.resumer(holder)
+                continue
             except StreamInterrupted as exc:
                 if stop.is_set():
                     return DETACHED
@@ -178,6 +205,7 @@ class RunReader:
                 rid = chain.run_id
                 if rid is None:
                     opener = self._recover(send, failures, str(exc), stop, adopt)
+                    resent = True
                     self._reconnecting(str(exc), failures)
                     continue
                 self._backoff(failures, str(exc), stop)
@@ -197,6 +225,7 @@ class RunReader:
                     self._backoff(failures, str(exc), stop)
                     self._reconnecting(str(exc), failures)
                     opener = send.resend
+                    resent = True
                     continue
                 self._backoff(failures, str(exc), stop, at_least=getattr(exc, "retry_after", None))
                 self._reconnecting(str(exc), failures)
@@ -336,10 +365,18 @@ class RunReader:
         stop: threading.Event,
         adopt: Callable[[str], None],
     ) -> Opener:
-        """The send broke before its first frame: find its run, or send it again (same otid)."""
+        """The send broke before its first frame: find its run, or send it again (same otid).
+
+        A conversation send is resumed by its otid in its conversation (the server says which
+        run that otid started), and sent again with the same otid when no run has it (the
+        first POST never got there): exactly one run either way.
+        """
         if send is None:
             raise StreamInterrupted("the stream broke before its run was known")
         chain = self.chain
+        if send.conversation_id is not None and send.otid is not None:
+            self._backoff(failures, "the send broke before the first frame", stop)
+            return self._by_otid(send.conversation_id, send.otid, send.resend)
         if not send.reattaches:
             rid = find_sent_run(
                 chain.backend,
@@ -356,6 +393,29 @@ class RunReader:
                 return self.resumer(rid)
         self._backoff(failures, "the send broke before the first frame", stop)
         return send.resend
+
+    def _by_otid(self, conversation_id: str, otid: str, resend: Opener) -> Opener:
+        backend = self.chain.backend
+
+        def opener() -> Iterator[Chunk] | ChunkStream:
+            stream = backend.resume_conversation(conversation_id, otid=otid, starting_after=0)
+            try:
+                first = next(iter(stream))
+            except NotFound:  # no run has this otid: the send never reached the server
+                close(stream)
+                return resend()
+            except StopIteration:
+                return iter(())
+            return _Prepended(first, stream)
+
+        return opener
+
+    def _sent_by(self, run_id: str, otid: str) -> bool:
+        """The run holding the conversation is this send's own (its messages carry `otid`)."""
+        try:
+            return any(m.get("otid") == otid for m in self.chain.backend.run_messages(run_id))
+        except LettaNbError:
+            return False
 
     def resumer(self, rid: str) -> Opener:
         chain = self.chain
@@ -411,3 +471,29 @@ def _hole_notice(rid: str, holes: list[tuple[int, int]]) -> str:
         f"run {rid}: the server no longer has seqs {spans}{more} ({missing} frames); "
         "the run is incomplete here"
     )
+
+
+class _Prepended:
+    """A stream with its first chunk already read (to tell a 404 from a run), still closable
+    from another thread."""
+
+    def __init__(self, first: Chunk, stream: Iterator[Chunk] | ChunkStream) -> None:
+        self._first: Chunk | None = first
+        self._stream = stream
+        self._iter = iter(stream)
+
+    def __iter__(self) -> Iterator[Chunk]:
+        return self
+
+    def __next__(self) -> Chunk:
+        first, self._first = self._first, None
+        return first if first is not None else next(self._iter)
+
+    @property
+    def _gen(self) -> Any:  # `replay.close` closes the inner generator, in the reader thread
+        return getattr(self._stream, "_gen", self._stream)
+
+    def close(self) -> None:  # detach, from another thread: the connection (thread-safe)
+        closer = getattr(self._stream, "close", None)
+        if closer is not None:
+            closer()

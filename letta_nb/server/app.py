@@ -19,7 +19,16 @@ from letta_nb.server.config import ServerConfig
 from letta_nb.server.engine import Engine, EngineSettings
 from letta_nb.server.errors import ApiError, api_error_handler, validation_detail
 from letta_nb.server.guard import RequestGuard
-from letta_nb.server.routes import agents, health, identity, messages, models, runs, tools
+from letta_nb.server.routes import (
+    agents,
+    conversations,
+    health,
+    identity,
+    messages,
+    models,
+    runs,
+    tools,
+)
 from letta_nb.server.schemas import SERVER_VERSION
 from letta_nb.server.storage import DbLock, Store
 
@@ -80,10 +89,10 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         detail = validation_detail(exc.errors())
         log.info("%s %s -> 422 %s", request.method, request.url.path, detail[:300])
-        return JSONResponse({"detail": detail}, status_code=422)
+        return JSONResponse({"trace_id": "", "detail": detail}, status_code=422)  # as Letta
 
     app.add_middleware(RequestGuard, config=config)
-    for module in (health, identity, agents, messages, runs, tools, models):
+    for module in (health, identity, agents, messages, conversations, runs, tools, models):
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
@@ -106,18 +115,24 @@ ERROR_STATUSES = {
     "403": "Forbidden (a foreign Host or Origin)",
     "404": "Not found",
     "405": "Method not allowed",
-    "409": "Conflict (e.g. a pending approval)",
+    "409": "Conflict (a pending approval, a busy conversation, nothing to cancel)",
     "410": "Expired",
     "413": "Request body too large",
     "415": "Request body is not application/json",
     "422": "Invalid request",
     "502": "The run failed",
 }
-RUN_ID_PATTERN = "^run-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+_UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+RUN_ID_PATTERN = f"^run-{_UUID}$"
+CONVERSATION_ID_PATTERN = f"^conv-{_UUID}$"
+# The message, stream, cancel and fork routes also take `default` (+ agent_id) or an agent id.
+HISTORY_ID_PATTERN = f"^(default|agent-{_UUID}|conv-{_UUID})$"
 STREAMING = {
     "/v1/agents/{agent_id}/messages",
     "/v1/agents/{agent_id}/messages/stream",
     "/v1/runs/{run_id}/stream",
+    "/v1/conversations/{conversation_id}/messages",
+    "/v1/conversations/{conversation_id}/stream",
 }
 
 
@@ -129,15 +144,21 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=SERVER_VERSION, routes=app.routes)
     for path, ops in schema.get("paths", {}).items():
-        for _method, op in ops.items():
+        for method, op in ops.items():
             for param in op.get("parameters", []):
-                if param.get("name") == "run_id" and param.get("in") == "path":
+                if param.get("in") != "path":
+                    continue
+                if param.get("name") == "run_id":
                     param["schema"] = {"type": "string", "pattern": RUN_ID_PATTERN}
+                elif param.get("name") == "conversation_id":
+                    exact = path == "/v1/conversations/{conversation_id}"
+                    pattern = CONVERSATION_ID_PATTERN if exact else HISTORY_ID_PATTERN
+                    param["schema"] = {"type": "string", "pattern": pattern}
             responses = op.setdefault("responses", {})
             for status, text in ERROR_STATUSES.items():
                 responses.setdefault(status, {"description": text})
                 responses[status]["content"] = {"application/json": {"schema": ERROR_BODY}}
-            if path in STREAMING:
+            if path in STREAMING and method == "post":
                 ok = responses.setdefault("200", {"description": "OK"})
                 ok.setdefault("content", {}).update(
                     {

@@ -94,11 +94,43 @@ class SendMessage(Body):
     include_return_message_types: list[StrictStr] | None = None
 
 
+class ConversationMessage(SendMessage):
+    """``/v1/conversations/{id}/messages``: the agents-endpoint body plus ``agent_id`` (the
+    default path only)."""
+
+    agent_id: StrictStr | None = None
+
+
 class ResumeStream(Body):
     starting_after: StrictInt | None = None
     batch_size: StrictInt | None = None
     include_pings: StrictBool | None = None
     poll_interval: StrictFloat | StrictInt | None = None
+
+
+class ConversationStream(ResumeStream):
+    """``/v1/conversations/{id}/stream``: which run (``run_id``, else ``otid``, else the newest
+    active one) and where to start."""
+
+    run_id: StrictStr | None = None
+    otid: StrictStr | None = None
+    agent_id: StrictStr | None = None
+
+
+class CreateConversation(Body):
+    summary: StrictStr | None = None
+    model: StrictStr | None = None
+    model_settings: dict[str, Any] | None = None
+    isolated_block_labels: list[StrictStr] | None = None
+
+
+class UpdateConversation(Body):
+    """``archived`` and ``description`` (sent by the SDK) are accepted and ignored, as Letta."""
+
+    summary: StrictStr | None = None
+    model: StrictStr | None = None
+    model_settings: dict[str, Any] | None = None
+    last_message_at: StrictStr | None = None
 
 
 class CancelRuns(Body):

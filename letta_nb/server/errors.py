@@ -16,14 +16,23 @@ class ApiError(Exception):
     """Raised anywhere in a route or the engine; turned into ``{"detail": detail}``.
 
     ``retry`` False adds ``x-should-retry: false`` so the SDK does not retry 409/5xx answers that
-    retrying cannot fix (a pending approval, for example).
+    retrying cannot fix (a pending approval, for example). ``extra`` adds top-level keys beside
+    ``detail`` (Letta's busy 409 names the holder's ``run_id`` there).
     """
 
-    def __init__(self, status: int, detail: Any, *, retry: bool | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        detail: Any,
+        *,
+        retry: bool | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(str(detail))
         self.status = status
         self.detail = detail
         self.retry = retry
+        self.extra = extra or {}
 
 
 def not_found(kind: str, ident: str) -> ApiError:
@@ -44,4 +53,6 @@ async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     log.info("%s %s -> %d %s", request.method, request.url.path, exc.status, str(exc)[:300])
     headers = {} if exc.retry is None else {"x-should-retry": "true" if exc.retry else "false"}
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=headers)
+    return JSONResponse(
+        {"detail": exc.detail, **exc.extra}, status_code=exc.status, headers=headers
+    )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 import uuid
 
-_RUN_ID = re.compile(r"^run-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_RUN_ID = re.compile(rf"^run-{_UUID}$")
+_CONVERSATION_ID = re.compile(rf"^conv-{_UUID}$")
 
 
 def new_id(prefix: str) -> str:
@@ -18,6 +20,10 @@ def new_tool_call_id() -> str:
 
 def is_valid_run_id(run_id: str) -> bool:
     return bool(_RUN_ID.match(run_id))
+
+
+def is_valid_conversation_id(conversation_id: str) -> bool:
+    return bool(_CONVERSATION_ID.match(conversation_id))
 
 
 def derive_otid(message_id: str, index: int = 0) -> str:

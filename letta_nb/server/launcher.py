@@ -19,7 +19,6 @@ server_id, token; written atomically), ``token`` (random, kept across relaunches
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import secrets
@@ -36,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from letta_nb._filelock import exclusive
 from letta_nb.server.schemas import IDENTITY_PATH
 
 DISCOVERY = "server.json"
@@ -91,28 +91,17 @@ def state_lock(state_dir: str | Path, timeout: float = LOCK_TIMEOUT) -> Iterator
             held[key] -= 1
         return
     _private_dir(state)
-    fd = os.open(state / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise ServerStartError(
-                        f"timed out waiting for another process starting the letta-nb server "
-                        f"in {state}; see {state / LOG_FILE}"
-                    ) from None
-                time.sleep(POLL)
+    with exclusive(state / LOCK_FILE, timeout, poll=POLL) as taken:
+        if not taken:
+            raise ServerStartError(
+                f"timed out waiting for another process starting the letta-nb server "
+                f"in {state}; see {state / LOG_FILE}"
+            )
         held[key] = 1
         try:
             yield
         finally:
             held.pop(key, None)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 # -- files -------------------------------------------------------------------------------------

@@ -130,7 +130,7 @@ def run_json(row: dict[str, Any]) -> dict[str, Any]:
         "created_at": created_at(row["created_at"]),
         "completed_at": naive_at(row["completed_at"]),
         "agent_id": row["agent_id"],
-        "conversation_id": None,
+        "conversation_id": row.get("conversation_id"),
         "base_template_id": None,
         "background": bool(row["background"]),
         "metadata": row["metadata"],
@@ -147,6 +147,69 @@ def run_json(row: dict[str, Any]) -> dict[str, Any]:
         "callback_error": None,
         "ttft_ns": row.get("ttft_ns"),
         "total_duration_ns": row.get("total_duration_ns"),
+    }
+
+
+def conversation_json(
+    row: dict[str, Any], in_context_message_ids: list[str] | None = None
+) -> dict[str, Any]:
+    """A ``Conversation``; ``in_context_message_ids`` is only filled by retrieve (recorded)."""
+    last = row.get("last_message_at")
+    return {
+        "created_by_id": USER_ID,
+        "last_updated_by_id": USER_ID,
+        "created_at": created_at(row["created_at"]),
+        "updated_at": created_at(row["updated_at"]),
+        "id": row["id"],
+        "agent_id": row["agent_id"],
+        "summary": row.get("summary"),
+        "in_context_message_ids": in_context_message_ids or [],
+        "isolated_block_ids": [],
+        "model": row.get("model"),
+        "model_settings": row.get("model_settings"),
+        "last_message_at": created_at(last) if last is not None else None,
+    }
+
+
+def system_message(
+    message_id: str,
+    agent: dict[str, Any],
+    conversation_id: str | None,
+    previous: int,
+    ts: float,
+) -> dict[str, Any]:
+    """A history's compiled system message: base instructions, memory blocks, metadata (the
+    layout Letta compiles; here from the agent's own system prompt and blocks)."""
+    cfg = agent["config"]
+    blocks = []
+    for block in cfg.get("memory_blocks") or []:
+        value = str(block.get("value", ""))
+        blocks.append(
+            f"<{block.get('label')}>\n<description>\n{block.get('description') or ''}\n"
+            f"</description>\n<metadata>\n- chars_current={len(value)}\n"
+            f"- chars_limit={block.get('limit', 20000)}\n</metadata>\n<value>\n{value}\n"
+            f"</value>\n</{block.get('label')}>\n"
+        )
+    stamp = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %I:%M:%S %p UTC+0000")
+    content = (
+        f"<base_instructions>\n{cfg.get('system') or DEFAULT_SYSTEM}\n</base_instructions>\n\n"
+        "<memory_blocks>\nThe following memory blocks are currently engaged in your core "
+        f"memory unit:\n\n{''.join(blocks)}\n</memory_blocks>\n\n<memory_metadata>\n"
+        f"- AGENT_ID: {agent['id']}\n- CONVERSATION_ID: {conversation_id or 'default'}\n"
+        f"- System prompt last recompiled: {stamp}\n"
+        f"- {previous} previous messages between you and the user are stored in recall memory\n"
+        "</memory_metadata>"
+    )
+    return {
+        **envelope(
+            message_id,
+            "system_message",
+            otid=None,
+            step_id=None,
+            run_id=None,
+            date=message_date(ts),
+        ),
+        "content": content,
     }
 
 
@@ -187,6 +250,7 @@ def step_json(step: dict[str, Any], model: str) -> dict[str, Any]:
 
 
 CONTEXT_WINDOW = 30000
+DEFAULT_SYSTEM = "You are a letta_nb embedded agent."
 MODEL_ENDPOINT = "letta_nb://embedded"  # a string, as Letta's (its brains need no URL)
 
 
@@ -289,7 +353,7 @@ def agent_json(
         "name": row["name"],
         "tool_rules": cfg.get("tool_rules") or [],
         "message_ids": [],
-        "system": cfg.get("system") or "You are a letta_nb embedded agent.",
+        "system": cfg.get("system") or DEFAULT_SYSTEM,
         "agent_type": cfg.get("agent_type") or "letta_v1_agent",
         "llm_config": llm_config(row["model"]),
         "embedding_config": embedding_config(),

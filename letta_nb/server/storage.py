@@ -1,10 +1,16 @@
-"""SQLite storage: agents, tools, runs, messages, steps and the per-run SSE frame log.
+"""SQLite storage: agents, conversations, tools, runs, messages, steps and the per-run SSE
+frame log.
 
 Every call is synchronous and meant to run on a worker thread, never on the event loop (the
 engine hands calls to its executors): each thread gets its own connection, reads run in
 parallel under WAL, and writes queue on one Python lock shared with the ``FrameWriter`` (so
 they wake at once instead of in SQLite's sleeping busy handler). A write that finds the
 database locked by another connection is retried with backoff for a bounded time.
+
+Every message belongs to one history: the agent's default history (``conversation_id`` NULL)
+or one conversation. A fork copies the source's message rows into the new conversation with
+the same ids (``copied`` = 1): they are the same message objects, listed once agent-wide. A
+pending approval belongs to its history too (``agents.pending`` or ``conversations.pending``).
 
 Frames are stored as their final bytes (run_id and seq_id already injected), keyed by
 ``(run_id, seq)``, so a replay is one range scan plus a concatenation and a resume at any
@@ -71,6 +77,27 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_agent ON runs (agent_id, ord);
 CREATE INDEX IF NOT EXISTS runs_otid ON runs (agent_id, otid_key);
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
+CREATE TABLE IF NOT EXISTS run_otids (
+    agent_id TEXT NOT NULL,
+    otid TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (agent_id, otid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conversations (
+    ord INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    agent_id TEXT NOT NULL,
+    summary TEXT,
+    model TEXT,
+    model_settings TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    last_message_at REAL,
+    deleted_at REAL,
+    hidden INTEGER NOT NULL DEFAULT 0,
+    pending TEXT
+);
+CREATE INDEX IF NOT EXISTS conversations_agent ON conversations (agent_id, ord);
 CREATE TABLE IF NOT EXISTS frames (
     run_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -101,7 +128,14 @@ CREATE INDEX IF NOT EXISTS steps_id ON steps (id);
 _MIGRATIONS = (
     ("runs", "ttft_ns", "INTEGER"),
     ("runs", "conversation_id", "TEXT"),
+    ("messages", "conversation_id", "TEXT"),
+    ("messages", "copied", "INTEGER NOT NULL DEFAULT 0"),
 )
+# Indexes on migrated columns: created once the columns exist (old databases too).
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS messages_scope ON messages (agent_id, conversation_id, ord);
+CREATE INDEX IF NOT EXISTS runs_conversation ON runs (conversation_id, ord);
+"""
 
 BUSY_TIMEOUT_MS = 5000  # SQLite's own wait for a lock held by another connection, per attempt
 WRITE_RETRY_SECONDS = 30.0  # then retries with backoff for this long before a write fails
@@ -400,6 +434,67 @@ def _agent_row(row: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
+_CONV_COLS = (
+    "ord, id, agent_id, summary, model, model_settings, created_at, updated_at, "
+    "last_message_at, deleted_at, hidden, pending"
+)
+_CONV_KEYS = [c.strip() for c in _CONV_COLS.split(",")]
+
+
+def _conversation_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    out = dict(zip(_CONV_KEYS, row, strict=True))
+    out["model_settings"] = json.loads(out["model_settings"]) if out["model_settings"] else None
+    out["pending"] = json.loads(out["pending"]) if out["pending"] else None
+    out["hidden"] = bool(out["hidden"])
+    return out
+
+
+def _history_where(agent_id: str, conversation_id: str | None) -> tuple[str, list[Any]]:
+    """The messages of one history: a conversation's (its copies included) or the agent's
+    default history."""
+    if conversation_id is None:
+        return "agent_id = ? AND conversation_id IS NULL", [agent_id]
+    return "conversation_id = ?", [conversation_id]
+
+
+def _get_pending(db: sqlite3.Connection, agent_id: str, conversation_id: str | None) -> Any:
+    if conversation_id is None:
+        row = db.execute("SELECT pending FROM agents WHERE id = ?", (agent_id,)).fetchone()
+    else:
+        row = db.execute(
+            "SELECT pending FROM conversations WHERE id = ?", (conversation_id,)
+        ).fetchone()
+    return json.loads(row[0]) if row and row[0] else None
+
+
+def _set_pending(
+    db: sqlite3.Connection,
+    agent_id: str,
+    conversation_id: str | None,
+    pending: dict[str, Any] | None,
+    now: float,
+    *,
+    cancelled: bool = False,
+) -> None:
+    value = json.dumps(pending) if pending is not None else None
+    if conversation_id is None:
+        extra = ", last_stop_reason = 'cancelled'" if cancelled else ""
+        db.execute(
+            f"UPDATE agents SET pending = ?{extra}, updated_at = ? WHERE id = ?",
+            (value, now, agent_id),
+        )
+    else:
+        db.execute(
+            "UPDATE conversations SET pending = ?, updated_at = ? WHERE id = ?",
+            (value, now, conversation_id),
+        )
+        if cancelled:
+            db.execute(
+                "UPDATE agents SET last_stop_reason = 'cancelled', updated_at = ? WHERE id = ?",
+                (now, agent_id),
+            )
+
+
 class Page:
     """Cursor pagination over an ``ord`` column: ``after``/``before`` are item ids, never repeat."""
 
@@ -465,6 +560,7 @@ class Store:
                 cols = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
                 if column not in cols:  # databases written by an earlier version
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            db.executescript(_INDEXES)
         for suffix in ("-wal", "-shm"):  # created by an older version with the umask's mode
             side = path.with_name(path.name + suffix)
             if side.exists():
@@ -551,14 +647,32 @@ class Store:
         return int(row[0] or 0)
 
     # -- agents -----------------------------------------------------------------------------
-    def insert_agent(self, agent_id: str, name: str, model: str, config: dict[str, Any]) -> None:
+    def insert_agent(
+        self,
+        agent_id: str,
+        name: str,
+        model: str,
+        config: dict[str, Any],
+        system_message: dict[str, Any] | None = None,
+    ) -> None:
+        """The agent and its default history's system message, in one transaction."""
         now = self.clock()
-        self._exec(
-            "INSERT INTO agents (id, name, model, created_at, updated_at, config) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (agent_id, name, model, now, now, json.dumps(config)),
-            "agent insert",
-        )
+
+        def insert(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "INSERT INTO agents (id, name, model, created_at, updated_at, config) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (agent_id, name, model, now, now, json.dumps(config)),
+            )
+            if system_message is not None:
+                db.execute(
+                    "INSERT INTO messages (id, agent_id, run_id, data) VALUES (?, ?, '', ?)",
+                    (system_message["id"], agent_id, json.dumps(system_message)),
+                )
+            db.execute("COMMIT")
+
+        self._write(insert, "agent insert")
 
     def get_agent(self, agent_id: str) -> dict[str, Any] | None:
         row = (
@@ -577,9 +691,19 @@ class Store:
         rows = self._db().execute(f"SELECT {_AGENT_COLS} FROM agents" + tail, params).fetchall()
         return [_agent_row(r) for r in page.finish(rows)]
 
-    def ord_of(self, table: str, item_id: str) -> int | None:
-        assert table in ("agents", "runs", "messages", "steps", "tools")
-        row = self._db().execute(f"SELECT ord FROM {table} WHERE id = ?", (item_id,)).fetchone()
+    def ord_of(self, table: str, item_id: str, *, conversation_id: str | None = None) -> int | None:
+        """The ``ord`` of an item, for page cursors. A message id names one row per history
+        (forks copy rows): ``conversation_id`` picks that conversation's, else the original."""
+        assert table in ("agents", "runs", "messages", "steps", "tools", "conversations")
+        params: tuple[str, ...] = (item_id,)
+        if table == "messages" and conversation_id is not None:
+            sql = "SELECT ord FROM messages WHERE id = ? AND conversation_id = ?"
+            params = (item_id, conversation_id)
+        elif table == "messages":
+            sql = "SELECT ord FROM messages WHERE id = ? ORDER BY copied LIMIT 1"
+        else:
+            sql = f"SELECT ord FROM {table} WHERE id = ?"
+        row = self._db().execute(sql, params).fetchone()
         return row[0] if row else None
 
     def update_agent(self, agent_id: str, **fields: Any) -> None:
@@ -648,13 +772,36 @@ class Store:
         *,
         status: str = "running",
         conversation_id: str | None = None,
-    ) -> None:
-        self._write(
-            lambda db: self._insert_run(
-                db, run_id, agent_id, background, otid_key, status, conversation_id
-            ),
-            "run insert",
-        )
+        run_type: str = "send_message",
+        otids: Sequence[str] = (),
+        guard_pending: bool = False,
+    ) -> dict[str, Any] | None:
+        """A new run, the otids it answers for (resume by otid) and its conversation's
+        ``last_message_at``, in one transaction. With ``guard_pending``, a history whose
+        approval is pending gets no run: that pending call is returned instead (None: the
+        run was inserted)."""
+
+        def insert(db: sqlite3.Connection) -> dict[str, Any] | None:
+            db.execute("BEGIN IMMEDIATE")
+            if guard_pending:
+                pending = _get_pending(db, agent_id, conversation_id)
+                if pending is not None:
+                    db.execute("ROLLBACK")
+                    return dict(pending)
+            self._insert_run(
+                db, run_id, agent_id, background, otid_key, status, conversation_id, run_type
+            )
+            self._map_otids(db, agent_id, run_id, otids)
+            if conversation_id is not None:
+                now = self.clock()
+                db.execute(
+                    "UPDATE conversations SET last_message_at = ?, updated_at = ? WHERE id = ?",
+                    (now, now, conversation_id),
+                )
+            db.execute("COMMIT")
+            return None
+
+        return self._write(insert, "run insert")
 
     def _insert_run(
         self,
@@ -665,6 +812,7 @@ class Store:
         otid_key: str | None,
         status: str,
         conversation_id: str | None,
+        run_type: str = "send_message",
     ) -> None:
         db.execute(
             "INSERT INTO runs (id, agent_id, created_at, status, background, metadata, "
@@ -675,11 +823,21 @@ class Store:
                 self.clock(),
                 status,
                 int(background),
-                json.dumps({"run_type": "send_message"}),
+                json.dumps({"run_type": run_type}),
                 otid_key,
                 conversation_id,
             ),
         )
+
+    @staticmethod
+    def _map_otids(
+        db: sqlite3.Connection, agent_id: str, run_id: str, otids: Sequence[str]
+    ) -> None:
+        if otids:
+            db.executemany(
+                "INSERT OR REPLACE INTO run_otids (agent_id, otid, run_id) VALUES (?, ?, ?)",
+                [(agent_id, otid, run_id) for otid in dict.fromkeys(otids)],
+            )
 
     def insert_answer_run(
         self,
@@ -689,8 +847,10 @@ class Store:
         accept: Callable[[dict[str, Any]], bool],
         *,
         conversation_id: str | None = None,
+        run_type: str = "send_message",
     ) -> tuple[dict[str, Any] | None, bool]:
-        """Claim the agent's pending approval for a new run, atomically.
+        """Claim the pending approval of a history (the agent's default one, or the
+        conversation's) for a new run, atomically.
 
         In one transaction: if a call is pending and ``accept(pending)``, clear it and insert
         the answering run. Returns ``(pending, claimed)``: ``(None, False)`` when nothing is
@@ -700,16 +860,19 @@ class Store:
 
         def claim(db: sqlite3.Connection) -> tuple[dict[str, Any] | None, bool]:
             db.execute("BEGIN IMMEDIATE")
-            row = db.execute("SELECT pending FROM agents WHERE id = ?", (agent_id,)).fetchone()
-            pending = json.loads(row[0]) if row and row[0] else None
+            pending = _get_pending(db, agent_id, conversation_id)
             taken = pending is not None and accept(pending)
             if taken:
                 now = self.clock()
-                db.execute(
-                    "UPDATE agents SET pending = NULL, updated_at = ? WHERE id = ?",
-                    (now, agent_id),
+                _set_pending(db, agent_id, conversation_id, None, now)
+                self._insert_run(
+                    db, run_id, agent_id, background, None, "running", conversation_id, run_type
                 )
-                self._insert_run(db, run_id, agent_id, background, None, "running", None)
+                if conversation_id is not None:
+                    db.execute(
+                        "UPDATE conversations SET last_message_at = ? WHERE id = ?",
+                        (now, conversation_id),
+                    )
             db.execute("COMMIT")
             return pending, taken
 
@@ -720,27 +883,29 @@ class Store:
         agent_id: str,
         run_id: str,
         denial: Callable[[dict[str, Any]], list[dict[str, Any]]],
+        *,
+        conversation_id: str | None = None,
     ) -> bool:
-        """If ``run_id``'s approval is still pending: clear it, store ``denial(pending)`` (the
-        messages an explicit denial leaves) and mark the run cancelled, in one transaction.
-        False if it is not pending any more (answered, or never was)."""
+        """If ``run_id``'s approval is still pending in its history: clear it, store
+        ``denial(pending)`` (the messages an explicit denial leaves) and mark the run
+        cancelled, in one transaction. False if it is not pending any more (answered, or
+        never was)."""
 
         def cancel(db: sqlite3.Connection) -> bool:
             db.execute("BEGIN IMMEDIATE")
-            row = db.execute("SELECT pending FROM agents WHERE id = ?", (agent_id,)).fetchone()
-            pending = json.loads(row[0]) if row and row[0] else None
+            pending = _get_pending(db, agent_id, conversation_id)
             if pending is None or pending.get("run_id") != run_id:
                 db.execute("COMMIT")
                 return False
             now = self.clock()
-            db.execute(
-                "UPDATE agents SET pending = NULL, last_stop_reason = 'cancelled', "
-                "updated_at = ? WHERE id = ?",
-                (now, agent_id),
-            )
+            _set_pending(db, agent_id, conversation_id, None, now, cancelled=True)
             db.executemany(
-                "INSERT INTO messages (id, agent_id, run_id, data) VALUES (?, ?, ?, ?)",
-                [(m["id"], agent_id, run_id, json.dumps(m)) for m in denial(pending)],
+                "INSERT INTO messages (id, agent_id, run_id, data, conversation_id) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (m["id"], agent_id, run_id, json.dumps(m), conversation_id)
+                    for m in denial(pending)
+                ],
             )
             db.execute(
                 "UPDATE runs SET status = 'cancelled', stop_reason = 'cancelled', "
@@ -751,6 +916,54 @@ class Store:
             return True
 
         return self._write(cancel, "approval cancel")
+
+    def set_pending(
+        self, agent_id: str, conversation_id: str | None, pending: dict[str, Any] | None
+    ) -> None:
+        """The history's pending approval (None clears it)."""
+        self._write(
+            lambda db: _set_pending(db, agent_id, conversation_id, pending, self.clock()),
+            "pending approval",
+        )
+
+    def pending_approval(self, agent_id: str, conversation_id: str | None) -> Any:
+        return _get_pending(self._db(), agent_id, conversation_id)
+
+    def conversations_pending(self, agent_id: str) -> list[dict[str, Any]]:
+        """Approvals waiting in the agent's (live) conversations, newest first."""
+        rows = (
+            self._db()
+            .execute(
+                "SELECT pending FROM conversations WHERE agent_id = ? AND pending IS NOT NULL "
+                "AND deleted_at IS NULL ORDER BY updated_at DESC",
+                (agent_id,),
+            )
+            .fetchall()
+        )
+        return [json.loads(r[0]) for r in rows]
+
+    def send_state(
+        self, agent_id: str | None, conversation_id: str | None, otid_key: str | None
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]:
+        """What a send needs, in one read: (agent, conversation, the run its otids started).
+        With ``conversation_id`` the agent is the conversation's; (None, None, None) when the
+        conversation is unknown."""
+        db = self._db()
+        conversation = None
+        if conversation_id is not None:
+            row = db.execute(
+                f"SELECT {_CONV_COLS} FROM conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
+            if row is None:
+                return None, None, None
+            conversation = _conversation_row(row)
+            agent_id = conversation["agent_id"]
+        row = db.execute(f"SELECT {_AGENT_COLS} FROM agents WHERE id = ?", (agent_id,)).fetchone()
+        agent = _agent_row(row) if row else None
+        existing = None
+        if agent is not None and otid_key is not None:
+            existing = self.run_by_otid(agent["id"], otid_key)
+        return agent, conversation, existing
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         row = self._db().execute(f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -763,6 +976,19 @@ class Store:
                 f"SELECT {_RUN_COLS} FROM runs WHERE agent_id = ? AND otid_key = ? "
                 "ORDER BY ord DESC LIMIT 1",
                 (agent_id, otid_key),
+            )
+            .fetchone()
+        )
+        return _run_row(row) if row else None
+
+    def run_for_otid(self, agent_id: str, otid: str) -> dict[str, Any] | None:
+        """The run a message otid of this agent started (any otid of its request)."""
+        row = (
+            self._db()
+            .execute(
+                f"SELECT {', '.join('r.' + k for k in _RUN_KEYS)} FROM run_otids o "
+                "JOIN runs r ON r.id = o.run_id WHERE o.agent_id = ? AND o.otid = ?",
+                (agent_id, otid),
             )
             .fetchone()
         )
@@ -822,9 +1048,13 @@ class Store:
         statuses: list[str],
         background: bool | None,
         stop_reason: str | None,
+        conversation_id: str | None = None,
     ) -> list[dict[str, Any]]:
         where: list[str] = []
         params: list[Any] = []
+        if conversation_id is not None:
+            where.append("conversation_id = ?")
+            params.append(conversation_id)
         if agent_ids:
             where.append(f"agent_id IN ({','.join('?' * len(agent_ids))})")
             params.extend(agent_ids)
@@ -850,26 +1080,186 @@ class Store:
         return [_run_row(r) for r in rows]
 
     # -- messages and steps -----------------------------------------------------------------
-    def insert_message(self, agent_id: str, run_id: str, message: dict[str, Any]) -> None:
+    def insert_message(
+        self,
+        agent_id: str,
+        run_id: str,
+        message: dict[str, Any],
+        conversation_id: str | None = None,
+    ) -> None:
         self._exec(
-            "INSERT INTO messages (id, agent_id, run_id, data) VALUES (?, ?, ?, ?)",
-            (message["id"], agent_id, run_id, json.dumps(message)),
+            "INSERT INTO messages (id, agent_id, run_id, data, conversation_id) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (message["id"], agent_id, run_id, json.dumps(message), conversation_id),
             "message insert",
         )
 
     def list_messages(
-        self, page: Page, *, agent_id: str | None = None, run_id: str | None = None
+        self,
+        page: Page,
+        *,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        history: str | None = None,
+        default_history: bool = False,
     ) -> list[dict[str, Any]]:
-        where, params = [], []
-        if agent_id is not None:
-            where.append("agent_id = ?")
-            params.append(agent_id)
+        """Messages of an agent (every history, each message once), of a run, of one
+        conversation (``history``, its fork copies included) or of the agent's default
+        history (``default_history``)."""
+        where: list[str] = []
+        params: list[Any] = []
+        if history is not None or default_history:
+            assert history is not None or agent_id is not None
+            clause, params = _history_where(agent_id or "", history)
+            where.append(clause)
+        else:
+            where.append("copied = 0")
+            if agent_id is not None:
+                where.append("agent_id = ?")
+                params.append(agent_id)
         if run_id is not None:
             where.append("run_id = ?")
             params.append(run_id)
         tail, params = page.sql(where, params)
         rows = self._db().execute("SELECT data FROM messages" + tail, params).fetchall()
         return [json.loads(r[0]) for r in page.finish(rows)]
+
+    def ord_in_history(
+        self, agent_id: str, conversation_id: str | None, message_id: str
+    ) -> int | None:
+        clause, params = _history_where(agent_id, conversation_id)
+        row = (
+            self._db()
+            .execute(f"SELECT ord FROM messages WHERE {clause} AND id = ?", [*params, message_id])
+            .fetchone()
+        )
+        return row[0] if row else None
+
+    def history_ids(self, agent_id: str, conversation_id: str | None) -> list[str]:
+        """Message ids of one history, oldest first (a conversation's in-context ids)."""
+        clause, params = _history_where(agent_id, conversation_id)
+        rows = (
+            self._db()
+            .execute(f"SELECT id FROM messages WHERE {clause} ORDER BY ord", params)
+            .fetchall()
+        )
+        return [r[0] for r in rows]
+
+    # -- conversations ----------------------------------------------------------------------
+    def insert_conversation(
+        self,
+        conversation_id: str,
+        agent_id: str,
+        *,
+        summary: str | None,
+        model: str | None,
+        model_settings: dict[str, Any] | None,
+        system_message: dict[str, Any],
+        hidden: bool = False,
+        fork_of: tuple[str | None, int | None] | None = None,
+    ) -> None:
+        """A new conversation with its own system message, in one transaction. ``fork_of``
+        = (source conversation or None for the default history, last ord to copy or None
+        for all): the source's messages are copied after the system message (same ids)."""
+
+        def insert(db: sqlite3.Connection) -> None:
+            now = self.clock()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "INSERT INTO conversations (id, agent_id, summary, model, model_settings, "
+                "created_at, updated_at, hidden) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    conversation_id,
+                    agent_id,
+                    summary,
+                    model,
+                    json.dumps(model_settings) if model_settings is not None else None,
+                    now,
+                    now,
+                    int(hidden),
+                ),
+            )
+            db.execute(
+                "INSERT INTO messages (id, agent_id, run_id, data, conversation_id) "
+                "VALUES (?, ?, '', ?, ?)",
+                (system_message["id"], agent_id, json.dumps(system_message), conversation_id),
+            )
+            if fork_of is not None:
+                source, upto = fork_of
+                clause, params = _history_where(agent_id, source)
+                if upto is not None:
+                    clause += " AND ord <= ?"
+                    params.append(upto)
+                db.execute(
+                    "INSERT INTO messages (id, agent_id, run_id, data, conversation_id, copied) "
+                    f"SELECT id, agent_id, run_id, data, ?, 1 FROM messages WHERE {clause} "
+                    "AND json_extract(data, '$.message_type') != 'system_message' ORDER BY ord",
+                    [conversation_id, *params],
+                )
+            db.execute("COMMIT")
+
+        self._write(insert, "conversation insert")
+
+    def get_conversation(self, conversation_id: str) -> dict[str, Any] | None:
+        """The conversation (deleted ones too: ``deleted_at`` says so)."""
+        row = (
+            self._db()
+            .execute(f"SELECT {_CONV_COLS} FROM conversations WHERE id = ?", (conversation_id,))
+            .fetchone()
+        )
+        return _conversation_row(row) if row else None
+
+    def list_conversations(
+        self,
+        page: Page,
+        *,
+        agent_id: str | None,
+        summary_search: str | None = None,
+        order_by: str = "created_at",
+    ) -> list[dict[str, Any]]:
+        """Live, unhidden conversations; ``summary_search``: a case-insensitive substring."""
+        where = ["deleted_at IS NULL", "hidden = 0"]
+        params: list[Any] = []
+        if agent_id is not None:
+            where.append("agent_id = ?")
+            params.append(agent_id)
+        if summary_search:
+            where.append("instr(lower(coalesce(summary, '')), lower(?)) > 0")
+            params.append(summary_search)
+        tail, params = page.sql(where, params)
+        if order_by != "created_at":  # a stable order by that column, newest/oldest first
+            assert order_by in ("last_message_at", "updated_at")
+            direction = "DESC" if page.desc else "ASC"
+            tail = tail.replace(
+                "ORDER BY ord", f"ORDER BY {order_by} IS NULL, {order_by} {direction}, ord"
+            )
+        rows = (
+            self._db().execute(f"SELECT {_CONV_COLS} FROM conversations" + tail, params).fetchall()
+        )
+        return [_conversation_row(r) for r in page.finish(rows)]
+
+    def update_conversation(self, conversation_id: str, **fields: Any) -> None:
+        sets, params = [], []
+        for key, value in fields.items():
+            assert key in ("summary", "model", "model_settings", "last_message_at", "deleted_at")
+            sets.append(f"{key} = ?")
+            params.append(json.dumps(value) if key == "model_settings" and value else value)
+        sets.append("updated_at = ?")
+        params.append(self.clock())
+        self._exec(
+            f"UPDATE conversations SET {', '.join(sets)} WHERE id = ?",
+            [*params, conversation_id],
+            "conversation update",
+        )
+
+    def delete_agent_conversations(self, agent_id: str) -> None:
+        now = self.clock()
+        self._exec(
+            "UPDATE conversations SET deleted_at = ?, updated_at = ? "
+            "WHERE agent_id = ? AND deleted_at IS NULL",
+            (now, now, agent_id),
+            "conversation delete",
+        )
 
     def list_steps(self, page: Page, run_id: str) -> list[dict[str, Any]]:
         tail, params = page.sql(["run_id = ?"], [run_id])

@@ -46,7 +46,7 @@ Op = list[Any]
 #: Header fields a person sees: a change in one of them goes out at once. The others
 #: (seq, frames/s, active seconds) ride along with the next message (the browser ticks the
 #: clock itself while the run is live).
-VISIBLE = ("ag", "st", "tok", "nr", "warn", "err", "det", "ctl", "ap", "note", "live")
+VISIBLE = ("ag", "cv", "st", "tok", "nr", "warn", "err", "det", "ctl", "ap", "note", "live")
 #: Bytes of the message envelope (header, parent header, signature) a Jupyter message costs.
 ENVELOPE = 600
 #: Compress a message body from this many bytes on (the browser inflates it).
@@ -111,6 +111,7 @@ def build_header(
     entries: list[Entry],
     rate: float | None = None,
     note: str | None = None,
+    conversation: str | None = None,
 ) -> dict[str, Any]:
     status = str(chain.status or ChainStatus.STARTING)
     runs = chain.runs
@@ -126,6 +127,9 @@ def build_header(
         "ctl": status not in OVER,
         "fin": status in OVER,
     }
+    if chain.conversation_id:  # its label (summary or short id); the id on hover
+        header["cv"] = conversation or chain.conversation_id[:13]
+        header["cid"] = chain.conversation_id
     if rate is not None:
         header["fps"] = round(rate, 1)
     if chain.warning:
@@ -166,9 +170,12 @@ def _signature(entry: Entry, outcome: Any) -> tuple[Any, ...]:
 class ViewDoc:
     """The mirror of what browser views have of one chain, and the ops that bring them on."""
 
-    def __init__(self, *, tail: int | None = 4000, agent: str | None = None) -> None:
+    def __init__(
+        self, *, tail: int | None = 4000, agent: str | None = None, conversation: str | None = None
+    ) -> None:
         self.tail = tail
         self.agent = agent
+        self.conversation = conversation
         self.n = 0
         self.header: dict[str, Any] = {}
         self.note: str | None = None
@@ -306,7 +313,14 @@ class ViewDoc:
         while seal < len(mirror) and entries[seal].run_id in stopped:
             seal += 1
         self._sealed = seal
-        header = build_header(chain, self.agent, entries=entries, rate=self.rate, note=self.note)
+        header = build_header(
+            chain,
+            self.agent,
+            entries=entries,
+            rate=self.rate,
+            note=self.note,
+            conversation=self.conversation,
+        )
         visible = visible_change(self.header or None, header)
         self.header = header
         return ops, header, visible

@@ -93,6 +93,11 @@ def _agent_name(source: Any) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
+def _conversation_label(source: Any) -> str | None:
+    label = getattr(source, "conversation_label", None)
+    return label if isinstance(label, str) and label else None
+
+
 class RunView(anywidget.AnyWidget):
     """The live view of a RunHandle or a RunChain."""
 
@@ -120,7 +125,10 @@ class RunView(anywidget.AnyWidget):
         self._clock = clock
         self._lock = threading.RLock()
         self._run_lock = threading.Lock()
-        self._doc = ViewDoc(tail=tail_chars or None, agent=self.agent)
+        self.conversation = _conversation_label(source)
+        self._doc = ViewDoc(
+            tail=tail_chars or None, agent=self.agent, conversation=self.conversation
+        )
         self._batch = Batcher(max_hz)
         self._pump = pump if pump is not None else shared_pump()
         self._pump_keeps = isinstance(self._pump, ThreadPump)
@@ -177,6 +185,8 @@ class RunView(anywidget.AnyWidget):
             str(chain.status),
             chain.active_seconds,
             chain.transcript.total_tokens(),
+            conversation=self.conversation
+            or (chain.conversation_id[:13] if chain.conversation_id else None),
         )
         with self._lock:
             error = self._doc.header.get("err")

@@ -302,3 +302,32 @@ def test_the_runs_table_fits_the_page(
     box, area = table.bounding_box(), out.bounding_box()
     assert box is not None and area is not None and box["width"] <= area["width"], (box, area)
     both_themes(page, "runs-table", 2)
+
+
+# ---------------------------------------------------------------- conversations
+
+
+def test_a_conversation_is_named_in_the_header(
+    page: Page, lab: Lab, make_notebook: Callable[..., str]
+) -> None:
+    name = "browser notes"
+    path = make_notebook(
+        [
+            CONNECT,
+            f'%%letta --new --conversation "{name}"\n/long 3',
+            f'%%letta --new --conversation "{name}"\n/recall',
+            "%%letta --new\n/recall",
+        ]
+    )
+    open_notebook(page, lab, path)
+    run_all(page)
+    first = wait_status(page, 1, "completed")
+    title = first.locator(".lnb-title")
+    assert title.inner_text().startswith(f"demo-analyst · {name} · completed"), title.inner_text()
+    conv = first.locator(".lnb-conv")
+    assert re.fullmatch(r"conversation conv-[0-9a-f-]{36}", conv.get_attribute("title") or "")
+    second = wait_status(page, 2, "completed")
+    assert "earlier message" in second.locator(".lnb-as").inner_text()  # the same one's history
+    own = wait_status(page, 3, "completed")
+    assert own.locator(".lnb-conv").count() == 0  # the agent's own history: no label
+    both_themes(page, "conversation", 1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from letta_nb._protocols import LettaBackend
 from letta_nb.core.chunks import Chunk
@@ -99,6 +99,22 @@ class MemoryStream:
         self.closed.set()
 
 
+class Failing:
+    """A stream whose first read raises `exc` (the SDK raises a refused POST's error then)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def __iter__(self) -> Iterator[Chunk]:
+        return self
+
+    def __next__(self) -> Chunk:
+        raise self.exc
+
+    def close(self) -> None:
+        return None
+
+
 class MemoryBackend:
     """Serves `runs`; `cuts` are the chunk counts after which the next streams break."""
 
@@ -116,6 +132,16 @@ class MemoryBackend:
         self.drop_once: set[int] = set()
         #: The next resumes answer 429 with these Retry-After values (seconds or None).
         self.rate_limits: list[float | None] = []
+        #: What the next sends do, in order: an exception raised when the stream is read (a
+        #: POST that broke before any frame, a busy 409), or the id of the run it started.
+        self.sends: list[BaseException | str] = []
+        self.sent: list[dict[str, Any]] = []  # every send: agent, conversation, otid, messages
+        #: otid -> run id: what a conversation resume by otid finds (and a re-sent otid
+        #: re-attaches to, when `reattaches_otid`).
+        self.otids: dict[str, str] = {}
+        self.conversations: dict[str, dict[str, Any]] = {}
+        self.otid_resumes: list[tuple[str, str | None]] = []
+        self.messages: dict[str, list[dict[str, Any]]] = {}  # run id -> its stored messages
 
     def _check(self) -> None:
         if self.down:
@@ -157,15 +183,55 @@ class MemoryBackend:
         messages: list[dict[str, Any]],
         *,
         otid: str,
+        conversation_id: str | None = None,
         background: bool = True,
         stream_tokens: bool = True,
         include_pings: bool = True,
         timeout: float | None = None,
-    ) -> MemoryStream:
-        raise NotImplementedError("MemoryBackend serves stored runs only")
+    ) -> MemoryStream | Failing:
+        self._check()
+        self.sent.append(
+            {"agent": agent_id, "conversation": conversation_id, "otid": otid, "messages": messages}
+        )
+        if self.reattaches_otid and otid in self.otids:  # a re-sent otid: its run from seq 1
+            return MemoryStream(self._run(self.otids[otid]).stored(0), None, finished=True)
+        if not self.sends:
+            raise NotImplementedError("MemoryBackend serves stored runs only (script .sends)")
+        outcome = self.sends.pop(0)
+        if isinstance(outcome, BaseException):
+            return Failing(outcome)
+        self.otids[otid] = outcome
+        cut = self.cuts.pop(0) if self.cuts else None
+        return MemoryStream(self._run(outcome).stored(0), cut, finished=True)
 
-    def approve(self, agent_id: str, approvals: list[dict[str, Any]], *, otid: str) -> MemoryStream:
-        raise NotImplementedError("MemoryBackend serves stored runs only")
+    def resume_conversation(
+        self,
+        conversation_id: str,
+        *,
+        otid: str | None = None,
+        run_id: str | None = None,
+        starting_after: int = 0,
+        batch_size: int | None = None,
+        include_pings: bool = True,
+        timeout: float | None = None,
+    ) -> MemoryStream | Failing:
+        self._check()
+        self.otid_resumes.append((conversation_id, otid))
+        rid = run_id or (self.otids.get(otid) if otid else None)
+        if rid is None:
+            return Failing(NotFound(f"no run of conversation {conversation_id} has otid {otid}"))
+        return self.resume(rid, starting_after)
+
+    def approve(
+        self,
+        agent_id: str,
+        approvals: list[dict[str, Any]],
+        *,
+        otid: str,
+        conversation_id: str | None = None,
+    ) -> MemoryStream | Failing:
+        return self.start(agent_id, [{"type": "approval", "approvals": approvals}], otid=otid,
+                          conversation_id=conversation_id)  # fmt: skip
 
     # ---- REST ------------------------------------------------------------------------------
     def get_run(self, run_id: str) -> dict[str, Any]:
@@ -196,7 +262,9 @@ class MemoryBackend:
     def create_agent(self, name: str, model: str = "letta_nb/demo", **kw: Any) -> dict[str, Any]:
         return self.list_agents()[0]
 
-    def pending_approval(self, agent_id: str) -> list[dict[str, Any]]:
+    def pending_approval(
+        self, agent_id: str, conversation_id: str | None = None
+    ) -> list[dict[str, Any]]:
         return []
 
     def cancel(self, agent_id: str, run_ids: list[str] | None) -> dict[str, str]:
@@ -210,14 +278,65 @@ class MemoryBackend:
         statuses: list[str] | None = None,
         limit: int = 100,
         order: str = "desc",
+        conversation_id: str | None = None,
     ) -> list[dict[str, Any]]:
         return [self.get_run(rid) for rid in self.runs][:limit]
+
+    # ---- conversations ---------------------------------------------------------------------
+    def create_conversation(self, agent_id: str, *, summary: str | None = None) -> dict[str, Any]:
+        self._check()
+        cid = f"conv-{len(self.conversations):08d}-0000-4000-8000-000000000000"
+        row = {"id": cid, "agent_id": agent_id, "summary": summary, "created_at": None,
+               "updated_at": None, "last_message_at": None}  # fmt: skip
+        self.conversations[cid] = row
+        return dict(row)
+
+    def get_conversation(self, conversation_id: str) -> dict[str, Any]:
+        self._check()
+        if conversation_id not in self.conversations:
+            raise NotFound(f"conversation '{conversation_id}' was not found on {self.base_url}")
+        return dict(self.conversations[conversation_id])
+
+    def list_conversations(
+        self,
+        agent_id: str | None = None,
+        *,
+        summary_search: str | None = None,
+        limit: int = 100,
+        order: str = "desc",
+    ) -> list[dict[str, Any]]:
+        rows = [
+            dict(c)
+            for c in reversed(self.conversations.values())
+            if (agent_id is None or c["agent_id"] == agent_id)
+            and (not summary_search or summary_search.lower() in (c["summary"] or "").lower())
+        ]
+        return rows[:limit]
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        self.get_conversation(conversation_id)
+        del self.conversations[conversation_id]
+
+    def fork_conversation(
+        self, conversation_id: str, *, agent_id: str | None = None
+    ) -> dict[str, Any]:
+        return self.create_conversation(agent_id or AGENT)
+
+    def cancel_conversation(
+        self, conversation_id: str, *, agent_id: str | None = None
+    ) -> dict[str, str]:
+        return {}
+
+    def conversation_messages(
+        self, conversation_id: str, *, limit: int = 100, order: Literal["asc", "desc"] = "asc"
+    ) -> list[dict[str, Any]]:
+        return []
 
     def run_usage(self, run_id: str) -> dict[str, Any]:
         return {}
 
     def run_messages(self, run_id: str, limit: int = 1000) -> list[dict[str, Any]]:
-        return []
+        return list(self.messages.get(run_id, []))
 
     def run_steps(self, run_id: str, limit: int = 1000) -> list[dict[str, Any]]:
         return []

@@ -14,6 +14,7 @@ from lnb_golden import read_frames, sse_files, to_chunks
 from letta_nb.backend import Backend
 from letta_nb.core.errors import (
     ConfigurationError,
+    ConversationBusy,
     Expired,
     LettaNbError,
     NotFound,
@@ -219,3 +220,51 @@ def test_read_errors_mid_stream_are_stream_interrupted(golden_dir: Path) -> None
             for chunk in b.resume("run-1", 0):
                 got.append(chunk)
         assert got and got[0].message_type == "ping"
+
+
+# ---- conversations ------------------------------------------------------------------------------
+def test_conversation_busy_409_carries_the_holders_run(golden_dir: Path) -> None:
+    rec = json.loads(
+        (
+            golden_dir / "17_conversation_otid_lock/04_post_different_otid_B_while_running_409.json"
+        ).read_text()
+    )
+    b = _status(409, rec["response"]["json"])
+    with pytest.raises(ConversationBusy) as info:
+        list(b.start("agent-1", [{"role": "user", "content": "hi"}], otid="o", conversation_id="c"))
+    assert info.value.run_id == rec["response"]["json"]["run_id"]
+    assert f"busy with run {info.value.run_id}" in str(info.value)
+
+
+def test_conversation_pending_approval_string_409_is_pending_approval(golden_dir: Path) -> None:
+    rec = json.loads(
+        (
+            golden_dir / "19_conversation_approval/06_plain_message_non_streaming_409.json"
+        ).read_text()
+    )
+    assert isinstance(rec["response"]["json"]["detail"], str)  # Letta's conversation shape
+    b = _status(409, rec["response"]["json"])
+    with pytest.raises(PendingApproval, match="waiting for an approval"):
+        list(b.start("agent-1", [{"role": "user", "content": "hi"}], otid="o", conversation_id="c"))
+
+
+def test_conversation_send_and_resume_by_otid_requests() -> None:
+    seen: list[httpx.Request] = []
+    b = _backend(_serving(b"data: [DONE]\n\n", seen))
+    list(
+        b.start(
+            "agent-1", [{"role": "user", "content": "hi"}], otid="o-1", conversation_id="conv-1"
+        )
+    )
+    list(b.resume_conversation("conv-1", otid="o-1", starting_after=3))
+    list(b.approve("agent-1", [{"type": "approval", "tool_call_id": "c"}], otid="o-2",
+                   conversation_id="conv-1"))  # fmt: skip
+    send, resume, answer = seen
+    assert send.url.path == "/v1/conversations/conv-1/messages"
+    body = json.loads(send.content)
+    assert body["streaming"] is True and body["background"] is True
+    assert body["messages"] == [{"role": "user", "content": "hi", "otid": "o-1"}]
+    assert resume.url.path == "/v1/conversations/conv-1/stream"
+    assert json.loads(resume.content) == {"starting_after": 3, "include_pings": True, "otid": "o-1"}
+    assert answer.url.path == "/v1/conversations/conv-1/messages"
+    assert all(r.headers.get("x-stainless-retry-count") == "0" for r in seen)

@@ -23,6 +23,8 @@ from letta_nb.run import Follower
 class FakeChain:
     def __init__(self, agent_id: str = "agent-1", run_id: str = "run-1") -> None:
         self.agent_id = agent_id
+        self.conversation_id: str | None = None
+        self.busy_run: str | None = None
         self.transcript = Transcript()
         self.status = "running"
         self._runs = [run_id]

@@ -14,7 +14,9 @@ from letta_nb.handle import RunHandle
 
 def make_handle() -> tuple[RunHandle, FakeChain]:
     chain = FakeChain()
-    session: Any = SimpleNamespace(agent_name=lambda agent_id: "demo-analyst")
+    session: Any = SimpleNamespace(
+        agent_name=lambda agent_id: "demo-analyst", conversation_label=lambda cid: None
+    )
     return RunHandle(session, chain, key="key:test"), chain  # type: ignore[arg-type]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,13 +39,15 @@ def run_ids(session: Any) -> set[str]:
 def test_help_is_generated_for_both_magics(ip: Any) -> None:
     cell_doc = ip.find_cell_magic("letta").__doc__
     line_doc = ip.find_line_magic("letta").__doc__
-    assert "%%letta [--agent AGENT] [--new] [--key KEY] [--wait]" in cell_doc
+    assert "%%letta [--agent AGENT] [--new] [--conversation NAME|new|ID]" in cell_doc
     assert "--auto-approve" in cell_doc and "--out VAR" in cell_doc
     assert (
         "%letta" in line_doc
-        and "{connect,agents,agent,runs,attach,cancel,chunks,status,dashboard}" in line_doc
+        and "{connect,agents,agent,conversations,runs,attach,cancel,chunks,status,dashboard}"
+        in line_doc
     )
-    assert "--from SEQ" in line_doc and "%letta dashboard [--stall S]" in line_doc
+    assert "--from SEQ" in line_doc and "--conversation NAME|new|ID" in line_doc
+    assert "%letta dashboard [--stall S]" in line_doc
     assert "%%letta map DATAFRAME [--concurrency N] [--out VAR]" in cell_doc
 
 
@@ -134,7 +137,16 @@ BAD_CELLS = [
     ("%letta frobnicate", "UsageError: unknown command 'frobnicate'; commands: connect,"),
     ("%letta atach run-1", "UsageError: unknown command 'atach' (did you mean attach?)"),
     ("%letta runs --lmit 3", "UsageError: unknown option --lmit (did you mean --limit?)"),
-    ("%letta agents --limit 3", "UsageError: --limit only applies to `%letta runs`"),
+    (
+        "%letta agents --limit 3",
+        "UsageError: --limit only applies to `%letta runs` / `%letta conversations`",
+    ),
+    (
+        "%letta agents --conversation x",
+        "UsageError: --conversation only applies to `%letta connect` / `%letta runs`",
+    ),
+    ("%letta conversations --active", "UsageError: --active only applies to `%letta runs`"),
+    ("%%letta --convresation a\nhi", "UsageError: unknown option --convresation (did you mean"),
     ("%letta attach", "UsageError: `%letta attach` takes one argument, got 0"),
     ("%letta runs --limit 0", "UsageError: argument --limit: wants a number >= 1"),
     ("%letta attach run-1 --from -2", "UsageError: argument --from: wants a number >= 0"),
@@ -161,6 +173,11 @@ def test_bad_arguments_give_one_line(ip: Any, source: str, line: str) -> None:
 
 LETTA_ERRORS = [
     ("%%letta --agent nope\nhello", "letta: unknown agent 'nope' (known: "),
+    (
+        "%%letta --conversation conv-00000000-0000-4000-8000-0000000000ff\nhello",
+        "letta: unknown conversation 'conv-00000000-0000-4000-8000-0000000000ff'",
+    ),
+    ("%letta runs --conversation no-such-name", "letta: agent demo-analyst has no conversation"),
     ("%letta agent nope", "letta: unknown agent 'nope' (known: "),
     ("%letta attach run-does-not-exist", "letta: "),
     ("%letta chunks run-does-not-exist", "letta: "),
@@ -274,3 +291,36 @@ def test_dashboard_shows_the_live_dashboard(ip: Any, session: Any) -> None:
     live = dashboard._live() if dashboard._live is not None else None
     assert live is not None and live.stall_after == 12.0
     live.close()
+
+
+def recall_handle_conversation(session: Any, name: str) -> str:
+    found = [c for c in session.conversations(limit=1000) if c["summary"] == name]
+    assert len(found) == 1
+    return str(found[0]["id"])
+
+
+def test_conversation_options(ip: Any, session: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"magic {uuid.uuid4().hex[:6]}"
+    cap = run(ip, f"%%letta --wait --conversation '{name}'\n/long 3")
+    assert cap.stdout.startswith("token1 token2 token3"), cap.stdout + cap.stderr
+    before = run_ids(session)
+    again = run(ip, f"%%letta --wait --conversation '{name}'\n/long 3")
+    assert again.stdout == cap.stdout and run_ids(session) == before  # re-run: resumed
+    recall = run(ip, f"%%letta --wait -c '{name}'\n/recall")
+    assert recall.stdout.startswith('You sent 1 earlier message here; it was "/long 3".')
+    conv_id = recall_handle_conversation(session, name)
+    cap = run(ip, "%letta conversations --limit 50")
+    assert conv_id in cap.outputs[0].data["text/plain"]
+    cap = run(ip, f"%letta runs --conversation '{name}'")
+    assert "[2 rows x" in cap.outputs[0].data["text/plain"]
+    monkeypatch.setenv("JPY_SESSION_NAME", f"/tmp/magic-{uuid.uuid4().hex[:6]}.ipynb")
+    cap = run(ip, "%letta connect --conversation new")
+    assert " · conversation notebook magic-" in cap.stdout, cap.stdout + cap.stderr
+    bound = __import__("letta_nb.session", fromlist=["current"]).current().conversation
+    assert run(ip, "%letta connect --conversation new").stdout == cap.stdout  # kept
+    fresh = run(ip, "%%letta --wait --new\n/recall")
+    assert fresh.stdout.startswith("Nothing earlier"), fresh.stdout  # this notebook's own
+    status = run(ip, "%letta status")
+    assert f"({bound['id']})" in status.stdout.splitlines()[0]
+    cap = run(ip, "%letta connect --conversation default")
+    assert cap.stdout.endswith(" · the agent's own history\n")

@@ -14,10 +14,10 @@ from letta_nb.tables import RunsFrame, display_table, table_html
 
 def test_runs_display_fits_a_page(session: Any) -> None:
     session.send("/long 6", new=True, wait=True, timeout=20)
-    frame = lnb.runs_frame(limit=5)
+    frame = lnb.runs_frame(limit=1)
     assert isinstance(frame, RunsFrame) and list(frame.columns) == frames.RUN_COLUMNS
     assert pd.api.types.is_timedelta64_dtype(frame["duration"])  # the data is untouched
-    shown = display_table(frame)
+    shown = display_table(frame)  # a run of the agent's own history: no conversation column
     assert list(shown.columns) == [
         "run", "agent", "status", "stop reason", "started (UTC)", "duration", "first token",
     ]  # fmt: skip
@@ -60,3 +60,17 @@ def test_usage_display_has_tokens(session: Any) -> None:
     assert {"tokens", "prompt", "completion"} <= set(shown.columns)
     assert "completed_at" not in shown.columns and len(shown.columns) <= 9
     assert pd.api.types.is_integer_dtype(usage["total_tokens"])
+
+
+def test_runs_in_conversations_show_theirs(session: Any) -> None:
+    h = session.send("/long 2", conversation="new", new=True, wait=True, timeout=20)
+    frame = lnb.runs_frame(limit=1)
+    assert frame.conversation.iloc[0] == h.conversation_id
+    shown = display_table(frame)
+    assert list(shown.columns)[:3] == ["run", "agent", "conversation"]
+    assert shown.iloc[0]["conversation"] == h.conversation_id[:13]
+    convs = lnb.conversations_frame()
+    assert convs.conversation_id.iloc[0] == h.conversation_id
+    assert pd.api.types.is_datetime64_any_dtype(convs["created_at"])
+    html = convs._repr_html_()
+    assert h.conversation_id[:13] in html and h.conversation_id not in html

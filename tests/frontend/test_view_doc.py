@@ -90,6 +90,25 @@ def test_header_is_honest() -> None:
     assert not header["ctl"] and header["fin"] and not header["live"], "controls go at the end"
 
 
+def test_the_header_names_the_conversation_and_the_busy_run() -> None:
+    chain = FakeChain()
+    chain.say("hi")
+    _ops, header, _ = ViewDoc(agent="demo-analyst").diff(chain)
+    assert "cv" not in header  # the agent's own history: nothing to say
+    chain.conversation_id = "conv-1234abcd-0000-4000-8000-000000000000"
+    _ops, header, _ = ViewDoc(agent="demo-analyst").diff(chain)
+    assert header["cv"] == "conv-1234abcd" and header["cid"] == chain.conversation_id
+    doc = ViewDoc(agent="demo-analyst", conversation="my analysis")
+    chain.warning = "the conversation was busy with run run-9: showing that run"
+    _ops, header, visible = doc.diff(chain)
+    assert visible and header["cv"] == "my analysis" and "busy with run run-9" in header["warn"]
+    from letta_nb.core.render import header_text
+
+    assert header_text("demo-analyst", "running", conversation="my analysis").startswith(
+        "demo-analyst · my analysis · running"
+    )
+
+
 def test_detached_shows_its_seq_and_an_error_appears_once() -> None:
     chain, doc = FakeChain(), ViewDoc()
     chain.say("x")

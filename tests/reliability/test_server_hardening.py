@@ -273,7 +273,16 @@ def test_hypothesis_fuzz_of_every_body_never_5xx(fuzz_server: Any) -> None:
               "background": True},
         timeout=30,
     ).text.split('"run_id":"')[1].split('"')[0]  # fmt: skip
-    ids = {"agent_id": agent, "tool_id": tool, "run_id": run, "tool_name": "write_report"}
+    conversation = httpx.post(
+        base + "/v1/conversations/", params={"agent_id": agent}, json={}, timeout=30
+    ).json()["id"]
+    ids = {
+        "agent_id": agent,
+        "tool_id": tool,
+        "run_id": run,
+        "tool_name": "write_report",
+        "conversation_id": conversation,
+    }
     targets = [
         (method.upper(), re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], path))
         for path, ops in spec["paths"].items()

@@ -139,3 +139,14 @@ def assert_same(
         golden = [f"{k}={v}" for k, v in golden.items()]
     diff = "\n".join(difflib.unified_diff(golden, ours, "recorded Letta", "letta_nb", lineterm=""))
     raise AssertionError(f"{what}: shapes differ\n{diff}")
+
+
+def run_id_of(body: str) -> str:
+    """The run id of an SSE body (its first frame carries it)."""
+    return json.loads(split_sse(body)[0][1])["run_id"]
+
+
+def same_stream(ours: str, golden: str, what: str) -> None:
+    """Frame shapes and seq rules of one stream, in one line per scenario."""
+    assert_same(sse_shape(ours), sse_shape(golden), what)
+    assert_same(seq_rule(ours), seq_rule(golden), what + " (seq)")

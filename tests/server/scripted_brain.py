@@ -34,8 +34,8 @@ def boom() -> str:
 
 class ScriptedBrain:
     """Directives: ``echo <words>``, ``long N [DELAY_MS]``, ``tool``, ``gated``, ``approve``,
-    ``fail``, ``fail500``, ``silent S``, ``slowend S``, ``think``, ``boom``, ``custom NAME``.
-    Anything else echoes the text."""
+    ``fail``, ``fail500``, ``silent S``, ``slowend S``, ``think``, ``boom``, ``custom NAME``,
+    ``recall`` (the earlier user messages of this history). Anything else echoes the text."""
 
     handle = HANDLE
     tools: Mapping[str, Any] = {"add": add, "dangerous_op": dangerous_op, "boom": boom}
@@ -80,6 +80,11 @@ class ScriptedBrain:
             yield Reasoning("Let me")
             yield Reasoning(" think.")
             yield Assistant("Thought.")
+        elif cmd == "recall":  # what this history holds: a conversation sees only its own
+            said = [str(m["content"]) for m in ctx.history if m["role"] == "user"]
+            yield Assistant(f"{len(said)} earlier:")
+            for text in said:
+                yield Assistant(f" [{text}]")
         elif cmd == "boom":
             result = yield ToolCall("boom", {})
             assert result is not None

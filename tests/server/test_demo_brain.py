@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import tracemalloc
@@ -119,7 +120,29 @@ def money(value: float) -> str:
 
 
 def test_directives_are_the_documented_ones() -> None:
-    assert list(DIRECTIVES) == ["/long N [DELAY_MS]", "/tool", "/gated", "/fail", "/silent S"]
+    assert list(DIRECTIVES) == [
+        "/long N [DELAY_MS]",
+        "/tool",
+        "/gated",
+        "/fail",
+        "/silent S",
+        "/recall",
+    ]
+
+
+def test_recall_quotes_only_this_history(brain: DemoBrain, ctx: TurnContext) -> None:
+    assert said(run(brain, brain.respond(ctx, "/recall"))[0]) == (
+        "Nothing earlier: this is the first message here."
+    )
+    history = tuple(
+        {"role": role, "content": text}
+        for text in ("a", "b", "c", "d")
+        for role in ("user", "assistant")
+    )
+    later = dataclasses.replace(ctx, history=history)
+    assert said(run(brain, brain.respond(later, "/recall"))[0]) == (
+        'You sent 4 earlier messages here; the last 3: "b", "c", "d".'
+    )
 
 
 def test_long_exact_tokens_in_order(brain: DemoBrain, ctx: TurnContext) -> None:

@@ -20,9 +20,9 @@ from golden_shapes import (
     golden_json,
     golden_sse,
     rest_shape,
-    seq_rule,
+    run_id_of,
+    same_stream,
     split_sse,
-    sse_shape,
 )
 from scripted_brain import HANDLE, ScriptedBrain
 
@@ -46,18 +46,6 @@ def send(http: httpx.Client, agent: str, text: str, **kw: object) -> httpx.Respo
 
 def resume(http: httpx.Client, run_id: str, after: int = 0, **kw: object) -> httpx.Response:
     return http.post(f"/v1/runs/{run_id}/stream", json={"starting_after": after, **kw})
-
-
-def run_id_of(body: str) -> str:
-    import json
-
-    return json.loads(split_sse(body)[0][1])["run_id"]
-
-
-def same_stream(ours: str, golden: str, what: str) -> None:
-    """Frame shapes and seq rules of one stream, in one line per scenario."""
-    assert_same(sse_shape(ours), sse_shape(golden), what)
-    assert_same(seq_rule(ours), seq_rule(golden), what + " (seq)")
 
 
 @pytest.fixture()

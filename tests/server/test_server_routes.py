@@ -48,7 +48,8 @@ def test_non_streaming_and_messages_lists(client: Letta, agent_id: str) -> None:
     steps = client.runs.steps.list(run_id).items
     assert len(steps) == 2 and steps[0].stop_reason == "end_turn"  # newest first
     agent_msgs = client.agents.messages.list(agent_id, order="asc").items
-    assert [m.id for m in agent_msgs] == [m.id for m in run_msgs]
+    assert agent_msgs[0].message_type == "system_message"  # the default history's own
+    assert [m.id for m in agent_msgs[1:]] == [m.id for m in run_msgs]
     resp2 = client.agents.messages.create(agent_id, input="think")
     assert [m.message_type for m in resp2.messages] == ["reasoning_message", "assistant_message"]
 

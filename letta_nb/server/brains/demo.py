@@ -33,6 +33,8 @@ or approval request like Letta does: a name frame plus 8-character argument frag
   ``llm_api_error``. Frames: ping + 1 + stop_reason + error = 4 (no usage, no [DONE]).
 * ``/silent S``: one ``Sleep(S)`` (S seconds, float), then a 6-delta answer
   (``"Back after S seconds of silence."`` with S as typed). Frames: 1 + 6 + 3 = 10.
+* ``/recall``: what this history (the agent's own, or one conversation's) holds: how many
+  earlier user messages, and the last three of them, quoted. A conversation sees only its own.
 
 A malformed directive gets a short usage answer. A greeting (``hi``, ``hello``, ``help``...)
 gets a short intro listing the directives. Any other text is routed by keywords to one tool:
@@ -90,6 +92,10 @@ DIRECTIVES: Mapping[str, str] = {
     "/silent S": (
         "S seconds (float) with no output (keepalive pings only), then a 6-token answer. "
         "Stored frames: 10."
+    ),
+    "/recall": (
+        "What this history remembers: how many earlier messages you sent here and the last "
+        "three (a conversation sees only its own)."
     ),
 }
 
@@ -528,6 +534,8 @@ class DemoBrain:
             return self._gated(ctx)
         if command == "/fail" and not args:
             return _fail()
+        if command == "/recall" and not args:
+            return _recall(ctx)
         if command == "/silent":
             seconds = _parse_seconds(args)
             if seconds is None:
@@ -745,6 +753,16 @@ def _fail() -> Turn:
 def _silent(seconds: float, as_typed: str) -> Turn:
     yield Sleep(seconds)
     yield from _say(f"Back after {as_typed} seconds of silence.")
+
+
+def _recall(ctx: TurnContext) -> Turn:
+    said = [str(m.get("content", "")) for m in ctx.history if m.get("role") == "user"]
+    if not said:
+        return _say("Nothing earlier: this is the first message here.")
+    quoted = ", ".join(f'"{text}"' for text in said[-3:])
+    many = "message" if len(said) == 1 else "messages"
+    last = "it was" if len(said) == 1 else "they were" if len(said) <= 3 else "the last 3:"
+    return _say(f"You sent {len(said)} earlier {many} here; {last} {quoted}.")
 
 
 def _long(n: int, delay_ms: float) -> Turn:

@@ -22,6 +22,7 @@ from letta_nb.server.engine.history import (
     denial_text,
     tool_return_message,
 )
+from letta_nb.server.engine.live import LiveRun
 from letta_nb.server.ids import new_id
 from letta_nb.server.turns import Decision, TurnRequest
 
@@ -85,14 +86,16 @@ class Approvals:
         self._locks: dict[str, asyncio.Lock] = {}
         self._answered_by: dict[str, str] = {}  # waiting run id -> the run that answered it
 
-    def _lock(self, agent_id: str) -> asyncio.Lock:
-        lock = self._locks.get(agent_id)
+    def _lock(self, agent_id: str, conversation_id: str | None) -> asyncio.Lock:
+        key = conversation_id or agent_id
+        lock = self._locks.get(key)
         if lock is None:
-            lock = self._locks[agent_id] = asyncio.Lock()
+            lock = self._locks[key] = asyncio.Lock()
         return lock
 
-    async def claim(self, agent_id: str, run_id: str, background: bool, turn: TurnRequest) -> Claim:
-        """Claim the agent's pending call for the new run ``run_id`` (inserted on success)."""
+    async def claim(self, run: LiveRun, turn: TurnRequest) -> Claim:
+        """Claim the pending call of the run's history for the new ``run`` (inserted on
+        success)."""
         why: list[str] = []
 
         def accept(pending: dict[str, Any]) -> bool:
@@ -101,25 +104,32 @@ class Approvals:
                 why.append(problem)
             return problem is None
 
-        async with self._lock(agent_id):
+        async with self._lock(run.agent_id, run.conversation_id):
             pending, claimed = await self._db.write(
-                self._db.store.insert_answer_run, run_id, agent_id, background, accept
+                self._db.store.insert_answer_run,
+                run.id,
+                run.agent_id,
+                run.background,
+                accept,
+                conversation_id=run.conversation_id,
+                run_type=run.run_type,
             )
             if claimed:
                 assert pending is not None
-                self._answered_by[pending["run_id"]] = run_id
+                self._answered_by[pending["run_id"]] = run.id
         return Claim(pending, claimed, why[0] if why else None)
 
-    async def cancel(self, agent_id: str, run_id: str) -> str | None:
-        """Cancel ``run_id``'s pending approval. None: cancelled here (denial stored, run
-        cancelled). Otherwise the id of the run that answered it, to which the cancel applies
-        (or "" when the run was not waiting at all)."""
-        async with self._lock(agent_id):
+    async def cancel(self, agent_id: str, run_id: str, conversation_id: str | None) -> str | None:
+        """Cancel ``run_id``'s pending approval (in its history). None: cancelled here (denial
+        stored, run cancelled). Otherwise the id of the run that answered it, to which the
+        cancel applies (or "" when the run was not waiting at all)."""
+        async with self._lock(agent_id, conversation_id):
             cancelled = await self._db.write(
                 self._db.store.cancel_pending,
                 agent_id,
                 run_id,
                 lambda pending: denial(run_id, pending, CANCEL_REASON),
+                conversation_id=conversation_id,
             )
             if cancelled:
                 return None

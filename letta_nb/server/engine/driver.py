@@ -125,8 +125,7 @@ class RunDriver:
                 else:
                     text = turn.user_text or ""
                     await self.history.add(
-                        agent["id"],
-                        run.id,
+                        run,
                         {
                             **schemas.envelope(
                                 new_id("message"),
@@ -182,7 +181,13 @@ class RunDriver:
     async def _context(self, agent: dict[str, Any], run: LiveRun) -> TurnContext:
         workdir = workdir_of(self.tools.workdir_root, agent["id"])
         history = []
-        recent = await self.db.read(self.db.store.list_messages, _LAST_50, agent_id=agent["id"])
+        recent = await self.db.read(  # this run's history only: its conversation's, or the default
+            self.db.store.list_messages,
+            _LAST_50,
+            agent_id=agent["id"],
+            history=run.conversation_id,
+            default_history=run.conversation_id is None,
+        )
         for m in recent:
             if m["message_type"] in ("user_message", "assistant_message"):
                 role = "user" if m["message_type"] == "user_message" else "assistant"
@@ -319,7 +324,7 @@ class RunDriver:
         frame = msg.frame(run.id, step["id"], full)
         if not run.stream_tokens:
             self.log.emit(run, dict(frame))
-        await self.history.add(run.agent_id, run.id, frame)
+        await self.history.add(run, frame)
 
     def _tool_call_frames(
         self,
@@ -378,17 +383,19 @@ class RunDriver:
             "tool_call": dict(full),
             "tool_calls": [dict(full)],
         }
-        await self.history.add(agent["id"], run.id, message)
+        await self.history.add(run, message)
         await self.db.write(
-            self.db.store.update_agent,
+            self.db.store.set_pending,
             agent["id"],
-            pending={
+            run.conversation_id,
+            {
                 "message": message,
                 "tool_call_id": call_id,
                 "name": call.name,
                 "arguments": call.arguments,
                 "step_id": step["id"],
                 "run_id": run.id,
+                "conversation_id": run.conversation_id,
             },
         )
 
@@ -409,8 +416,7 @@ class RunDriver:
         )
         full = {"name": call.name, "arguments": arguments, "tool_call_id": call_id}
         await self.history.add(
-            agent["id"],
-            run.id,
+            run,
             {
                 **schemas.envelope(
                     mid,
@@ -426,7 +432,7 @@ class RunDriver:
         result = await self.tools.run(brain, agent["id"], call.name, call.arguments, call_id)
         self._check(run)
         frame = await self.history.tool_return(
-            agent["id"], run.id, step["id"], call.name, call_id, result.status, result.tool_return
+            run, step["id"], call.name, call_id, result.status, result.tool_return
         )
         self.log.emit(run, dict(frame))
         return result
@@ -445,7 +451,7 @@ class RunDriver:
         the cancel then stops the run right after the tool's return.
         """
         answer = approval_response_message(run.id, turn.decisions)
-        await self.history.add(agent["id"], run.id, answer)
+        await self.history.add(run, answer)
         decision = turn.decisions[0]
         name, call_id = pending["name"], pending["tool_call_id"]
         args = dict(pending["arguments"])
@@ -454,14 +460,13 @@ class RunDriver:
                 call_id, name, decision.status or "success", decision.tool_return or "", args
             )
             await self.history.tool_return(
-                agent["id"], run.id, step["id"], name, call_id, result.status, result.tool_return
+                run, step["id"], name, call_id, result.status, result.tool_return
             )
         elif decision.approve:
             brain = self.brains[agent["model"]]
             result = await self.tools.run(brain, agent["id"], name, args, call_id)
             frame = await self.history.tool_return(
-                agent["id"],
-                run.id,
+                run,
                 pending["step_id"],
                 name,
                 call_id,
@@ -474,9 +479,7 @@ class RunDriver:
         else:
             text = denial_text(decision.reason)
             result = ToolResult(call_id, name, "error", text, args)
-            await self.history.tool_return(
-                agent["id"], run.id, step["id"], name, call_id, "error", text
-            )
+            await self.history.tool_return(run, step["id"], name, call_id, "error", text)
         step["prompt_tokens"] += max(1, pieces(result.tool_return))
         return result, step
 
@@ -489,7 +492,8 @@ class RunDriver:
             "step_count": len(run.steps),
         }
         usage["total_tokens"] = usage["completion_tokens"] + usage["prompt_tokens"]
-        metadata: dict[str, Any] = {"run_type": "send_message"}
+        metadata: dict[str, Any] = {"run_type": run.run_type}
+        run.unlocked = True  # its terminal frame is next: the history takes the next send
         status = "completed"
         if run.broken is None:
             if stop == "cancelled":

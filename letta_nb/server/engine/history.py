@@ -1,4 +1,8 @@
-"""The agent's stored history: the Letta messages a run adds (what ``messages.list`` shows)."""
+"""A history's stored messages: what a run adds (what ``messages.list`` shows).
+
+Each run writes into its own history: its conversation's, or the agent's default history
+(``LiveRun.conversation_id`` None).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from typing import Any
 
 from letta_nb.server import schemas
 from letta_nb.server.engine.db import Db
+from letta_nb.server.engine.live import LiveRun
 from letta_nb.server.ids import derive_otid, new_id
 from letta_nb.server.turns import Decision
 
@@ -87,13 +92,14 @@ class History:
     def __init__(self, db: Db) -> None:
         self._db = db
 
-    async def add(self, agent_id: str, run_id: str, message: dict[str, Any]) -> None:
-        await self._db.write(self._db.store.insert_message, agent_id, run_id, message)
+    async def add(self, run: LiveRun, message: dict[str, Any]) -> None:
+        await self._db.write(
+            self._db.store.insert_message, run.agent_id, run.id, message, run.conversation_id
+        )
 
     async def tool_return(
         self,
-        agent_id: str,
-        run_id: str,
+        run: LiveRun,
         step_id: str,
         name: str,
         call_id: str,
@@ -102,6 +108,6 @@ class History:
         *,
         sandbox: bool = False,
     ) -> dict[str, Any]:
-        frame = tool_return_message(run_id, step_id, name, call_id, status, text, sandbox=sandbox)
-        await self.add(agent_id, run_id, frame)
+        frame = tool_return_message(run.id, step_id, name, call_id, status, text, sandbox=sandbox)
+        await self.add(run, frame)
         return frame

@@ -92,7 +92,10 @@ class LiveRun:
     include_pings: bool
     stream_tokens: bool
     max_steps: int
-    conversation_id: str | None = None
+    conversation_id: str | None = None  # its history: a conversation, or the agent's default
+    run_type: str = "send_message"
+    lock_key: str | None = None  # the history lock it holds (conversations endpoints only)
+    unlocked: bool = False  # its terminal frame is out: the lock is free for the next send
     started: float = field(default_factory=time.monotonic)
     ttft_ns: int | None = None  # time to the first frame of model output (not the ping)
     # -- the frame log (background runs) ----------------------------------------------------

@@ -52,7 +52,7 @@ async def agent_tools(request: Request, agent: dict[str, Any]) -> list[dict[str,
 
 
 async def agent_state(request: Request, agent: dict[str, Any], *, with_pending: bool) -> AGENT:
-    pending = agent["pending"]["message"] if with_pending and agent["pending"] else None
+    pending = await engine(request).pending_approval(agent) if with_pending else None
     tools = [schemas.tool_json(t) for t in await agent_tools(request, agent)]
     return schemas.agent_json(
         agent, tools, pending_approval=pending, last_stop_reason=agent["last_stop_reason"]

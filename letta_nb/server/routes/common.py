@@ -21,9 +21,15 @@ def config(request: Request) -> ServerConfig:
 
 
 async def page(
-    request: Request, table: str, *, default_order: str, default_limit: int = 100
+    request: Request,
+    table: str,
+    *,
+    default_order: str,
+    default_limit: int = 100,
+    conversation_id: str | None = None,
 ) -> Page:
-    """Parse order/limit/after/before. Unknown cursors are 400s, never silently ignored."""
+    """Parse order/limit/after/before. Unknown cursors are 400s, never silently ignored
+    (message cursors of a conversation must name its own messages)."""
     q = request.query_params
     order = q.get("order") or default_order
     if q.get("ascending") is not None and q.get("order") is None:
@@ -35,7 +41,9 @@ async def page(
     except ValueError as exc:
         raise ApiError(422, "limit must be an integer") from exc
     limit = max(1, min(limit, MAX_LIMIT))
-    return await engine(request).page(table, order, q.get("after"), q.get("before"), limit)
+    return await engine(request).page(
+        table, order, q.get("after"), q.get("before"), limit, conversation_id=conversation_id
+    )
 
 
 def flag(value: str | bool | None, default: bool) -> bool:

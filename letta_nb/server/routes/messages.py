@@ -27,9 +27,16 @@ def sse(body: Any) -> StreamingResponse:
     return StreamingResponse(body, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
 
 
-async def _send(request: Request, agent_id: str, body: SendMessage, *, force: bool) -> Response:
-    eng = engine(request)
-    streaming = force or bool(body.streaming)
+def send_request(
+    body: SendMessage,
+    *,
+    streaming: bool,
+    conversation_id: str | None = None,
+    locked: bool = False,
+) -> SendRequest:
+    """The validated request of a send body; ``streaming`` is the endpoint's default (false
+    on the agents endpoint, true on the conversations one) unless the body says."""
+    streaming = streaming if body.streaming is None else body.streaming
     background = bool(body.background)
     if background and not streaming:
         raise ApiError(
@@ -38,23 +45,35 @@ async def _send(request: Request, agent_id: str, body: SendMessage, *, force: bo
             "be true when streaming=true. Either set streaming=true or use default "
             "values for streaming options.",
         )
-    include_pings = True if body.include_pings is None else body.include_pings
-    req = SendRequest(
+    return SendRequest(
         turn=parse_turn(body),
         streaming=streaming,
         background=background,
-        include_pings=include_pings,
+        include_pings=True if body.include_pings is None else body.include_pings,
         stream_tokens=bool(body.stream_tokens),
         max_steps=body.max_steps or DEFAULT_MAX_STEPS,
+        conversation_id=conversation_id,
+        locked=locked,
     )
+
+
+async def answer(request: Request, agent_id: str | None, req: SendRequest) -> Response:
+    """Start the run and answer as Letta does: the stored stream of a background run (from
+    seq 1, also for a re-attached otid), the pipe of a foreground one, or a LettaResponse."""
+    eng = engine(request)
     started = await eng.send(agent_id, req)
-    if started.reattached or (streaming and background):
-        return sse(eng.stream(started.run_id, 0, include_pings=include_pings))
+    if started.reattached or (req.streaming and req.background):
+        return sse(eng.stream(started.run_id, 0, include_pings=req.include_pings))
     assert started.run is not None
-    if streaming:
-        return sse(eng.foreground(started.run, include_pings=include_pings))
+    if req.streaming:
+        return sse(eng.foreground(started.run, include_pings=req.include_pings))
     await eng.wait(started.run)
     return await _letta_response(request, started.run_id)
+
+
+async def _send(request: Request, agent_id: str, body: SendMessage, *, force: bool) -> Response:
+    req = send_request(body, streaming=force or bool(body.streaming))
+    return await answer(request, agent_id, req)
 
 
 async def _letta_response(request: Request, run_id: str) -> Response:

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from letta_nb.protocol import ACTIVE_RUN_STATUSES
 from letta_nb.server import schemas
 from letta_nb.server.bodies import ResumeStream
+from letta_nb.server.engine.engine import NOT_BACKGROUND
 from letta_nb.server.errors import ApiError, not_found
 from letta_nb.server.ids import is_valid_run_id
 from letta_nb.server.responses import Json
@@ -43,6 +44,7 @@ async def _list(request: Request, *, statuses: list[str], default_limit: int) ->
         statuses=statuses,
         background=None if background is None else flag(background, False),
         stop_reason=q.get("stop_reason"),
+        conversation_id=q.get("conversation_id"),
     )
     return Json([schemas.run_json(r) for r in rows])
 
@@ -78,23 +80,24 @@ async def resume_stream(
     request: Request, run_id: str, body: ResumeStream | None = None
 ) -> StreamingResponse:
     """Replay frames after ``starting_after`` and tail until the end; never hangs on a done run."""
+    return resume_response(request, await _require_run(request, run_id), body or ResumeStream())
+
+
+def resume_response(request: Request, row: dict[str, Any], body: ResumeStream) -> StreamingResponse:
+    """A background run's stream after ``body.starting_after`` (the runs and conversations
+    resume routes): 400 for a foreground run, 410 past the retention."""
     eng = engine(request)
-    row = await _require_run(request, run_id)
     if not row["background"]:
-        raise ApiError(
-            400,
-            "INVALID_ARGUMENT: Run was not created in background mode, so it cannot be retrieved.",
-        )
+        raise ApiError(400, NOT_BACKGROUND)
     if not eng.within_retention(row):
         hours = config(request).retention_seconds / 3600
         raise ApiError(
             410, f"EXPIRED: Run was created more than {hours:g} hours ago, and is now expired."
         )
-    body = body or ResumeStream()
     # Clamp into SQLite's integer range: past the end is simply the end (never a 500).
     starting_after = min(max(0, body.starting_after or 0), MAX_SEQ)
     include_pings = True if body.include_pings is None else body.include_pings
-    return sse(eng.stream(run_id, starting_after, include_pings=include_pings))
+    return sse(eng.stream(row["id"], starting_after, include_pings=include_pings))
 
 
 @router.get("/v1/runs/{run_id}/messages", response_model=list[dict[str, Any]])

@@ -258,6 +258,12 @@ function createView(state, model, el) {
   function drawHeader(hd) {
     title.replaceChildren();
     title.appendChild(h("b", "lnb-agent", hd.ag || "letta"));
+    if (hd.cv) {
+      const conv = h("span", "lnb-conv", hd.cv);
+      conv.title = `conversation ${hd.cid || hd.cv}`;
+      title.appendChild(document.createTextNode(" · "));
+      title.appendChild(conv);
+    }
     const parts = [];
     const status = h("span", `lnb-status lnb-s-${hd.st}`, hd.st === "requires_approval" ? "waiting for approval" : hd.st);
     status.dataset.status = hd.st || "";
