@@ -3,8 +3,9 @@
 Layers, as in the rest of the package: `keys.py`, `state.py` and `plan.py` are pure (item
 identities and otids, the per-item state machine, the scheduler's decisions and the 429 pace);
 `inputs.py` turns a DataFrame / Series / list into messages; `sender.py` is the one seam that
-knows where an item is sent; `runner.py` runs the threads (through `run.Follower`, never a
-reader of its own); `batch.py` is the `Batch` front; `open_batch` (here) finds or starts one.
+knows where an item is sent (a conversation of its own); `runner.py` runs the threads (through
+`run.Follower`, never a reader of its own); `batch.py` is the `Batch` front; `open_batch`
+(here) finds or starts one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .batch import Batch
 from .inputs import prepare
 from .keys import batch_key, explicit_key, item_digest
 from .runner import Runner
-from .sender import AgentSender, ItemSender
+from .sender import ConversationSender, ItemSender
 from .state import ItemState
 
 if TYPE_CHECKING:
@@ -31,9 +32,10 @@ __all__ = ["Batch", "ItemSender", "ItemState", "Runner", "open_batch", "sender_f
 MAX_CONCURRENCY = 256
 
 
-def sender_for(session: Session, agent_id: str, policy: str | Policy | None) -> ItemSender:
-    """The one place that decides where a batch's items are sent."""
-    return AgentSender(session.backend, agent_id, policy=policy, stall_after=session.stall_after)
+def sender_for(session: Session, agent_id: str, key: str) -> ItemSender:
+    """The one place that decides where a batch's items are sent: each in a conversation of
+    its own on the agent."""
+    return ConversationSender(session.backend, agent_id, key, stall_after=session.stall_after)
 
 
 def _check(concurrency: Any, timeout: Any, policy: Any) -> None:
@@ -116,7 +118,7 @@ def open_batch(
         key=bkey,
         items=states,
         messages=given.messages,
-        sender=sender_for(session, agent_id, policy),
+        sender=sender_for(session, agent_id, bkey),
         store=store,
         concurrency=concurrency,
         policy=policy,

@@ -5,7 +5,8 @@ message it becomes), so the same call on the same rows finds the same batch afte
 or a kernel restart, and a changed row makes another batch. An item's otid is derived from
 the batch key, its position and its attempt, so a send repeated after a kernel death carries
 the same otid (the server re-attaches it to the run it started: never a second run) while
-`Batch.retry()` (a deliberate new attempt) gets a new one.
+`Batch.retry()` (a deliberate new attempt) gets a new one. Each attempt's conversation is
+named the same way (`item_summary`), so a repeated prepare finds it instead of making another.
 """
 
 from __future__ import annotations
@@ -53,3 +54,9 @@ def item_otid(key: str, pos: int, attempt: int) -> str:
     """The otid of an item's send: the same for every repetition of one attempt."""
     digest = hashlib.sha256(f"{key}\0{pos}\0{attempt}".encode()).digest()[:16]
     return f"otid-{uuid.UUID(bytes=digest, version=4)}"
+
+
+def item_summary(key: str, pos: int, attempt: int) -> str:
+    """The summary of an attempt's conversation: how a prepare repeated after a kernel death
+    finds the conversation it made (and how a person tells the batch's conversations apart)."""
+    return f"{key} item {pos}" + (f" attempt {attempt}" if attempt else "")

@@ -39,7 +39,6 @@ from ..core.render import one_line
 from ..core.status import ChainStatus
 from ..core.transcript import Transcript
 from ..run import Follower, Policy
-from ..run.reconnect import find_sent_run
 from .plan import RESUME, SEND, Pace, Probe, ReadyQueue
 from .state import (
     CANCELLED,
@@ -265,9 +264,10 @@ class Runner:
                     self._events.append(pos)
                 self._drain()
                 now = self.clock.monotonic()
+                preparing: list[tuple[ItemState, bool]] = []
                 if self.paused is None:
                     self._check_timeouts(now)
-                    self._launch_ready(now)
+                    preparing = self._launch_ready(now)
                 elif self.probe.next_at is None or now >= self.probe.next_at:
                     self._probe_wanted = True
                 probe, self._probe_wanted = self._probe_wanted, False
@@ -284,10 +284,13 @@ class Runner:
                 if self._events:  # an event that came while this thread was leaving
                     self._ensure_running()
                 return
-            if probe:  # outside the lock: a slow server never blocks cancel() or the views
+            if preparing:  # outside the lock: a slow server never blocks cancel() or the views
+                self._prepare_and_send(preparing)
+            if probe:  # the same
                 answers = self._server_answers()
                 with self._lock:
                     self._probed(answers)
+            if preparing or probe:
                 self._publish()
                 continue
             with self._lock:
@@ -320,37 +323,58 @@ class Runner:
                 self._observe(pos)
 
     # ---- launching ---------------------------------------------------------------------------
-    def _launch_ready(self, now: float) -> None:
+    def _launch_ready(self, now: float) -> list[tuple[ItemState, bool]]:
+        """Resume what is ready to be read again; return the unsent items to prepare (with
+        whether an earlier prepare of the attempt may have reached the server). Each holds its
+        slot from here, and its `started_at` is stored before its conversation is made."""
         slots = self.pace.slots(now, len(self._flight))
         if not slots:
-            return
-        ready = self.queue.pop_ready(now, slots)
-        sends: list[int] = []
-        for pos in ready:
+            return []
+        preparing: list[tuple[ItemState, bool]] = []
+        for pos in self.queue.pop_ready(now, slots):
             item = self.items[pos]
-            if item.status == PENDING:
-                if self._prepare(item):
-                    sends.append(pos)
-            else:
+            if item.status != PENDING:
                 self._resume(item)
-        self._flush()  # the items' conversations are stored before anything is sent
-        for pos in sends:
-            self._send(self.items[pos])
+            elif self._cancelled:
+                self._cancel_unsent(item)
+            else:
+                again = item.started_at is not None  # a kernel died, a create broke
+                item.started_at = item.started_at or self.clock.time()
+                self._flight.add(pos)
+                self._touch(item)
+                preparing.append((item, again))
+        return preparing
 
-    def _prepare(self, item: ItemState) -> bool:
-        if self._cancelled:
-            self._cancel_unsent(item)
-            return False
-        try:
-            self.sender.prepare(item)
-        except LettaNbError as exc:
-            self._launch_failed(item, exc)
-            return False
-        item.move(STARTING)
-        item.started_at = item.started_at or self.clock.time()
-        self._touch(item)
-        self._flight.add(item.pos)
-        return True
+    def _prepare_and_send(self, preparing: list[tuple[ItemState, bool]]) -> None:
+        """Make the items' conversations (server calls, outside the runner's lock), store
+        them, then send: a kernel that dies after a send always knows where it went."""
+        failures: dict[int, LettaNbError] = {}
+        for item, again in preparing:
+            if self._stop.is_set() or item.status != PENDING:
+                continue  # closed or cancelled meanwhile
+            try:
+                self.sender.prepare(item, again=again)
+            except LettaNbError as exc:
+                failures[item.pos] = exc
+        with self._lock:
+            sends: list[ItemState] = []
+            for item, _again in preparing:
+                failure = failures.get(item.pos)
+                if failure is not None and item.status == PENDING:
+                    self._launch_failed(item, failure)
+                    continue
+                if item.status == PENDING and self._cancelled:
+                    self._cancel_unsent(item)
+                if item.status != PENDING or self._stop.is_set() or failure is not None:
+                    self._flight.discard(item.pos)  # (a re-attach sends it)
+                    self._touch(item)  # its conversation, if it has one, is stored
+                    continue
+                item.move(STARTING)
+                self._touch(item)
+                sends.append(item)
+            self._flush()  # the items' conversations are stored before anything is sent
+            for item in sends:
+                self._send(item)
 
     def _send(self, item: ItemState) -> None:
         chain = self._new_chain(item)
@@ -369,7 +393,7 @@ class Runner:
         self._flight.add(item.pos)
         try:
             if item.status == STARTING and item.run_id is None:
-                self._resend(item)
+                self._send(item)  # the same otid: the server re-attaches it if it has it
                 return
             chain = self._chains.get(item.pos)
             if chain is not None and chain.resume():
@@ -380,27 +404,6 @@ class Runner:
             chain.follow(rid, starting_after=chain.transcript.last_seq(rid))
         except LettaNbError as exc:
             self._launch_failed(item, exc)
-
-    def _resend(self, item: ItemState) -> None:
-        otid = self._otid(item)
-        if not self.sender.reattaches:  # the server might start a second run: look first
-            rid = find_sent_run(
-                self.sender.backend,
-                agent_id=self.sender.agent_id,
-                otid=otid,
-                sent_at=item.started_at or 0.0,
-                known=(),
-                delays=(0.0,),
-                stop=self._stop,
-                clock=self.clock,
-            )
-            if rid is not None:
-                item.add_run(rid)
-                item.move(RUNNING)
-                self._touch(item)
-                self._new_chain(item).follow(rid)
-                return
-        self._send(item)
 
     def _rebuilt(self, item: ItemState) -> Follower:
         """A follower for a running item, from its stored transcript when it matches."""
@@ -439,6 +442,7 @@ class Runner:
             active_seconds=item.duration or 0.0,
             policy=self.policy,
             server_durations=False,
+            conversation_id=item.conversation_id,
         )
         self._watch(item, chain)
         decision = chain.decide()
@@ -448,6 +452,7 @@ class Runner:
     def _new_chain(self, item: ItemState, transcript: Transcript | None = None) -> Follower:
         self._unwatch(item.pos)
         chain = self.sender.chain(item, transcript)
+        chain.policy = self.policy  # `lnb.map(..., policy=)` of the newest call
         self._watch(item, chain)
         return chain
 
@@ -703,7 +708,7 @@ class Runner:
 
     def cancel(self) -> dict[str, str]:
         """Cancel every unsent and running item; running ones on the server, in one request."""
-        running: list[str] = []
+        running: list[ItemState] = []
         waiting: list[tuple[ItemState, Follower]] = []
         with self._lock:
             self._cancelled = True
@@ -715,8 +720,8 @@ class Runner:
                     chain = self._chains.get(item.pos)
                     if item.status == WAITING and chain is not None:
                         waiting.append((item, chain))
-                    elif item.run_id is not None:
-                        running.append(item.run_id)
+                    elif item.run_id is not None or item.status == STARTING:
+                        running.append(item)
                     if item.status == DETACHED and item.pos not in self.queue:
                         self.queue.push(item.pos, rank=RESUME)  # read it to its end
             self._flush()
@@ -793,7 +798,11 @@ class Runner:
                     if item.pos not in self.queue:
                         self.queue.push(item.pos, rank=RESUME)
                         count += 1
-                elif item.status == PENDING and item.pos not in self.queue:
+                elif (
+                    item.status == PENDING
+                    and item.pos not in self.queue
+                    and item.pos not in self._flight  # not one being prepared
+                ):
                     self.queue.push(item.pos, rank=SEND)
                     count += 1
             if count or self.queue:

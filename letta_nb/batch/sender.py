@@ -1,19 +1,24 @@
 """How an item reaches the server: the one place that knows where items are sent.
 
-`ItemSender` is the seam between the batch's runner and the server's API. Each item must run
-in an isolated context on the agent (its own conversation, where the server has them); a
-send must carry the item's otid, and `reattaches` says whether re-sending that otid attaches to
-the run it already started (then a send repeated after a kernel death never starts a second
-run). `AgentSender` sends to the agent's own history (the embedded server re-attaches otids
-there); a conversation sender plugs in here without touching the runner.
+Every item runs in a conversation of its own on the agent (an isolated context: no item sees
+another's rows), sent in background mode with the item's otid. On conversations a re-sent
+otid re-attaches to the run it started on every Letta server (protocol doc §17.3), so a send
+repeated after a kernel death never starts a second run; the run chain (`run.Follower`)
+already resumes a broken conversation send by its otid and follows a busy conversation's run.
+
+Creating a conversation is not idempotent. Each attempt's conversation gets a deterministic
+summary (`item_summary`: batch key, position, attempt), and a prepare that may repeat an
+earlier one (a kernel died between the create and the store, a create whose answer broke) looks
+that summary up before creating: an item never gets two conversations.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.transcript import Transcript
-from ..run import Follower, Policy
+from ..run import Follower
+from .keys import item_summary
 
 if TYPE_CHECKING:
     from .._protocols import LettaBackend
@@ -26,58 +31,57 @@ class ItemSender(Protocol):
     backend: LettaBackend
     agent_id: str
 
-    @property
-    def reattaches(self) -> bool:
-        """Re-sending an item's otid attaches to the run it started (no second run)."""
-        ...
-
-    @property
-    def isolated(self) -> bool:
-        """Each item gets a context of its own (a conversation per item)."""
-        ...
-
-    def prepare(self, item: ItemState) -> None:
-        """Before an attempt's first send: e.g. create the item's conversation (and set
-        `item.conversation_id`); the runner stores it before anything is sent."""
+    def prepare(self, item: ItemState, *, again: bool) -> None:
+        """Before an attempt's first send: set `item.conversation_id` (the runner stores it
+        before anything is sent). `again`: an earlier prepare of this attempt may have reached
+        the server (look for what it made before making another)."""
         ...
 
     def chain(self, item: ItemState, transcript: Transcript | None = None) -> Follower:
-        """A run chain (follower) for the item, nothing started yet."""
+        """A run chain (follower) for the item, nothing started yet (the runner sets its
+        approval policy)."""
         ...
 
     def send(self, chain: Follower, item: ItemState, message: str, otid: str) -> None:
         """Start the item's run on `chain` (a thread reads it)."""
         ...
 
-    def cancel(self, run_ids: list[str]) -> dict[str, str]:
-        """Cancel these runs on the server, in one request where the API allows it."""
+    def cancel(self, items: list[ItemState]) -> dict[str, str]:
+        """Cancel these items' runs on the server: `{run_id: status}`."""
         ...
 
 
-class AgentSender:
-    """Items sent to the agent's own message history (`POST /v1/agents/{id}/messages`)."""
-
-    isolated = False
+class ConversationSender:
+    """Each item in a conversation of its own (`POST /v1/conversations/{id}/messages`)."""
 
     def __init__(
         self,
         backend: LettaBackend,
         agent_id: str,
+        key: str,
         *,
-        policy: str | Policy | None = None,
         stall_after: float = 60.0,
     ) -> None:
         self.backend = backend
         self.agent_id = agent_id
-        self.policy = policy
+        self.key = key
         self.stall_after = stall_after
 
-    @property
-    def reattaches(self) -> bool:
-        return bool(self.backend.reattaches_otid)
+    def prepare(self, item: ItemState, *, again: bool) -> None:
+        if item.conversation_id is not None:
+            return  # made and stored by an earlier prepare of this attempt
+        summary = item_summary(self.key, item.pos, item.attempt)
+        found = self._find(summary) if again else None
+        if found is None:
+            found = self.backend.create_conversation(self.agent_id, summary=summary)
+        item.conversation_id = found["id"]
 
-    def prepare(self, item: ItemState) -> None:
-        return None
+    def _find(self, summary: str) -> dict[str, Any] | None:
+        """The conversation an earlier prepare made under `summary` (the oldest, if a create
+        whose answer broke was repeated by a server that made both)."""
+        rows = self.backend.list_conversations(self.agent_id, summary_search=summary)
+        mine = [c for c in rows if c.get("summary") == summary]
+        return mine[-1] if mine else None  # newest first: the last is the oldest
 
     def chain(self, item: ItemState, transcript: Transcript | None = None) -> Follower:
         return Follower(
@@ -85,20 +89,25 @@ class AgentSender:
             agent_id=self.agent_id,
             transcript=transcript if transcript is not None else Transcript(),
             stall_after=self.stall_after,
-            policy=self.policy,
+            conversation_id=item.conversation_id,
         )
 
     def send(self, chain: Follower, item: ItemState, message: str, otid: str) -> None:
         chain.start([{"role": "user", "content": message}], otid=otid)
 
-    def cancel(self, run_ids: list[str]) -> dict[str, str]:
-        if not run_ids:
-            return {}
-        return self.backend.cancel(self.agent_id, run_ids)
+    def cancel(self, items: list[ItemState]) -> dict[str, str]:
+        """Named runs in one request (by run id: that also ends a run waiting for approval);
+        an item sent whose run is not named yet, through its conversation's cancel."""
+        named = [i.run_id for i in items if i.run_id is not None]
+        out = self.backend.cancel(self.agent_id, named) if named else {}
+        for item in items:
+            if item.run_id is None and item.conversation_id is not None:
+                out.update(self.backend.cancel_conversation(item.conversation_id))
+        return out
 
 
-def _conforms(sender: AgentSender) -> ItemSender:
-    return sender  # mypy checks the agent sender against the seam
+def _conforms(sender: ConversationSender) -> ItemSender:
+    return sender  # mypy checks the conversation sender against the seam
 
 
-__all__ = ["AgentSender", "ItemSender"]
+__all__ = ["ConversationSender", "ItemSender"]

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from letta_nb.backend import Backend
+from letta_nb.batch import Batch
 from letta_nb.core.cursor import CursorStore
 from letta_nb.session import Session
 
@@ -72,6 +73,20 @@ def runs_of(session: Session) -> Callable[[], list[dict[str, Any]]]:
     assert session.agent is not None
     agent_id = session.agent["id"]
     return lambda: session.backend.list_runs(agent_id=agent_id, limit=1000)
+
+
+def items_of(batch: Batch) -> list[tuple[str, str | None, str | None, list[str]]]:
+    """What `check_isolation` needs of each item of `batch`."""
+    runner = batch.runner
+    return [
+        (runner.messages[i.pos], i.conversation_id, i.answer, list(i.runs)) for i in runner.items
+    ]
+
+
+def conversations_of(session: Session) -> list[dict[str, Any]]:
+    """The test agent's conversations on the server."""
+    assert session.agent is not None
+    return session.backend.list_conversations(session.agent["id"], limit=1000)
 
 
 def until(pred: Callable[[], bool], timeout: float = BOUND, step: float = 0.02) -> bool:

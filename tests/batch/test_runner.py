@@ -1,6 +1,7 @@
 """The runner against the embedded server: concurrency, failures, re-attaching after a
 "kernel restart" (a new Session over the same cursor file), 429s, cancel, retry, time limits,
-approvals by policy and by hand."""
+approvals by policy and by hand. Every item runs in a conversation of its own: the tests that
+finish a batch check through letta-client that each conversation holds only its item."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from typing import Any
 
 import httpx
 import pandas as pd
-from conftest import BOUND, Recorder, make_session, until
+from conftest import BOUND, Recorder, conversations_of, items_of, make_session, until
 
 from letta_nb.session import Session
 
 
-def test_the_call_returns_at_once_and_never_exceeds_the_concurrency(session: Session) -> None:
+def test_the_call_returns_at_once_and_never_exceeds_the_concurrency(
+    session: Session, embedded_server: str, check_isolation: Any
+) -> None:
     seen: list[int] = []
     batch = session.map([f"/long 20 {5 + i}" for i in range(10)], concurrency=3)
     batch.runner.add_listener(lambda r: seen.append(r.in_flight))
@@ -26,6 +29,8 @@ def test_the_call_returns_at_once_and_never_exceeds_the_concurrency(session: Ses
     frame = batch.frame
     assert frame.answer.str.startswith("token1 token2").all()
     assert (frame.tokens > 0).all() and frame.run_id.notna().all()
+    assert session.agent is not None
+    check_isolation(embedded_server, session.agent["id"], items_of(batch))
 
 
 def test_the_frame_is_aligned_to_the_input_index(session: Session) -> None:
@@ -45,18 +50,22 @@ def test_the_frame_is_aligned_to_the_input_index(session: Session) -> None:
     assert joined.loc["z", "answer"] == "token1 token2"
 
 
-def test_a_failed_item_never_stops_the_batch(session: Session) -> None:
+def test_a_failed_item_never_stops_the_batch(
+    session: Session, embedded_server: str, check_isolation: Any
+) -> None:
     batch = session.map(["/fail", "/long 3", "/fail", "/long 4"], concurrency=1)
     assert batch.wait(BOUND) == "done"
     frame = batch.frame
     assert list(frame.status) == ["failed", "completed", "failed", "completed"]
     assert frame.error[0].startswith("Simulated upstream LLM failure") and pd.isna(frame.error[1])
     assert frame.stop_reason[0] == "llm_api_error"
+    assert session.agent is not None
+    check_isolation(embedded_server, session.agent["id"], items_of(batch))
 
 
 def test_a_restart_reattaches_finished_followed_unsent_sent_none_twice(
     session: Session, tmp_path: Path, runs_of: Callable[[], list[dict[str, Any]]],
-    embedded_server: str,
+    embedded_server: str, check_isolation: Any,
 ) -> None:  # fmt: skip
     messages = [f"/long 15 {20 + 5 * (i % 3)}" for i in range(12)]
     batch = session.map(messages, concurrency=3)
@@ -74,6 +83,8 @@ def test_a_restart_reattaches_finished_followed_unsent_sent_none_twice(
     assert len(runs) == 12 and len({r["id"] for r in runs}) == 12  # no item was sent twice
     assert sorted(again.frame.run_id) == sorted(r["id"] for r in runs)
     assert again.frame.answer.str.endswith("token15").all()
+    assert session.agent is not None
+    check_isolation(embedded_server, session.agent["id"], items_of(again))
     finished_before = {i.run_id for i in batch.items if i.status == "completed"}
     read_again = [c for c in recorder.calls if any(r in c for r in finished_before if r)]
     assert read_again == [], "finished items are shown from the store, not read again"
@@ -81,7 +92,7 @@ def test_a_restart_reattaches_finished_followed_unsent_sent_none_twice(
     third.agent = session.agent
     shown = third.map(messages, concurrency=3)
     assert shown.status == "done" and shown.frame.equals(again.frame)
-    assert len(runs_of()) == 12
+    assert len(runs_of()) == 12 and len(conversations_of(session)) == 12
 
 
 def test_a_429_slows_the_batch_honours_retry_after_and_fails_nothing(
@@ -126,6 +137,10 @@ def test_cancel_sends_nothing_more_and_cancels_running_items_on_the_server(
     frame = batch.frame
     assert (frame.error == "cancelled before it was sent").sum() == 8
     assert (frame.error == "cancelled (Batch.cancel)").sum() == 2
+    sent = {r["conversation_id"] for r in server}  # the unsent ones made no conversation
+    assert (
+        {c["id"] for c in conversations_of(session)} == sent == set(frame.conversation_id.dropna())
+    )
 
 
 def test_retry_sends_failed_items_again_as_new_attempts(
@@ -138,6 +153,10 @@ def test_retry_sends_failed_items_again_as_new_attempts(
     assert batch.items[0].attempt == 1 and batch.frame.run_id[0] != first
     assert batch.frame.status[1] == "completed" and len(runs_of()) == 3
     assert batch.retry(failed=False) == 0
+    convs = {c["id"]: c["summary"] for c in conversations_of(session)}
+    assert len(convs) == 3  # the new attempt ran in a conversation of its own
+    assert convs[batch.items[0].conversation_id].endswith(" item 0 attempt 1")
+    assert session.backend.get_run(first)["conversation_id"] != batch.items[0].conversation_id
 
 
 def test_an_item_over_its_time_limit_is_cancelled_on_the_server(session: Session) -> None:
@@ -148,11 +167,16 @@ def test_an_item_over_its_time_limit_is_cancelled_on_the_server(session: Session
     assert frame.status[1] == "completed"
 
 
-def test_a_policy_answers_approvals(session: Session) -> None:
+def test_a_policy_answers_approvals(
+    session: Session, embedded_server: str, check_isolation: Any
+) -> None:
     batch = session.map(["/gated", "/gated"], concurrency=1, policy="deny")
     assert batch.wait(BOUND) == "done"
     assert batch.counts == {"completed": 2}
     assert batch.frame.answer.str.contains("nothing was written").all()
+    assert [len(i.runs) for i in batch.items] == [2, 2]  # the request, then the answer's run
+    assert session.agent is not None  # each answered in its item's conversation
+    check_isolation(embedded_server, session.agent["id"], items_of(batch))
 
 
 def test_a_server_that_goes_away_pauses_the_batch_which_continues_when_it_is_back(
@@ -199,18 +223,22 @@ def test_a_server_that_goes_away_pauses_the_batch_which_continues_when_it_is_bac
 
 
 def test_the_inbox_lists_waiting_items_with_their_request_and_answers_them(
-    session: Session,
+    session: Session, embedded_server: str, check_isolation: Any
 ) -> None:
-    batch = session.map(["/long 3", "/long 4", "/gated"], concurrency=1)
-    assert batch.wait(BOUND) == "waiting"
-    assert batch.counts == {"requires_approval": 1, "completed": 2}
-    [box] = batch.inbox
-    assert box["label"] == 2 and box["tool_calls"][0]["name"] == "write_report"
-    assert "Coffee sales summary" in box["tool_calls"][0]["arguments"]
-    assert batch.approve([2]) == 1
-    assert batch.wait(BOUND) == "done" and batch.counts == {"completed": 3}
-    assert "Done: the report" in batch.frame.answer[2] and len(batch.items[2].runs) == 2
+    batch = session.map(["/long 3", "/gated", "/long 4", "/gated"], concurrency=1)
+    assert batch.wait(BOUND) == "waiting"  # a waiting item holds no slot: the rest went on
+    assert batch.counts == {"requires_approval": 2, "completed": 2}
+    boxes = batch.inbox
+    assert [b["label"] for b in boxes] == [1, 3]
+    assert {b["tool_calls"][0]["name"] for b in boxes} == {"write_report"}
+    assert "Coffee sales summary" in boxes[0]["tool_calls"][0]["arguments"]
+    assert batch.approve([1]) == 1 and batch.deny([3], reason="not today") == 1
+    assert batch.wait(BOUND) == "done" and batch.counts == {"completed": 4}
+    assert "Done: the report" in batch.frame.answer[1] and len(batch.items[1].runs) == 2
+    assert "nothing was written" in batch.frame.answer[3] and len(batch.items[3].runs) == 2
     assert batch.inbox == [] and batch.approve() == 0
+    assert session.agent is not None
+    check_isolation(embedded_server, session.agent["id"], items_of(batch))
 
 
 def test_no_cursor_is_stored_between_a_runs_stop_reason_and_its_end(tmp_path: Path) -> None:

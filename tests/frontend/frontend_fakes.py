@@ -196,13 +196,11 @@ class NoSender:
 
     backend: Any = None
     agent_id = "agent-1"
-    reattaches = True
-    isolated = False
 
     def __init__(self) -> None:
         self.cancelled: list[list[str]] = []
 
-    def prepare(self, item: ItemState) -> None:
+    def prepare(self, item: ItemState, *, again: bool) -> None:
         return None
 
     def chain(self, item: ItemState, transcript: Transcript | None = None) -> Follower:
@@ -211,8 +209,9 @@ class NoSender:
     def send(self, chain: Follower, item: ItemState, message: str, otid: str) -> None:
         raise AssertionError("a view test sends nothing")
 
-    def cancel(self, run_ids: list[str]) -> dict[str, str]:
-        self.cancelled.append(list(run_ids))
+    def cancel(self, items: list[ItemState]) -> dict[str, str]:
+        run_ids = [i.run_id for i in items if i.run_id is not None]
+        self.cancelled.append(run_ids)
         return dict.fromkeys(run_ids, "cancelled")
 
 

@@ -146,7 +146,7 @@ def test_one_live_dashboard_per_kernel_and_a_safe_static_copy(session: Any, wire
 
 def test_batches_show_their_items_in_flight(session: Any, wire: Wire) -> None:
     batch: Batch = session.map([f"/long 200 {20 + i}" for i in range(4)], key="dash-items")
-    until(lambda: batch.runner.in_flight == 4)
+    until(lambda: batch.counts.get("running") == 4)
     dash = DashboardView(session, start=False)
     got = until(
         lambda: (r := rows(dash)) and sum(1 for v in r.values() if v["k"] == "item") == 4 and r

@@ -1,5 +1,7 @@
 """Issue 15.5: a 40-item batch whose kernel is killed midway, then re-run in the new kernel:
-40 answers, exactly 40 runs on the server (no item sent twice, none lost).
+40 answers, exactly 40 runs and exactly 40 conversations on the server (no item sent twice,
+none lost, none given a second conversation), each conversation holding only its own item's
+message and answer (checked through letta-client, not through letta_nb).
 
 The server lives in the test process (see conftest.py), so the runs go on while the kernel is
 dead; `restart_kernel(now=True)` kills the kernel process (no shutdown, nothing flushed).
@@ -36,7 +38,9 @@ CHECK = (
     "print(json.dumps({'status': st, 'counts': batch.counts, 'key': batch.key,\n"
     "  'answers': int(f.answer.notna().sum()),\n"
     f"  'whole': bool(f.answer.str.endswith(' token{TOKENS}').all()),\n"
-    "  'runs': sorted(f.run_id), 'index': list(f.index[:2])}))"
+    "  'runs': sorted(f.run_id), 'index': list(f.index[:2]),\n"
+    "  'items': [[batch.runner.messages[i.pos], i.conversation_id, i.answer, i.runs]\n"
+    "            for i in batch.items]}))"
 )
 
 
@@ -47,7 +51,7 @@ def _last_json(kernel: Kernel, msg_id: str) -> dict[str, Any]:
 
 
 def test_a_killed_kernel_rerun_gives_every_answer_and_sends_nothing_twice(
-    kernel: Kernel, kernel_server: Any, kernel_variant: KernelVariant
+    kernel: Kernel, kernel_server: Any, kernel_variant: KernelVariant, check_isolation: Any
 ) -> None:
     backend = Backend(kernel_server.base_url, None)
     agent = backend.create_agent(f"batch-kill-{uuid.uuid4().hex[:8]}")
@@ -65,6 +69,8 @@ def test_a_killed_kernel_rerun_gives_every_answer_and_sends_nothing_twice(
     before = runs()
     assert len(before) < ITEMS, "the kill must come midway"
     assert any(r["status"] in ("created", "running") for r in before), "some are running"
+    made = backend.list_conversations(agent["id"], limit=1000)
+    assert len(before) <= len(made) < ITEMS, "the kill comes midway: not every item has one"
     kernel.restart()  # killed: the runs in flight go on on the server
     check_kernel_versions(kernel, kernel_variant)
     again = _last_json(kernel, kernel.run(setup))
@@ -76,4 +82,7 @@ def test_a_killed_kernel_rerun_gives_every_answer_and_sends_nothing_twice(
     assert len(server) == ITEMS, f"{len(server)} runs on the server for {ITEMS} items"
     assert sorted(r["id"] for r in server) == done["runs"]
     assert {r["status"] for r in server} == {"completed"}
+    items = [(m, conv, answer, runs) for m, conv, answer, runs in done["items"]]
+    assert [m for m, *_ in items] == [f"/long {TOKENS} {30 + 5 * (i % 4)}" for i in range(ITEMS)]
+    check_isolation(kernel_server.base_url, agent["id"], items)  # exactly 40 conversations
     assert not [e for e in kernel.errors() if e["msg_type"] == "error"]

@@ -4,7 +4,9 @@ Chain: Session.map -> Runner -> Followers -> Backend (letta_client) -> FaultProx
 server. The proxy cuts SSE streams at frame boundaries and mid-frame, drops POST answers
 before their head (the send reached the server, the client never heard), cuts REST bodies and
 stalls. Every item must end `completed` with exactly its answer (no token lost or doubled) and
-the server must hold exactly one run per item (no send repeated into a second run). Twice the
+the server must hold exactly one run per item (no send repeated into a second run) and exactly
+one conversation per item holding only that item (a create whose answer was cut is looked up
+by its summary, never made twice: the lookups are counted, so the path is covered). Twice the
 "kernel" goes away (the batch is detached) and a fresh session over the same `cursors.db`
 re-attaches through the proxy: running items are followed from their cursors (REST reads of
 their runs, cut too), unsent ones sent.
@@ -19,6 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fault_proxy import FaultPlan, FaultProxy
@@ -59,7 +62,7 @@ def _tokens(n: int) -> str:
 
 
 def test_a_batch_through_stream_and_rest_cuts_answers_every_item_exactly_once(
-    server: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, check_isolation: Any
 ) -> None:
     # running items store their cursor often, so the re-attach resumes them from it (after
     # a REST read of each run: the kernel died mid-run, not mid-first-second)
@@ -70,6 +73,15 @@ def test_a_batch_through_stream_and_rest_cuts_answers_every_item_exactly_once(
     sizes = [20 + (i * 7) % 23 for i in range(ITEMS)]
     messages = [f"/long {n} {i % 3}" for i, n in enumerate(sizes)]
     port = int(base_url.rsplit(":", 1)[1])
+    lookups: list[str] = []
+    listing = Backend.list_conversations
+
+    def looked_up(self: Backend, *args: Any, **kw: Any) -> list[dict[str, Any]]:
+        if kw.get("summary_search"):
+            lookups.append(kw["summary_search"])
+        return listing(self, *args, **kw)
+
+    monkeypatch.setattr(Backend, "list_conversations", looked_up)
     with FaultProxy("127.0.0.1", port, seed=SEED, plan=PLAN) as proxy:
         backend = Backend(proxy.base_url, max_retries=8)
         backend.reattaches_otid = True  # the embedded server re-attaches a re-sent otid
@@ -99,6 +111,9 @@ def test_a_batch_through_stream_and_rest_cuts_answers_every_item_exactly_once(
     runs = direct.list_runs(agent_id=agent["id"], limit=1000)
     assert len(runs) == ITEMS, f"{ctx}: {len(runs)} runs for {ITEMS} items"
     assert sorted(r["id"] for r in runs) == sorted(frame.run_id), ctx
+    items = [(messages[i.pos], i.conversation_id, i.answer, i.runs) for i in batch.items]
+    check_isolation(base_url, agent["id"], items)  # one conversation per item, its item only
+    assert lookups, f"{ctx}: no conversation create was cut (the lookup path is not covered)"
     assert stats.internal_errors == 0
     for kind in ("cuts_boundary", "cuts_mid_frame", "cuts_before_headers", "cuts_rest"):
         assert getattr(stats, kind) > 0, f"{ctx}: no {kind} injected"
