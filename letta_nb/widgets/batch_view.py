@@ -36,8 +36,8 @@ from .run_view import RunView, _shared_layout
 if TYPE_CHECKING:
     from ..batch import Batch
 
-JS_FILES = ("table_common.js", "batch_view.js")
-CSS_FILES = ("theme.css", "table_common.css", "batch_view.css")
+JS_FILES = ("table_common.js", "markdown.js", "batch_view.js")
+CSS_FILES = ("theme.css", "table_common.css", "markdown.css", "batch_view.css")
 #: Batch statuses after which nothing changes until someone acts.
 SETTLED = frozenset({"done", "waiting", "detached"})
 HEADER_EVERY = 2.0

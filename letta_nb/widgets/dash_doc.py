@@ -107,7 +107,7 @@ def chain_row(
         agent=agent,
         status=status,
         what=what,
-        conversation=conversation,
+        conversation=conversation or chain.conversation_id,
         elapsed=chain.active_seconds,
         tokens=chain.transcript.total_tokens(),
         idle=idle,
@@ -140,7 +140,7 @@ def kernel_rows(session: Session, *, stall_after: float) -> list[Row]:
                 "run",
                 chain,
                 agent,
-                _clip(cursor.message if cursor else ""),
+                _clip(cursor.message) if cursor and cursor.message else f"attached {_short(rid)}",
                 stall_after=stall_after,
             )
         )

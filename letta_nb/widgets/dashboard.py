@@ -260,8 +260,8 @@ class DashboardView(anywidget.AnyWidget):
         self.detail = view
         if isinstance(old, BatchView) and old is not view:
             old.close()
-        with self._lock:
-            self._open = row_id
+        with self._lock:  # an attached server run is this kernel's run row from now on
+            self._open = f"run:{row.run_id}" if row.kind == "server" else row_id
         self._say(None)
         return view
 

@@ -51,8 +51,8 @@ _views_lock = threading.Lock()
 
 _LOADER = LOADER
 #: The run view's files in `static/`.
-JS_FILES = ("run_view.js",)
-CSS_FILES = ("theme.css", "run_view.css")
+JS_FILES = ("markdown.js", "run_view.js")
+CSS_FILES = ("theme.css", "markdown.css", "run_view.css")
 
 
 def module_source(*, readable: bool = False) -> str:

@@ -107,9 +107,9 @@ def test_the_batch_view_shows_progress_the_inbox_and_an_items_run(
 
 DASH_SOURCES = [
     CONNECT,
-    "%%letta --new\n/long 900 30",  # streams for ~27 s
+    "%%letta --new\n/long 3000 30",  # streams for ~90 s (cancelled from its row)
     "%%letta --new\n/silent 40",  # no frames: stalled after --stall seconds
-    "import letta_nb as lnb\nb = lnb.map([f'/long {40 + i} 60' for i in range(6)], concurrency=2)",
+    "import letta_nb as lnb\nb = lnb.map([f'/long {300 + i} 60' for i in range(6)], concurrency=2)",
     "%letta dashboard --stall 3",
 ]
 
@@ -137,11 +137,11 @@ def test_the_dashboard_lists_runs_batches_and_server_runs_with_stalls_attach_and
     backend = Backend(info.base_url, info.token)
     agent = backend.resolve_agent("demo-analyst")
     stream = backend.start(
-        agent["id"], [{"role": "user", "content": "/long 800 40"}], otid=new_otid()
+        agent["id"], [{"role": "user", "content": "/long 2000 40"}], otid=new_otid()
     )
     other = next(c.run_id for c in stream if c.run_id)
     stream.close()
-    expect(dash_row(dash, "run", "/long 900 30")).to_have_count(1, timeout=30_000)
+    expect(dash_row(dash, "run", "/long 3000 30")).to_have_count(1, timeout=30_000)
     expect(dash_row(dash, "batch")).to_have_count(1)
     expect(dash_row(dash, "item")).to_have_count(2, timeout=30_000)  # concurrency 2
     expect(dash_row(dash, "server")).to_have_count(1, timeout=30_000)
@@ -150,7 +150,7 @@ def test_the_dashboard_lists_runs_batches_and_server_runs_with_stalls_attach_and
     stalled = dash_row(dash, "run", "/silent 40")
     expect(stalled.locator(".lnb-stall-flag")).to_have_count(1, timeout=30_000)
     expect(dash.locator(".lnb-title")).to_contain_text("stalled")
-    assert "running" in dash_row(dash, "run", "/long 900 30").inner_text()
+    assert "running" in dash_row(dash, "run", "/long 3000 30").inner_text()
     both_themes(page, 4, "dashboard-live")
     # attach the server's run: its live view opens inside the dashboard
     server_row.get_by_role("button", name="attach").click()
@@ -159,8 +159,8 @@ def test_the_dashboard_lists_runs_batches_and_server_runs_with_stalls_attach_and
     expect(detail.locator(".lnb-status[data-status=running]")).to_have_count(1, timeout=30_000)
     expect(dash_row(dash, "server")).to_have_count(0, timeout=30_000)  # followed here now
     # cancel the long cell run from its row: the server cancels it
-    dash_row(dash, "run", "/long 900 30").get_by_role("button", name="cancel").click()
-    row = dash_row(dash, "run", "/long 900 30")
+    dash_row(dash, "run", "/long 3000 30").get_by_role("button", name="cancel").click()
+    row = dash_row(dash, "run", "/long 3000 30")
     expect(row.locator(".lnb-status[data-status=cancelled]")).to_have_count(1, timeout=30_000)
     both_themes(page, 4, "dashboard-attached")
     dash.get_by_role("button", name="close").click()

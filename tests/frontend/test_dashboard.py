@@ -117,8 +117,12 @@ def test_attach_and_cancel_per_row(session: Any, wire: Wire) -> None:
     rows(dash)
     view = dash.attach(f"server:{other}")
     assert isinstance(view, RunView) and dash.detail is view
-    assert dash.document["h"]["open"] == f"server:{other}"
-    dash.cancel(f"run:{other}")  # attached: it is this kernel's run now
+    head, shown_rows = dash.document["h"], dash.document["rows"]
+    assert head["open"] == f"run:{other}"  # attached: it is this kernel's run now
+    assert f"server:{other}" not in shown_rows and shown_rows[f"run:{other}"]["w"] == (
+        f"attached {other[:12]}"
+    )
+    dash.cancel(f"run:{other}")
     assert until(lambda: session.backend.get_run(other)["status"] == "cancelled")
     batch = session.map(["/long 300 20", "/long 300 21"], key="dash-cancel")
     rows(dash)

@@ -32,7 +32,13 @@ function fieldsBox(fields) {
   for (const [label, kind, value] of fields) {
     const row = box.appendChild(h("div", kind === "text" ? "lnb-field lnb-kv" : "lnb-field"));
     row.appendChild(h("span", "lnb-label", label));
-    row.appendChild(kind === "text" ? h("code", "lnb-inline", value) : h("pre", "lnb-pre", value));
+    // Markdown fields are rendered as in the run view's approval card (static/markdown.js).
+    let val;
+    if (kind === "md") {
+      val = h("div", "lnb-md lnb-fieldmd");
+      val.appendChild(markdown(value));
+    } else val = kind === "text" ? h("code", "lnb-inline", value) : h("pre", "lnb-pre", value);
+    row.appendChild(val);
   }
   return box;
 }
@@ -210,7 +216,7 @@ function createBatchView(state, model, el) {
     const first = ui.page * PAGE_ROWS;
     const table = h("table", "lnb-table");
     const headRow = table.appendChild(h("thead")).appendChild(h("tr"));
-    for (const [name, cls] of [["", "lnb-c-label"], ["status", ""], ["answer", "lnb-c-answer"], ["tokens", "lnb-num"], ["time", "lnb-num"]]) {
+    for (const [name, cls] of [["", "lnb-c-label"], ["status", "lnb-c-status"], ["answer", "lnb-c-answer"], ["tokens", "lnb-num"], ["time", "lnb-num"]]) {
       headRow.appendChild(h("th", cls, name));
     }
     const body = table.appendChild(h("tbody"));
@@ -220,7 +226,7 @@ function createBatchView(state, model, el) {
       tr.dataset.i = String(pos);
       tr.title = run ? `run ${run} · click to open its run view` : "not sent yet";
       tr.appendChild(h("td", "lnb-c-label", label));
-      const cell = tr.appendChild(h("td"));
+      const cell = tr.appendChild(h("td", "lnb-c-status"));
       cell.appendChild(h("span", `lnb-status lnb-s-${st}`, statusName(st)));
       const text = tr.appendChild(h("td", "lnb-c-answer"));
       if (error && st !== "completed") text.appendChild(h("span", "lnb-err-text", error));

@@ -73,14 +73,15 @@ function createDashboard(state, model, el) {
       st.dataset.status = r.st;
       const el1 = tr.appendChild(h("td", "lnb-num"));
       tr.appendChild(h("td", "lnb-num", fmtCount(r.tok)));
-      const idle = tr.appendChild(h("td", "lnb-num"));
+      const idleCell = tr.appendChild(h("td", "lnb-num lnb-idle"));
+      const idle = idleCell.appendChild(h("span"));
       ticks.push(() => {
         const extra = !dead ? (performance.now() - t0) / 1000 : 0;
         el1.textContent = r.el === undefined ? "" : fmtSeconds(r.el + (r.live ? extra : 0));
         if (r.idle === undefined) idle.textContent = r.k === "server" ? "–" : "";
         else idle.textContent = `${fmtSeconds(r.idle + extra)} ago`;
       });
-      if (r.stall) idle.appendChild(h("span", "lnb-stall-flag", " stalled"));
+      if (r.stall) idleCell.appendChild(h("span", "lnb-stall-flag", " stalled"));
       const acts = tr.appendChild(h("td", "lnb-acts"));
       for (const a of r.a || []) {
         acts.appendChild(button(a === "cancel" ? "lnb-cancel" : "lnb-attach", a === "attach" ? "attach" : "cancel", (b) => {
