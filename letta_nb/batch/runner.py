@@ -324,16 +324,20 @@ class Runner:
 
     # ---- launching ---------------------------------------------------------------------------
     def _launch_ready(self, now: float) -> list[tuple[ItemState, bool]]:
-        """Resume what is ready to be read again; return the unsent items to prepare (with
-        whether an earlier prepare of the attempt may have reached the server). Each holds its
-        slot from here, and its `started_at` is stored before its conversation is made."""
+        """Resume what is ready to be read again; return the items to prepare (with whether
+        an earlier prepare or send of the attempt may have reached the server): unsent ones,
+        and sent ones whose run was never named. Each holds its slot from here; an unsent
+        one's `started_at` is stored before its conversation is made."""
         slots = self.pace.slots(now, len(self._flight))
         if not slots:
             return []
         preparing: list[tuple[ItemState, bool]] = []
         for pos in self.queue.pop_ready(now, slots):
             item = self.items[pos]
-            if item.status != PENDING:
+            if item.status == STARTING and item.run_id is None:
+                self._flight.add(pos)  # sent, its run never named: look in its conversation
+                preparing.append((item, True))
+            elif item.status != PENDING:
                 self._resume(item)
             elif self._cancelled:
                 self._cancel_unsent(item)
@@ -347,10 +351,11 @@ class Runner:
 
     def _prepare_and_send(self, preparing: list[tuple[ItemState, bool]]) -> None:
         """Make the items' conversations (server calls, outside the runner's lock), store
-        them, then send: a kernel that dies after a send always knows where it went."""
+        them, then send: a kernel that dies after a send always knows where it went. A sent
+        item whose conversation already has its run follows that run instead."""
         failures: dict[int, LettaNbError] = {}
         for item, again in preparing:
-            if self._stop.is_set() or item.status != PENDING:
+            if self._stop.is_set() or item.status not in (PENDING, STARTING):
                 continue  # closed or cancelled meanwhile
             try:
                 self.sender.prepare(item, again=again)
@@ -358,23 +363,30 @@ class Runner:
                 failures[item.pos] = exc
         with self._lock:
             sends: list[ItemState] = []
+            found: list[ItemState] = []
             for item, _again in preparing:
                 failure = failures.get(item.pos)
-                if failure is not None and item.status == PENDING:
+                if failure is not None and item.status in (PENDING, STARTING):
                     self._launch_failed(item, failure)
                     continue
                 if item.status == PENDING and self._cancelled:
                     self._cancel_unsent(item)
-                if item.status != PENDING or self._stop.is_set() or failure is not None:
-                    self._flight.discard(item.pos)  # (a re-attach sends it)
+                if item.status not in (PENDING, STARTING) or self._stop.is_set():
+                    self._flight.discard(item.pos)  # (a re-attach sends or follows it)
                     self._touch(item)  # its conversation, if it has one, is stored
                     continue
-                item.move(STARTING)
+                if item.run_id is not None:  # its conversation had its run
+                    item.move(RUNNING)
+                    found.append(item)
+                else:
+                    item.move(STARTING)
+                    sends.append(item)
                 self._touch(item)
-                sends.append(item)
             self._flush()  # the items' conversations are stored before anything is sent
             for item in sends:
                 self._send(item)
+            for item in found:
+                self._resume(item)
 
     def _send(self, item: ItemState) -> None:
         chain = self._new_chain(item)
@@ -389,12 +401,9 @@ class Runner:
         return item_otid(self.key, item.pos, item.attempt)
 
     def _resume(self, item: ItemState) -> None:
-        """An item the server may already have: follow its run, or send its otid again."""
+        """An item whose run is named: follow it (from its stored cursor when it has one)."""
         self._flight.add(item.pos)
         try:
-            if item.status == STARTING and item.run_id is None:
-                self._send(item)  # the same otid: the server re-attaches it if it has it
-                return
             chain = self._chains.get(item.pos)
             if chain is not None and chain.resume():
                 return

@@ -9,7 +9,10 @@ already resumes a broken conversation send by its otid and follows a busy conver
 Creating a conversation is not idempotent. Each attempt's conversation gets a deterministic
 summary (`item_summary`: batch key, position, attempt), and a prepare that may repeat an
 earlier one (a kernel died between the create and the store, a create whose answer broke) looks
-that summary up before creating: an item never gets two conversations.
+that summary up before creating: an item never gets two conversations. And since nobody else
+sends there, a run in an item's conversation is that item's: an item sent by a kernel that died
+before its run was named follows the run it finds there, and is sent again (same otid) only
+when there is none, so "never sent twice" does not rest on how long the server keeps otids.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..core.transcript import Transcript
 from ..run import Follower
 from .keys import item_summary
+from .state import STARTING
 
 if TYPE_CHECKING:
     from .._protocols import LettaBackend
@@ -32,9 +36,10 @@ class ItemSender(Protocol):
     agent_id: str
 
     def prepare(self, item: ItemState, *, again: bool) -> None:
-        """Before an attempt's first send: set `item.conversation_id` (the runner stores it
-        before anything is sent). `again`: an earlier prepare of this attempt may have reached
-        the server (look for what it made before making another)."""
+        """Before an attempt's send: set `item.conversation_id` (the runner stores it before
+        anything is sent). `again`: an earlier prepare or send of this attempt may have reached
+        the server: look for what it made (the conversation; for an item sent before, its
+        run: then `item.runs` names it and nothing is sent again)."""
         ...
 
     def chain(self, item: ItemState, transcript: Transcript | None = None) -> Follower:
@@ -68,13 +73,20 @@ class ConversationSender:
         self.stall_after = stall_after
 
     def prepare(self, item: ItemState, *, again: bool) -> None:
-        if item.conversation_id is not None:
-            return  # made and stored by an earlier prepare of this attempt
-        summary = item_summary(self.key, item.pos, item.attempt)
-        found = self._find(summary) if again else None
-        if found is None:
-            found = self.backend.create_conversation(self.agent_id, summary=summary)
-        item.conversation_id = found["id"]
+        if item.conversation_id is None:
+            summary = item_summary(self.key, item.pos, item.attempt)
+            found = self._find(summary) if again else None
+            if found is None:
+                found = self.backend.create_conversation(self.agent_id, summary=summary)
+            item.conversation_id = found["id"]
+        elif again and item.status == STARTING and item.run_id is None:
+            # sent, and its kernel died before the run was named: a run in the item's own
+            # conversation is that send's (whatever the server's otid retention)
+            runs = self.backend.list_runs(
+                conversation_id=item.conversation_id, limit=10, order="asc"
+            )
+            for run in runs:
+                item.add_run(str(run["id"]))
 
     def _find(self, summary: str) -> dict[str, Any] | None:
         """The conversation an earlier prepare made under `summary` (the oldest, if a create

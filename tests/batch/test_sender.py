@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import BOUND, Recorder, conversations_of, items_of, make_session
 
-from letta_nb.batch.keys import item_summary
+from letta_nb.batch.keys import explicit_key, item_digest, item_summary
 from letta_nb.batch.sender import ConversationSender
 from letta_nb.batch.state import ItemState
 from letta_nb.session import Session
@@ -109,3 +110,33 @@ def test_a_kernel_that_dies_between_the_create_and_the_store_leaves_one_conversa
     assert session.agent is not None
     check_isolation(embedded_server, session.agent["id"], items_of(again))
     fresh.store.close()
+
+
+def test_an_item_sent_before_its_kernel_died_follows_the_run_in_its_conversation(
+    session: Session,
+    runs_of: Any,
+    embedded_server: str,
+    check_isolation: Any,
+) -> None:
+    """The kernel died after item 1's send, before its run was named, and the server no
+    longer maps the item's otid (past its retention, say: here the run has another otid):
+    the run in the item's own conversation is found and followed, nothing is sent again."""
+    messages = ["/long 4 0", "/long 5 0"]
+    assert session.agent is not None
+    key = explicit_key("sent-before")
+    sender = ConversationSender(session.backend, session.agent["id"], key)
+    digests = [item_digest(pos, m) for pos, m in enumerate(messages)]
+    sent = ItemState(1, digests[1], status="starting", started_at=time.time())
+    sender.prepare(sent, again=False)
+    chain = sender.chain(sent)
+    sender.send(chain, sent, messages[1], "otid-00000000-0000-4000-8000-0000000000aa")
+    assert chain.wait(BOUND) == "completed"
+    store = session.store
+    store.put_batch(key, {"agent_id": session.agent["id"], "size": 2, "created_at": time.time()})
+    store.put_batch_items(key, [(0, ItemState(0, digests[0]).to_record()), (1, sent.to_record())])
+    batch = session.map(messages, key="sent-before", concurrency=2)
+    assert batch.wait(BOUND) == "done" and batch.counts == {"completed": 2}
+    assert batch.items[1].runs == [chain.run_id]
+    assert batch.frame.answer[1] == "token1 token2 token3 token4 token5"
+    assert len(runs_of()) == 2  # item 0's send and item 1's one run
+    check_isolation(embedded_server, session.agent["id"], items_of(batch))
