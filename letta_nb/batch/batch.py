@@ -145,7 +145,8 @@ class Batch:
 
     def cancel(self) -> dict[str, int]:
         """Cancel the batch: unsent items are never sent, running ones are cancelled on the
-        server (one request). Returns the counts once the cancels are sent."""
+        server (one request for the named runs; one sent but not named yet through its
+        conversation). Returns the counts once the cancels are sent."""
         self.runner.cancel()
         return self.counts
 

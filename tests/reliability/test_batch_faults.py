@@ -114,6 +114,8 @@ def test_a_batch_through_stream_and_rest_cuts_answers_every_item_exactly_once(
     items = [(messages[i.pos], i.conversation_id, i.answer, i.runs) for i in batch.items]
     check_isolation(base_url, agent["id"], items)  # one conversation per item, its item only
     assert lookups, f"{ctx}: no conversation create was cut (the lookup path is not covered)"
+    print(f"\n[batch faults] {ITEMS} items, {len(runs)} runs, {len(items)} conversations, "
+          f"{len(lookups)} conversation lookups; {ctx}")  # fmt: skip
     assert stats.internal_errors == 0
     for kind in ("cuts_boundary", "cuts_mid_frame", "cuts_before_headers", "cuts_rest"):
         assert getattr(stats, kind) > 0, f"{ctx}: no {kind} injected"
