@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 import pytest
-from conftest import BOUND
+from batch_helpers import BOUND
 
 from letta_nb.core.errors import ConfigurationError
 from letta_nb.session import Session

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from conftest import BOUND, make_session
+from batch_helpers import BOUND, make_session
 
 from letta_nb.core.errors import ConfigurationError
 from letta_nb.session import Session

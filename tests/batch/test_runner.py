@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pandas as pd
-from conftest import BOUND, Recorder, conversations_of, items_of, make_session, until
+from batch_helpers import BOUND, Recorder, conversations_of, items_of, make_session, until
 
 from letta_nb.session import Session
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BOUND, Recorder, conversations_of, items_of, make_session
+from batch_helpers import BOUND, Recorder, conversations_of, items_of, make_session
 
 from letta_nb.batch.keys import explicit_key, item_digest, item_summary
 from letta_nb.batch.sender import ConversationSender
