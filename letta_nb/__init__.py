@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
+    from .batch import Batch
     from .handle import RunHandle
+    from .run import Policy
     from .session import Session
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "connect",
     "conversations_frame",
     "load_ipython_extension",
+    "map",
     "runs_frame",
     "send",
     "unload_ipython_extension",
@@ -44,6 +47,40 @@ def send(message: str, agent: str | None = None, **kw: Any) -> RunHandle:
     from .session import current
 
     return current().send(message, agent, **kw)
+
+
+def map(
+    items: Any,
+    template: str | None = None,
+    *,
+    agent: str | None = None,
+    concurrency: int = 4,
+    key: str | None = None,
+    policy: str | Policy | None = None,
+    timeout: float | None = None,
+) -> Batch:
+    """Run the agent over every item, in the background, at most `concurrency` at a time.
+
+    `items`: a DataFrame (each row formats `template`: `{column}`), a Series or a list of
+    strings (the messages themselves, or `{value}` / `{index}` in a template). Each item runs
+    in a run of its own; the call returns a `Batch` at once (`.frame`, `.wait()`, `.cancel()`,
+    `.retry()`, `.approve()` / `.deny()`; displayed, its live view). The same call (the same
+    `key`: by default a hash of agent, template and items) re-attaches after a re-run or a
+    kernel restart: finished items are shown, running ones followed, unsent ones sent; no item
+    is sent twice. `policy` answers approvals as in `send`; `timeout` limits each item's run
+    (seconds; it is cancelled on the server after that).
+    """
+    from .session import current
+
+    return current().map(
+        items,
+        template,
+        agent=agent,
+        concurrency=concurrency,
+        key=key,
+        policy=policy,
+        timeout=timeout,
+    )
 
 
 def attach(

@@ -3,9 +3,11 @@
 Works against any Letta server (Cloud, self-hosted, the embedded one): only public endpoints.
 The SDK never retries (its retries would re-send POSTs: each retried send starts another run);
 retries are decided here, in one place: idempotent REST calls retry with a bounded, jittered
-backoff on broken connections, 429 and 502-504; `create_agent` looks the agent up by name before
-it tries again; sends are never retried here (every message item carries a client `otid`, and
-the run chain finds a broken send's run by it). When nothing listens at the server's address,
+backoff on broken connections, 429 (never sooner than its `Retry-After`) and 502-504;
+`create_agent` looks the agent up by name before it tries again; a refused send is a
+`RateLimited` with the server's `Retry-After` for its caller to honour; sends are never
+retried here (every message item carries a client `otid`, and the run chain finds a broken
+send's run by it). When nothing listens at the server's address,
 `on_unreachable` (set by `connect()` for the embedded server) may relaunch it. Streams are read
 as the SDK's `Stream[object]`: each frame arrives as its plain JSON dict (the SDK's SSE decoding and
 error handling, without its per-frame pydantic union validation, which is about half of the
@@ -45,11 +47,13 @@ from .core.errors import (
     LettaNbError,
     NotFound,
     PendingApproval,
+    RateLimited,
     ServerUnavailable,
     StreamInterrupted,
     StreamTimeout,
     Unauthorized,
     Unreachable,
+    retry_after_seconds,
 )
 from .core.secrets import mask, redact, register_secret
 from .protocol import MessageType as MT
@@ -254,9 +258,12 @@ class Backend:
             self._client = self._client.with_options(base_url=url)
             self.base_url = url
 
-    def _pause(self, attempt: int) -> None:
+    def _pause(self, attempt: int, at_least: float | None = None) -> None:
         delay = min(self.retry_cap, self.retry_base * (2 ** max(0, attempt - 1)))
-        self.clock.wait(self._closed, delay * (0.5 + random.random() / 2))
+        delay *= 0.5 + random.random() / 2
+        if at_least is not None:  # the server said when (Retry-After): never sooner
+            delay = max(delay, at_least)
+        self.clock.wait(self._closed, delay)
 
     # ---- errors ----------------------------------------------------------------------------
     def _error(self, exc: BaseException, what: str) -> LettaNbError:
@@ -290,6 +297,12 @@ class Backend:
                     )
                 else:
                     err = Conflict(f"{what}: the server reported a conflict: {detail}")
+            elif code == 429:
+                headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+                err = RateLimited(
+                    f"the Letta server at {url} is rate limiting requests ({what}, HTTP 429)",
+                    retry_after=retry_after_seconds(headers.get("retry-after"), self.clock.time()),
+                )
             elif code == 410:
                 err = Expired(
                     f"{what} is past the server's stream retention and cannot be replayed: {detail}"
@@ -345,7 +358,7 @@ class Backend:
             if not (idempotent and retry) or attempt >= self.max_retries or self._closed.is_set():
                 raise err
             attempt += 1
-            self._pause(attempt)
+            self._pause(attempt, err.retry_after if isinstance(err, RateLimited) else None)
 
     # ---- streams -------------------------------------------------------------------------
     def _stream(self, open_fn: Callable[[], Any], what: str, run_id: str | None) -> ChunkStream:

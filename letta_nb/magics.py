@@ -37,6 +37,7 @@ COMMANDS = (
     "cancel",
     "chunks",
     "status",
+    "dashboard",
 )
 #: Which subcommands accept each of the line magic's options.
 _OPTIONS = {
@@ -46,6 +47,7 @@ _OPTIONS = {
     "agent": ("runs", "conversations"),
     "limit": ("runs", "conversations"),
     "from_seq": ("attach",),
+    "stall": ("dashboard",),
 }
 _ARITY = {
     "connect": (0, 1),
@@ -57,6 +59,7 @@ _ARITY = {
     "cancel": (0, 1),
     "chunks": (1, 1),
     "status": (0, 0),
+    "dashboard": (0, 0),
 }
 
 
@@ -176,6 +179,10 @@ class LettaMagics(Magics):
         help="Approval requests: 'ask' shows buttons; 'approve'/'deny' answer automatically.",
     ).tag(config=True)
     runs_limit = Int(10, help="Rows %letta runs shows without --limit.").tag(config=True)
+    concurrency = Int(4, help="Items of a %%letta map batch in flight at once.").tag(config=True)
+    stall_seconds = Float(
+        30.0, help="%letta dashboard flags a running row after this many seconds without a frame."
+    ).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -243,7 +250,15 @@ class LettaMagics(Magics):
 
         The cell returns at once; the widget streams, its buttons answer approvals. Re-running
         the cell resumes the same run (also after a kernel restart); `--new` starts another.
+
+        `%%letta map DATAFRAME [--concurrency N] [--out VAR] [--agent A] [--key K]
+        [--timeout S] [--auto-approve | --auto-deny] [--wait]`: the cell body is a template
+        (`{column}`), run once per row in the background (see `lnb.map`).
         """
+        head, _, rest = line.strip().partition(" ")
+        if head == "map":
+            self._map(rest, cell)
+            return
         args = _parse(self.letta_cell, line)
         message = (cell or "").strip()
         if not message:
@@ -256,6 +271,66 @@ class LettaMagics(Magics):
             self._send(args, message, line)
         except LettaNbError as err:
             _fail(err)
+
+    # ---- %%letta map ---------------------------------------------------------------------
+    @magic_arguments("%letta map")  # usage line reads %%letta map
+    @argument("dataframe", metavar="DATAFRAME", help="the variable holding the rows (or a list)")
+    @argument("--agent", "-a", help="agent name or id (default as for %%letta)")
+    @argument(
+        "--concurrency",
+        type=_count(1),
+        help="items in flight at once (default: %%config LettaMagics.concurrency)",
+    )
+    @argument("--key", help="explicit batch key (default: a hash of agent, template and rows)")
+    @argument("--timeout", type=_seconds, help="seconds: limit of each item's run")
+    @argument("--auto-approve", action="store_true", help="approve tool calls automatically")
+    @argument("--auto-deny", action="store_true", help="deny tool calls automatically")
+    @argument(
+        "--wait",
+        action="store_true",
+        help="block until every item is done or waits for approval (LettaMagics.timeout)",
+    )
+    @argument("--out", metavar="VAR", help="store the Batch in the variable VAR")
+    def letta_map(self, line: str) -> None:
+        """Run the cell body, a template (`{column}`), over every row of DATAFRAME.
+
+        One background run per row, at most --concurrency at a time; the cell returns at once
+        and shows the batch view. Re-running the cell (also after a kernel restart) re-attaches
+        the same batch: finished rows are shown, running ones followed, unsent ones sent.
+        """
+
+    def _map(self, line: str, cell: str) -> None:
+        args = _parse(self.letta_map, line)
+        template = (cell or "").strip()
+        if not template:
+            raise UsageError("%%letta map needs a template in the cell body, e.g. Summarise {text}")
+        if args.auto_approve and args.auto_deny:
+            raise UsageError("--auto-approve and --auto-deny exclude each other")
+        if args.out is not None and not args.out.isidentifier():
+            raise UsageError(f"--out wants a variable name, not {args.out!r}")
+        ns = self.shell.user_ns if self.shell is not None else {}
+        name = args.dataframe
+        if name not in ns:
+            raise UsageError(f"no variable {name!r} in the notebook (%%letta map DATAFRAME)")
+        try:
+            batch = self._session().map(
+                ns[name],
+                template,
+                agent=args.agent or self.default_agent or None,
+                concurrency=args.concurrency or self.concurrency,
+                key=args.key,
+                policy=self._policy(args),
+                timeout=args.timeout,
+            )
+        except LettaNbError as err:
+            _fail(err)
+            return
+        if args.out and self.shell is not None:
+            self.shell.user_ns[args.out] = batch
+        if args.wait:
+            status = batch.wait(self.timeout)
+            print(f"batch {status} · {batch.summary()}")
+        display(batch)
 
     def _policy(self, args: Any) -> str | None:
         if args.auto_approve:
@@ -342,6 +417,12 @@ class LettaMagics(Magics):
     @argument("--agent", "-a", help="runs / conversations: only this agent's")
     @argument("--limit", type=_count(1), help="runs / conversations: at most N rows")
     @argument(
+        "--stall",
+        type=_seconds,
+        metavar="S",
+        help="dashboard: flag a running row after S seconds without a frame",
+    )
+    @argument(
         "--from",
         dest="from_seq",
         type=_count(0),
@@ -364,6 +445,11 @@ class LettaMagics(Magics):
         %letta cancel [RUN_ID]                      cancel a run (default: this kernel's last)
         %letta chunks RUN_ID                        every stored frame of a run (DataFrame)
         %letta status                               connection and the runs followed here
+        %letta dashboard [--stall S]                live view of this kernel's runs and batches
+                                                    and of the server's active runs
+
+        %%letta map DATAFRAME [--concurrency N] [--out VAR] [--agent A] [--key K]
+            the cell body is a template ({column}): one background run per row
         """
         args = _parse(self.letta_line, line, COMMANDS)
         command = args.command
@@ -455,6 +541,13 @@ class LettaMagics(Magics):
     def _cmd_chunks(self, args: Any) -> None:
         display(self._session().chunks_frame(args.args[0]))
 
+    def _cmd_dashboard(self, args: Any) -> None:
+        from .widgets.dashboard import DashboardView
+
+        session = self._session()
+        stall = args.stall if args.stall is not None else self.stall_seconds
+        display(DashboardView(session, stall_after=stall))
+
     def _cmd_status(self, args: Any) -> None:
         session = self._session()
         agent = session.agent["name"] if session.agent else "none"
@@ -473,6 +566,8 @@ class LettaMagics(Magics):
                     "run.approve() or run.deny(reason)"
                 )
         followers = session.followers()
+        for batch in session.batches():
+            print(f"batch {batch.key} · {batch.status} · {batch.summary()}")
         if not followers:
             print("no runs followed in this kernel yet")
         for f in followers:

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ._protocols import LettaBackend
+    from .batch import Batch
 
 log = logging.getLogger("letta_nb")
 
@@ -92,6 +93,7 @@ class Session:
         self._followers: dict[str, Follower] = {}  # run id → follower
         self._keys: dict[int, str] = {}  # id(follower) → cursor key
         self._by_key: dict[str, Follower] = {}
+        self._batches: dict[str, Batch] = {}  # batch key → this kernel's batch
         self._lock = threading.RLock()
         if agent:
             self._remember(agent)
@@ -506,6 +508,44 @@ class Session:
     def follower_for(self, run_id: str) -> Follower | None:
         return self._followers.get(run_id)
 
+    # ---- batches -------------------------------------------------------------------------
+    def map(
+        self,
+        items: Any,
+        template: str | None = None,
+        *,
+        agent: str | dict[str, Any] | None = None,
+        concurrency: int = 4,
+        key: str | None = None,
+        policy: str | Policy | None = None,
+        timeout: float | None = None,
+    ) -> Batch:
+        """One background run per item, at most `concurrency` at a time (`letta_nb.map`)."""
+        from .batch import open_batch
+
+        return open_batch(
+            self,
+            items,
+            template,
+            agent=agent,
+            concurrency=concurrency,
+            key=key,
+            policy=policy,
+            timeout=timeout,
+        )
+
+    def batch(self, key: str) -> Batch | None:
+        """This kernel's batch with that key, if it runs one."""
+        return self._batches.get(key)
+
+    def add_batch(self, batch: Batch) -> None:
+        with self._lock:
+            self._batches[batch.key] = batch
+
+    def batches(self) -> list[Batch]:
+        """This kernel's batches, oldest first."""
+        return list(self._batches.values())
+
     # ---- followers and cursors -----------------------------------------------------------
     def _new_follower(
         self,
@@ -589,6 +629,10 @@ class Session:
         return self._cursor(
             handle.key, handle.follower, message, otid=stored.otid if stored else None
         )
+
+    def key_of(self, follower: Follower) -> str | None:
+        """The cursor key a chain this kernel follows is stored under."""
+        return self._keys.get(id(follower))
 
     def followers(self) -> list[Follower]:
         """Every run chain this kernel follows (one follower per chain), oldest first."""
@@ -707,6 +751,8 @@ class Session:
 
     def close(self) -> None:
         """Detach every live follower and release the connection (runs go on)."""
+        for b in list(self._batches.values()):
+            b.detach()
         for f in set(self._by_key.values()):
             if f.status not in SETTLED:
                 f.detach()

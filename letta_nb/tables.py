@@ -154,3 +154,116 @@ class ConversationsFrame(pd.DataFrame):
             "the columns (e.g. <code>.conversation_id</code>)"
         )
         return table_html(self, note=note, columns=CONVERSATION_COLUMNS)
+
+
+# ---- batch results (letta_nb.batch) ---------------------------------------------------------
+#: The answer column shows this many characters (the full text stays in `.answer`).
+ANSWER_CHARS = 80
+
+
+def clipped(value: Any, chars: int = ANSWER_CHARS) -> str:
+    shown = " ".join(text(value).split())
+    return shown if len(shown) <= chars else shown[: chars - 1] + "…"
+
+
+BATCH_COLUMNS: tuple[tuple[str, str, Any], ...] = (
+    ("status", "status", text),
+    ("answer", "answer", clipped),
+    ("tokens", "tokens", count),
+    ("duration", "duration", seconds),
+    ("run", "run_id", short_id),
+    ("error", "error", lambda v: clipped(v, 60)),
+)
+_BATCH_RIGHT = {"tokens", "duration"}
+
+
+def batch_display(frame: pd.DataFrame, rows: int | None = None) -> pd.DataFrame:
+    """The compact, all-text table a batch frame shows: the index, status, a clipped answer."""
+    part = frame if rows is None else frame.iloc[:rows]
+    shown: dict[str, list[str]] = {"": [text(v) for v in part.index.tolist()]}
+    for title, column, fmt in BATCH_COLUMNS:
+        if column in part.columns:
+            shown[title] = [fmt(v) for v in part[column].tolist()]
+    return pd.DataFrame(shown, index=range(len(part)))
+
+
+def batch_html(
+    frame: pd.DataFrame, *, header: str | None = None, paused: str | None = None, rows: int = 200
+) -> str:
+    """A batch's results as escaped, self-contained HTML (the saved notebook's copy)."""
+    table = batch_display(frame, rows)
+    head = "".join(
+        f'<th style="text-align:{"right" if t in _BATCH_RIGHT else "left"}">{html.escape(t)}</th>'
+        for t in table.columns
+    )
+    body = []
+    for values in table.itertuples(index=False):
+        cells = "".join(
+            f'<td style="text-align:{"right" if t in _BATCH_RIGHT else "left"}">'
+            f"{html.escape(v)}</td>"
+            for t, v in zip(table.columns, values, strict=True)
+        )
+        body.append(f"<tr>{cells}</tr>")
+    more = len(frame) - len(table)
+    note = (
+        f"… {more:,} more rows: the full results are in <code>batch.frame</code>"
+        if more > 0
+        else "the full answers are in <code>batch.frame.answer</code>"
+    )
+    top = (
+        f'<div class="lnb-header" style="color:#6b7280;font-size:90%">{html.escape(header)}</div>'
+        if header
+        else ""
+    )
+    alert = f'<div style="color:#b45309">⚠ {html.escape(paused)}</div>' if paused else ""
+    return (
+        f'<div class="lnb-batch-static">{top}{alert}<table class="dataframe">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        f'<div style="color:var(--jp-ui-font-color2,#6b7280);font-size:90%">{note}</div></div>'
+    )
+
+
+class BatchFrame(pd.DataFrame):
+    """A batch's typed results that *display* compactly (clipped answers, seconds)."""
+
+    @property
+    def _constructor(self) -> type[pd.DataFrame]:
+        return pd.DataFrame
+
+    def _repr_html_(self) -> str:
+        return batch_html(self, rows=60)
+
+
+# ---- the dashboard (letta_nb.widgets.dashboard) ---------------------------------------------
+def dashboard_html(rows: list[dict[str, Any]], *, url: str) -> str:
+    """The dashboard's rows as escaped static HTML (a saved notebook's copy)."""
+    head = "".join(
+        f"<th>{html.escape(t)}</th>"
+        for t in ("", "agent", "what", "conversation", "status", "elapsed", "tokens", "last frame")
+    )
+    body = []
+    for r in rows:
+        idle = r.get("idle")
+        last = (
+            "" if idle is None else f"{idle:.0f} s ago" + (" · stalled" if r.get("stall") else "")
+        )
+        elapsed = r.get("el")
+        cells = (
+            r.get("k", ""),
+            r.get("ag", ""),
+            r.get("w", ""),
+            r.get("cv") or "",
+            r.get("st", ""),
+            "" if elapsed is None else f"{elapsed:.1f} s",
+            "" if r.get("tok") is None else f"{int(r['tok']):,}",
+            last,
+        )
+        body.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    note = (
+        f"letta_nb dashboard · {html.escape(url)} · {len(rows)} row{'s' if len(rows) != 1 else ''}"
+    )
+    return (
+        '<div class="lnb-dash-static"><table class="dataframe">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        f'<div style="color:var(--jp-ui-font-color2,#6b7280);font-size:90%">{note}</div></div>'
+    )

@@ -26,7 +26,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +43,15 @@ CREATE TABLE IF NOT EXISTS cursors (
     updated_at REAL NOT NULL
 )
 """
+#: Batch runs (`letta_nb.batch`): one row per batch, one per item; an item's transcript
+#: records (only while it runs: a finished item keeps its answer, not its transcript) apart.
+_BATCH_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS batches ("
+    " key TEXT PRIMARY KEY, body TEXT NOT NULL, updated_at REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS batch_items ("
+    " batch TEXT NOT NULL, pos INTEGER NOT NULL, body TEXT NOT NULL, records TEXT,"
+    " PRIMARY KEY (batch, pos)) WITHOUT ROWID",
+)
 _STATE_FIELDS = (
     "key",
     "agent_id",
@@ -209,6 +218,8 @@ class CursorStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(_SCHEMA)
+            for statement in _BATCH_SCHEMA:
+                db.execute(statement)
             cols = {row[1] for row in db.execute("PRAGMA table_info(cursors)")}
             if "records" not in cols:  # older files: records lived inside body
                 db.execute("ALTER TABLE cursors ADD COLUMN records TEXT")
@@ -356,6 +367,115 @@ class CursorStore:
 
             self._guarded(remove, None, "write")
 
+    # ---- batches (letta_nb.batch) ---------------------------------------------------------
+    # Not mirrored in memory: the batch itself holds its items; the file is what a re-run
+    # after a kernel restart reads. A failing write is one warning, the batch goes on.
+    def get_batch(self, key: str) -> dict[str, Any] | None:
+        """A batch's stored description (agent, template, size...), None if unknown."""
+
+        def read(db: sqlite3.Connection) -> str | None:
+            row = db.execute("SELECT body FROM batches WHERE key=?", (key,)).fetchone()
+            return str(row[0]) if row else None
+
+        with self._lock:
+            body = self._guarded(read, None, "read")
+        return self._decoded(body, f"batch {key!r}") if body is not None else None
+
+    def put_batch(self, key: str, body: Mapping[str, Any]) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO batches(key, body, updated_at) VALUES(?,?,?) ON CONFLICT(key) "
+                "DO UPDATE SET body=excluded.body, updated_at=excluded.updated_at",
+                (key, _dumps(body), time.time()),
+            )
+            _commit(db)
+
+        with self._lock:
+            self._guarded(write, None, "write")
+
+    def batch_items(self, key: str) -> dict[int, dict[str, Any]]:
+        """Every stored item of a batch (position → its state); an unreadable row is skipped."""
+
+        def read(db: sqlite3.Connection) -> list[tuple[int, str]]:
+            rows = db.execute("SELECT pos, body FROM batch_items WHERE batch=?", (key,))
+            return [(int(pos), str(body)) for pos, body in rows]
+
+        none: list[tuple[int, str]] = []
+        with self._lock:
+            rows = self._guarded(read, none, "read")
+        out: dict[int, dict[str, Any]] = {}
+        for pos, body in rows:
+            item = self._decoded(body, f"item {pos} of batch {key!r}")
+            if item is not None:
+                out[pos] = item
+        return out
+
+    def put_batch_items(
+        self,
+        key: str,
+        items: Iterable[tuple[int, Mapping[str, Any]]],
+        *,
+        drop_records: bool = False,
+    ) -> None:
+        """Store item states in one transaction; `drop_records` forgets their transcripts."""
+        rows = [(key, pos, _dumps(body)) for pos, body in items]
+        if not rows:
+            return
+        keep = "NULL" if drop_records else "batch_items.records"
+
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT INTO batch_items(batch, pos, body) VALUES(?,?,?) "
+                f"ON CONFLICT(batch, pos) DO UPDATE SET body=excluded.body, records={keep}",
+                rows,
+            )
+            _commit(db)
+
+        with self._lock:
+            self._guarded(write, None, "write")
+
+    def put_item_records(self, key: str, pos: int, records: Mapping[str, Any] | None) -> None:
+        """A running item's transcript snapshot (`{"records", "seqs"}`), or None to drop it."""
+        text = None if records is None else _dumps(records)
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE batch_items SET records=? WHERE batch=? AND pos=?", (text, key, pos))
+            _commit(db)
+
+        with self._lock:
+            self._guarded(write, None, "write")
+
+    def item_records(self, key: str, pos: int) -> dict[str, Any] | None:
+        def read(db: sqlite3.Connection) -> str | None:
+            row = db.execute(
+                "SELECT records FROM batch_items WHERE batch=? AND pos=?", (key, pos)
+            ).fetchone()
+            return str(row[0]) if row and row[0] is not None else None
+
+        with self._lock:
+            body = self._guarded(read, None, "read")
+        return self._decoded(body, f"records of item {pos}") if body is not None else None
+
+    def delete_batch(self, key: str) -> None:
+        def remove(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM batch_items WHERE batch=?", (key,))
+            db.execute("DELETE FROM batches WHERE key=?", (key,))
+            _commit(db)
+
+        with self._lock:
+            self._guarded(remove, None, "write")
+
+    def _decoded(self, body: str, what: str) -> dict[str, Any] | None:
+        try:
+            value = json.loads(body)
+        except ValueError as exc:
+            self._warn(f"letta_nb: the stored {what} is unreadable ({exc}); ignored")
+            return None
+        if not isinstance(value, dict):
+            self._warn(f"letta_nb: the stored {what} is unreadable (not an object); ignored")
+            return None
+        return value
+
     def close(self) -> None:
         """Release the file; afterwards the store answers from memory and writes nothing."""
         with self._lock:
@@ -363,6 +483,19 @@ class CursorStore:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+def _dumps(body: Mapping[str, Any]) -> str:
+    return json.dumps(body, separators=(",", ":"), default=str)
+
+
+def _commit(db: sqlite3.Connection) -> None:
+    try:
+        db.commit()
+    except sqlite3.DatabaseError:
+        with contextlib.suppress(sqlite3.Error):
+            db.rollback()
+        raise
 
 
 def _corrupt(exc: sqlite3.DatabaseError) -> bool:

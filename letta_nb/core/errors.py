@@ -5,6 +5,8 @@ Front ends print ``str(err)`` instead of a traceback for any `LettaNbError`.
 
 from __future__ import annotations
 
+from email.utils import parsedate_to_datetime
+
 
 class LettaNbError(Exception):
     """Base class: a problem the user can act on, described in one line."""
@@ -31,6 +33,42 @@ class ServerUnavailable(LettaNbError):
 
 class Unreachable(ServerUnavailable):
     """Nothing answered at the server's address: no request reached it, so re-sending is safe."""
+
+
+class RateLimited(ServerUnavailable):
+    """429: the server refused the request for now (Letta Cloud's rate limits).
+
+    Nothing was started, so the same request may be sent again after `retry_after` seconds
+    (the server's `Retry-After`, None when it gave none).
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
+
+
+#: The longest `Retry-After` honoured (a server asking for more is waited on in steps).
+MAX_RETRY_AFTER = 300.0
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """A `Retry-After` header (delay-seconds or an HTTP date) as seconds from `now` (epoch s).
+
+    None when absent or unreadable; never negative; capped at `MAX_RETRY_AFTER`.
+    """
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(text).timestamp() - now
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if seconds != seconds:  # NaN
+        return None
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
 
 
 class Unauthorized(LettaNbError):

@@ -96,6 +96,9 @@ class Follower:
         #: A lasting warning (what an incomplete run misses); progress never clears it.
         self.notice: str | None = None
         self.error: str | None = None
+        #: The exception that put the chain in `error` (None otherwise): lets a caller tell a
+        #: rate limit or an unreachable server (try again later) from a refusal.
+        self.failure: LettaNbError | None = None
         #: Frames per resume page (`Backend.resume(batch_size=...)`); None: the server's.
         self.batch_size: int | None = None
         self.started_at: float | None = None
@@ -229,6 +232,11 @@ class Follower:
             return 0.0
         elapsed = (self.ended_at or self.clock.time()) - self.started_at
         return self.frames / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def idle_seconds(self) -> float:
+        """Seconds since the last data frame (or since the read began)."""
+        return max(0.0, self.clock.monotonic() - self._reader.last_data)
 
     @property
     def settled(self) -> bool:
@@ -376,6 +384,7 @@ class Follower:
                 self._named.set()
             self.started_at = self.started_at or self.clock.time()
             self.ended_at = None
+            self.failure = None
             self._reader.last_data = self.clock.monotonic()
             ctx = contextvars.copy_context()
             self._thread = threading.Thread(
@@ -394,6 +403,7 @@ class Follower:
             body(stop)
         except LettaNbError as exc:
             if not stop.is_set():
+                self.failure = exc
                 self._set_status(ChainStatus.ERROR, error=str(exc))
         except Exception as exc:  # never a traceback from a thread; say it in one line
             if not stop.is_set():
@@ -428,6 +438,7 @@ class Follower:
                 # the answer never became a run: the request is still pending on the server
                 retry = isinstance(exc, ServerUnavailable | StreamInterrupted)
                 answering.failed(str(exc), retryable=retry)
+                self.failure = exc
                 self._run_id = answering.run_id
                 status = ChainStatus.REQUIRES_APPROVAL if retry else ChainStatus.ERROR
                 self._set_status(status, error=str(exc))
@@ -435,7 +446,7 @@ class Follower:
             outcome = self._finish(self._run_id, ending)
             if outcome != ChainStatus.REQUIRES_APPROVAL or stop.is_set():
                 return
-            decision = self._decide()
+            decision = self.decide()
             if decision is None:
                 return
             approve, reason = decision
@@ -447,7 +458,9 @@ class Follower:
                 return  # a person answered first (answer()); their reader takes over
             opener, send, answering = self._answer_opener(state, approve, reason)
 
-    def _decide(self) -> tuple[bool, str | None] | None:
+    def decide(self) -> tuple[bool, str | None] | None:
+        """The policy's answer to the pending approval: (approve, reason), or None (ask a
+        person). A chain restored from its cursor asks its caller to apply it."""
         policy, state = self.policy, self.approval
         if policy is None or state is None:
             return None

@@ -227,7 +227,7 @@ class RunReader:
                     opener = send.resend
                     resent = True
                     continue
-                self._backoff(failures, str(exc), stop)
+                self._backoff(failures, str(exc), stop, at_least=getattr(exc, "retry_after", None))
                 self._reconnecting(str(exc), failures)
                 opener = self.resumer(chain.run_id)
                 continue
@@ -430,7 +430,9 @@ class RunReader:
 
         return opener
 
-    def _backoff(self, attempt: int, why: str, stop: threading.Event) -> None:
+    def _backoff(
+        self, attempt: int, why: str, stop: threading.Event, *, at_least: float | None = None
+    ) -> None:
         chain = self.chain
         backoff = chain.backoff
         if backoff.exhausted(attempt):
@@ -444,7 +446,10 @@ class RunReader:
             return
         chain.warning = f"reconnecting ({why}); attempt {attempt}/{backoff.attempts}"
         chain.notify()
-        backoff.wait(attempt, stop)
+        if at_least:  # the server said when to come back (a 429's Retry-After)
+            chain.clock.wait(stop, at_least)
+        else:
+            backoff.wait(attempt, stop)
 
     def _reconnecting(self, why: str, attempt: int) -> None:
         """Count a connection opened after a break/EOF and say so until data flows again."""

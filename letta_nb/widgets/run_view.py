@@ -18,16 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
-import json
-import re
 import threading
 import time
 import uuid
 import weakref
-import zlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anywidget
@@ -39,12 +34,12 @@ from ..core.errors import LettaNbError
 from ..core.render import header_text, render_html
 from ..core.status import OVER, SETTLED
 from .doc import Batcher, ViewDoc, decode_doc, encode_doc, encode_message
+from .module import LOADER, packed, source
 from .pump import InlinePump, ThreadPump, shared_pump
 
 if TYPE_CHECKING:
     from .._protocols import RunChain
 
-STATIC = Path(__file__).parent / "static"
 #: The text/html copy (saved notebooks, nbconvert) keeps this many last characters a message.
 STATIC_TAIL = 20_000
 #: Header details (seq, frames/s, active seconds) ride along at most this often.
@@ -54,48 +49,21 @@ HEADER_EVERY = 2.0
 _views_by_key: dict[str, weakref.ref[RunView]] = {}
 _views_lock = threading.Lock()
 
-#: The `_esm` every view carries: it inflates the module from the `_module` trait (binary, so
-#: no base64) and imports it from a Blob URL: no CDN, no relative import, no build step.
-_LOADER = (
-    "export default()=>{let w;return{"
-    "async initialize(c){"
-    'const v=c.model.get("_module");'
-    "const b=new Uint8Array(v.buffer,v.byteOffset,v.byteLength);"
-    "const s=await new Response(new Blob([b]).stream()"
-    '.pipeThrough(new DecompressionStream("deflate"))).text();'
-    'const u=URL.createObjectURL(new Blob([s],{type:"text/javascript"}));'
-    "try{w=(await import(u)).default()}finally{URL.revokeObjectURL(u)}"
-    "return w.initialize(c)},"
-    "render(c){return w.render(c)}}};"
-)
-
-
-def _strip_js(source: str) -> str:
-    """Comment-only lines and indentation out (the module has no multi-line strings)."""
-    lines = (line.strip() for line in source.splitlines())
-    return "\n".join(line for line in lines if line and not line.startswith("//"))
-
-
-def _strip_css(source: str) -> str:
-    source = re.sub(r"/\*.*?\*/", "", source, flags=re.S)
-    source = re.sub(r"\s+", " ", source)
-    return re.sub(r"\s*([{}:;,>])\s*", r"\1", source).strip()
+_LOADER = LOADER
+#: The run view's files in `static/`.
+JS_FILES = ("markdown.js", "run_view.js")
+CSS_FILES = ("theme.css", "markdown.css", "run_view.css")
 
 
 def module_source(*, readable: bool = False) -> str:
-    """The view's ES module: `static/run_view.js` with `static/run_view.css` inlined
+    """The view's ES module: `static/run_view.js` with the theme and `run_view.css` inlined
     (comments and indentation stripped unless `readable`)."""
-    css = (STATIC / "run_view.css").read_text(encoding="utf-8")
-    js = (STATIC / "run_view.js").read_text(encoding="utf-8")
-    if not readable:
-        css, js = _strip_css(css), _strip_js(js)
-    return f"const CSS = {json.dumps(css)};\n{js}"
+    return source(JS_FILES, CSS_FILES, readable=readable)
 
 
-@functools.cache
 def packed_module() -> bytes:
     """The module, deflated: it travels once per view (and per page reload) as `_module`."""
-    return zlib.compress(module_source().encode(), 9)
+    return packed(JS_FILES, CSS_FILES)
 
 
 def esm() -> str:

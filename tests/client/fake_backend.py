@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from letta_nb._protocols import LettaBackend
 from letta_nb.core.chunks import Chunk
-from letta_nb.core.errors import NotFound, StreamInterrupted, Unreachable
+from letta_nb.core.errors import NotFound, RateLimited, StreamInterrupted, Unreachable
 
 AGENT = "agent-memory"
 
@@ -130,6 +130,8 @@ class MemoryBackend:
         self.down = False  # nothing listens: every call is Unreachable
         #: Seqs the next stream leaves out (a hole that a re-read fills).
         self.drop_once: set[int] = set()
+        #: The next resumes answer 429 with these Retry-After values (seconds or None).
+        self.rate_limits: list[float | None] = []
         #: What the next sends do, in order: an exception raised when the stream is read (a
         #: POST that broke before any frame, a busy 409), or the id of the run it started.
         self.sends: list[BaseException | str] = []
@@ -162,6 +164,8 @@ class MemoryBackend:
         timeout: float | None = None,
     ) -> MemoryStream:
         self._check()
+        if self.rate_limits:
+            raise RateLimited("429 from the test", retry_after=self.rate_limits.pop(0))
         run = self._run(run_id)
         self.resumes.append((run_id, starting_after))
         if starting_after >= run.last_seq:

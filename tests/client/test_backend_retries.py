@@ -17,8 +17,8 @@ import pytest
 from letta_nb.backend import Backend
 from letta_nb.core.clock import ManualClock
 from letta_nb.core.errors import (
-    ConfigurationError,
     NotFound,
+    RateLimited,
     ServerUnavailable,
     StreamInterrupted,
     Unreachable,
@@ -91,7 +91,7 @@ def test_a_call_that_keeps_breaking_is_one_line_after_its_retries() -> None:
 
 @pytest.mark.parametrize(
     ("code", "cls", "tries"),
-    [(503, ServerUnavailable, 3), (429, ConfigurationError, 3), (500, ServerUnavailable, 1)],
+    [(503, ServerUnavailable, 3), (429, RateLimited, 3), (500, ServerUnavailable, 1)],
 )
 def test_busy_answers_are_retried_and_errors_are_not(code: int, cls: type, tries: int) -> None:
     seen: list[httpx.Request] = []
@@ -107,6 +107,40 @@ def test_busy_answers_are_retried_and_errors_are_not(code: int, cls: type, tries
     with pytest.raises(NotFound):
         _backend(lambda r: seen.append(r) or httpx.Response(404, json={})).get_run(RUN)
     assert len(seen) == 1
+
+
+def test_a_429_is_retried_never_sooner_than_its_retry_after() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if len(seen) <= 2:
+            return httpx.Response(429, headers={"retry-after": "7"}, json={"detail": "slow down"})
+        return httpx.Response(200, json=_run_json())
+
+    b = _backend(handler)
+    assert b.get_run(RUN)["status"] == "completed" and len(seen) == 3
+    waits = b.clock.waits  # type: ignore[attr-defined]
+    assert len(waits) == 2 and min(waits) >= 7.0  # the backoff alone would be < 1 s
+
+
+def test_a_refused_send_is_rate_limited_with_the_servers_retry_after() -> None:
+    from email.utils import formatdate
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        when = formatdate(clock.time() + 12, usegmt=True)  # the HTTP-date form
+        return httpx.Response(429, headers={"retry-after": when}, json={"detail": "limit"})
+
+    b = _backend(handler)
+    clock = b.clock
+    with pytest.raises(RateLimited) as err:
+        list(b.start(AGENT, [{"role": "user", "content": "x"}], otid="otid-1"))
+    assert err.value.retry_after is not None and 11.0 <= err.value.retry_after <= 12.0
+    assert "rate limiting requests" in str(err.value) and b.clock.waits == []  # type: ignore[attr-defined]
+    no_header = _backend(lambda r: httpx.Response(429, json={}))
+    with pytest.raises(RateLimited) as err:
+        list(no_header.start(AGENT, [{"role": "user", "content": "x"}], otid="otid-2"))
+    assert err.value.retry_after is None
 
 
 class _AgentServer:

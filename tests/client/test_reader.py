@@ -55,6 +55,16 @@ def test_the_reader_reads_in_the_callers_thread_and_resumes_every_cut() -> None:
     assert clock.waits and max(clock.waits) <= chain.backoff_cap  # bounded, never slept
 
 
+def test_a_rate_limited_resume_waits_its_retry_after() -> None:
+    backend = MemoryBackend(MemoryRun(RID, long_run(RID, WORDS)))
+    backend.cuts = [5]
+    backend.rate_limits = [9.0, None]  # the server says when, then says nothing
+    chain, clock = _chain(backend)
+    assert _read(chain) == ChainStatus.COMPLETED
+    assert render_text(chain.transcript) == _whole()
+    assert 9.0 in clock.waits and max(w for w in clock.waits if w != 9.0) <= chain.backoff_cap
+
+
 def test_the_reader_gives_up_after_its_bound_with_one_line() -> None:
     backend = MemoryBackend(MemoryRun(RID, long_run(RID, WORDS)))
     backend.cuts = [0] * 100

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from letta_nb._protocols import Listener, RunChain
+from letta_nb.batch import Batch, Runner
+from letta_nb.batch.state import ItemState
 from letta_nb.core.approval import ApprovalState
 from letta_nb.core.chunks import Chunk
+from letta_nb.core.cursor import CursorStore
 from letta_nb.core.errors import ApprovalError
 from letta_nb.core.transcript import Transcript
+from letta_nb.run import Follower
 
 
 class FakeChain:
@@ -176,3 +181,84 @@ def recording_comm() -> Iterator[Wire]:
 
 #: mypy checks the fake against the real protocol (it cannot drift from the follower).
 _typed: RunChain = FakeChain()
+
+
+def _sender_conforms(sender: NoSender) -> Any:
+    from letta_nb.batch.sender import ItemSender
+
+    typed: ItemSender = sender
+    return typed
+
+
+# ---- a batch whose items the test moves by hand (no server, no runner thread) ----------------
+class NoSender:
+    """An `ItemSender` that never sends: view tests move the items themselves."""
+
+    backend: Any = None
+    agent_id = "agent-1"
+
+    def __init__(self) -> None:
+        self.cancelled: list[list[str]] = []
+
+    def prepare(self, item: ItemState, *, again: bool) -> None:
+        return None
+
+    def chain(self, item: ItemState, transcript: Transcript | None = None) -> Follower:
+        raise AssertionError("a view test sends nothing")
+
+    def send(self, chain: Follower, item: ItemState, message: str, otid: str) -> None:
+        raise AssertionError("a view test sends nothing")
+
+    def cancel(self, items: list[ItemState]) -> dict[str, str]:
+        run_ids = [i.run_id for i in items if i.run_id is not None]
+        self.cancelled.append(run_ids)
+        return dict.fromkeys(run_ids, "cancelled")
+
+
+def make_batch(store: Path, n: int, labels: list[Any] | None = None) -> Batch:
+    """A `Batch` of `n` pending items over `store` (its runner thread never starts)."""
+    import pandas as pd
+
+    items = [ItemState(i, f"digest-{i}") for i in range(n)]
+    runner = Runner(
+        key="batch:test",
+        items=items,
+        messages=[f"message {i}" for i in range(n)],
+        sender=NoSender(),
+        store=CursorStore(store),
+        concurrency=4,
+    )
+    for item in items:
+        runner.queue.push(item.pos)  # owed: the batch is running until the test ends items
+    index = pd.Index(labels if labels is not None else list(range(n)))
+    agent = {"id": "agent-1", "name": "demo-analyst"}
+    return Batch(None, key="batch:test", agent=agent, index=index, template=None, runner=runner)  # type: ignore[arg-type]
+
+
+#: The path each status takes from `pending` in the item lifecycle.
+_PATH = {
+    "starting": ["starting"],
+    "running": ["starting", "running"],
+    "requires_approval": ["starting", "running", "requires_approval"],
+    "completed": ["starting", "running", "completed"],
+    "failed": ["starting", "running", "failed"],
+    "cancelled": ["cancelled"],
+}
+
+
+def step(batch: Batch, pos: int, status: str, **fields: Any) -> None:
+    """Move item `pos` to `status` (through the lifecycle) as the runner would, and tell."""
+    runner = batch.runner
+    item = runner.items[pos]
+    runner.queue.discard(pos)
+    path = _PATH[status]
+    for s in path[path.index(item.status) + 1 :] if item.status in path else path:
+        item.move(s)
+    for name, value in fields.items():
+        setattr(item, name, value)
+    if status in ("starting", "running"):
+        runner._flight.add(pos)
+    else:
+        runner._flight.discard(pos)
+    runner._touch(item)
+    runner._publish()

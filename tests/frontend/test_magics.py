@@ -43,9 +43,12 @@ def test_help_is_generated_for_both_magics(ip: Any) -> None:
     assert "--auto-approve" in cell_doc and "--out VAR" in cell_doc
     assert (
         "%letta" in line_doc
-        and "{connect,agents,agent,conversations,runs,attach,cancel,chunks,status}" in line_doc
+        and "{connect,agents,agent,conversations,runs,attach,cancel,chunks,status,dashboard}"
+        in line_doc
     )
     assert "--from SEQ" in line_doc and "--conversation NAME|new|ID" in line_doc
+    assert "%letta dashboard [--stall S]" in line_doc
+    assert "%%letta map DATAFRAME [--concurrency N] [--out VAR]" in cell_doc
 
 
 def test_wait_prints_deterministic_transcript_and_rerun_resumes(ip: Any, session: Any) -> None:
@@ -147,11 +150,20 @@ BAD_CELLS = [
     ("%letta attach", "UsageError: `%letta attach` takes one argument, got 0"),
     ("%letta runs --limit 0", "UsageError: argument --limit: wants a number >= 1"),
     ("%letta attach run-1 --from -2", "UsageError: argument --from: wants a number >= 0"),
+    ("%%letta map nope\n/long {n}", "UsageError: no variable 'nope' in the notebook"),
+    ("%%letta map\n/long {n}", "UsageError: the following arguments are required: DATAFRAME"),
+    ("%%letta map rows\n  ", "UsageError: %%letta map needs a template in the cell body"),
+    ("%%letta map rows --concurency 2\nx", "UsageError: unknown option --concurency (did you"),
+    ("%%letta map rows --concurrency 0\nx", "UsageError: argument --concurrency: wants a number"),
+    ("%%letta map rows --out 1x\nx", "UsageError: --out wants a variable name, not '1x'"),
+    ("%letta dashboard now", "UsageError: `%letta dashboard` takes no argument, got 1"),
+    ("%letta runs --stall 3", "UsageError: --stall only applies to `%letta dashboard`"),
 ]
 
 
 @pytest.mark.parametrize(("source", "line"), BAD_CELLS)
 def test_bad_arguments_give_one_line(ip: Any, source: str, line: str) -> None:
+    ip.user_ns["rows"] = pd.DataFrame({"n": [1]})
     cap = run(ip, source)
     text = cap.stdout + cap.stderr
     assert "Traceback" not in text
@@ -249,6 +261,36 @@ def test_cells_sharing_a_key_keep_their_views_and_a_rerun_replaces_its_own(ip: A
     assert len(after) == 2
     replaced = [v for k, v in before.items() if k in after and after[k] is not v]
     assert replaced and all(v.comm is None for v in replaced)
+
+
+def test_map_runs_the_template_over_the_rows_and_a_rerun_reattaches(ip: Any, session: Any) -> None:
+    ip.user_ns["rows"] = pd.DataFrame({"n": [2, 3, 4]}, index=["a", "b", "c"])
+    cell = "%%letta map rows --concurrency 2 --out b --wait\n/long {n}"
+    before = run_ids(session)
+    cap = run(ip, cell)
+    assert cap.stdout == "batch done · 3 items · 3 completed\n" and cap.stderr == ""
+    batch = ip.user_ns["b"]
+    assert batch.frame.loc["c", "answer"] == "token1 token2 token3 token4"
+    assert cap.outputs[0].data["text/plain"] == "batch done · 3 items · 3 completed"
+    new = run_ids(session) - before
+    assert len(new) == 3
+    again = run(ip, cell)  # re-running the cell: the same batch, nothing sent again
+    assert again.stdout == cap.stdout and ip.user_ns["b"] is batch
+    assert run_ids(session) - before == new
+    cap = run(ip, "%letta status")
+    assert f"batch {batch.key} · done · 3 items · 3 completed" in cap.stdout
+    bad = run(ip, "%%letta map rows\nPlease {missing}")
+    assert bad.stderr.startswith("letta: the template names {missing} but the DataFrame")
+
+
+def test_dashboard_shows_the_live_dashboard(ip: Any, session: Any) -> None:
+    from letta_nb.widgets import dashboard
+
+    cap = run(ip, "%letta dashboard --stall 12")
+    assert cap.stderr == "" and "letta_nb dashboard" in cap.outputs[0].data["text/html"]
+    live = dashboard._live() if dashboard._live is not None else None
+    assert live is not None and live.stall_after == 12.0
+    live.close()
 
 
 def recall_handle_conversation(session: Any, name: str) -> str:
