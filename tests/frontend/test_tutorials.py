@@ -68,3 +68,30 @@ def test_tutorial_01_resumes_by_key_in_lab_and_under_nbval() -> None:
     keys = [re.search(r"--key (\S+)", s) for s in longs]
     assert len(longs) == 2 and all(keys)
     assert {k.group(1) for k in keys if k} == {"quickstart-long"}
+
+
+def test_tutorial_links_name_existing_tutorials() -> None:
+    """Renumbered tutorials (06 batch, 07 conversations) leave no link to a missing notebook."""
+    link = re.compile(r"\]\((?:notebooks/)?(\d\d-[\w-]+\.ipynb)\)")
+    sources = [*sorted((REPO / "docs").glob("*.md")), *sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))]
+    found = {name for path in sources for name in link.findall(path.read_text(encoding="utf-8"))}
+    assert "06-batch.ipynb" in found and "07-conversations.ipynb" in found
+    assert {name for name in found if not (NOTEBOOKS / name).is_file()} == set()
+
+
+def test_tutorial_06_rerun_cell_is_the_same_batch() -> None:
+    """The re-attach cell calls `lnb.map` with the very agent, template and rows of the first
+    batch (the key is their hash), so it re-attaches in JupyterLab as under nbval."""
+    nb = nbformat.read(NOTEBOOKS / "06-batch.ipynb", as_version=4)
+    calls = [
+        m.group(0)
+        for c in nb.cells
+        if c.cell_type == "code"
+        for m in re.finditer(r"lnb\.map\(stores, [^\n]*\)", c.source)
+    ]
+    assert len(calls) == 2 and calls[0] == calls[1], calls
+    rerun = next(c for c in nb.cells if c.cell_type == "code" and "runs_before" in c.source)
+    text = "".join(o.get("text", "") for o in rerun.outputs)
+    counts = re.search(r"runs on the server: (\d+) before, (\d+) after", text)
+    assert counts is not None and counts.group(1) == counts.group(2), text
+    assert "the same batch: True" in text

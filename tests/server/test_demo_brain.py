@@ -419,6 +419,91 @@ def test_answers_read_as_sentences(
     assert "(sum)" not in answer and "_" not in answer  # no column names, no templates
 
 
+# ---- questions about some rows: one answer per row of a table -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("question", "call"),
+    [
+        (
+            "Which product sells the most at the Airport store?",
+            ToolCall(
+                "top_n",
+                {"column": "product", "n": 5, "by": "revenue", "where": {"store": "Airport"}},
+            ),
+        ),
+        (
+            "Is revenue going up at the Old Town store?",
+            ToolCall(
+                "trend", {"metric": "revenue", "freq": "month", "where": {"store": "Old Town"}}
+            ),
+        ),
+        (
+            "revenue by category in the North region",
+            ToolCall(
+                "group_stats",
+                {"by": "category", "metric": "revenue", "agg": "sum", "where": {"region": "North"}},
+            ),
+        ),
+        (
+            "How are ratings for Drip Coffee?",  # the longer value wins over the category Coffee
+            ToolCall(
+                "column_summary", {"column": "customer_rating", "where": {"product": "Drip Coffee"}}
+            ),
+        ),
+        (  # a filter on the ranked column itself would leave one row: not applied
+            "Which store sells the most, Airport or Harbor?",
+            ToolCall("top_n", {"column": "store", "n": 5, "by": "revenue"}),
+        ),
+        (  # values are matched as the data writes them: "east" in a word is not the region
+            "which product sells the most in the least busy month?",
+            ToolCall("trend", {"metric": "revenue", "freq": "month"}),
+        ),
+    ],
+)
+def test_a_named_value_restricts_the_call(
+    brain: DemoBrain, ctx: TurnContext, question: str, call: ToolCall
+) -> None:
+    trace, _ = run(brain, brain.respond(ctx, question))
+    assert next(e for e in trace if isinstance(e, ToolCall)) == call
+
+
+@pytest.mark.parametrize(
+    "store", ["Airport", "Campus", "Downtown", "Harbor", "Old Town", "Riverside"]
+)
+def test_a_question_per_store_gets_that_stores_numbers(
+    brain: DemoBrain, ctx: TurnContext, df: pd.DataFrame, store: str
+) -> None:
+    rows = df[df["store"] == store]
+    best = rows.groupby("product")["revenue"].sum().sort_values(ascending=False)
+    question = f"Which product sells the most at the {store} store?"
+    trace, _ = run(brain, brain.respond(ctx, question))
+    thought = "".join(e.text for e in trace if isinstance(e, Reasoning))
+    assert f'where={{"store": "{store}"}}' in thought
+    share = 100 * best.iloc[0] / rows["revenue"].sum()
+    assert said(trace).startswith(
+        f"At the {store} store, {best.index[0]} sells the most: {money(best.iloc[0])} of revenue, "
+        f"{share:.1f}% of the total."
+    )
+    monthly = rows.groupby(rows["date"].dt.to_period("M"))["revenue"].sum()
+    change = round(100 * (monthly.iloc[-1] / monthly.iloc[0] - 1), 2)  # as the tool rounds it
+    trend = said(run(brain, brain.respond(ctx, f"Is revenue going up at the {store} store?"))[0])
+    assert f"revenue per month at the {store} store went from {money(monthly.iloc[0])}" in trend
+    assert f"({change:+.1f}%)" in trend
+    assert trend.startswith(("Yes, it is going up:", "No, it is not going up:"))
+
+
+def test_questions_without_values_keep_their_calls(brain: DemoBrain, ctx: TurnContext) -> None:
+    """No `where` key unless the question names rows: unfiltered calls (and their frame
+    counts) are what they were."""
+    for question in ("Which region sells the most?", "revenue by store", "monthly trend"):
+        trace, _ = run(brain, brain.respond(ctx, question))
+        assert all("where" not in e.arguments for e in trace if isinstance(e, ToolCall))
+        assert all(
+            "where" not in json.loads(e.tool_return) for e in trace if isinstance(e, ToolResult)
+        )
+
+
 def test_report_request_computes_then_asks_approval(
     brain: DemoBrain, ctx: TurnContext, df: pd.DataFrame
 ) -> None:
@@ -515,6 +600,33 @@ def test_top_n_shares(df: pd.DataFrame) -> None:
     )
 
 
+def test_where_filters_rows(df: pd.DataFrame) -> None:
+    airport = df[df["store"] == "Airport"]
+    top = json.loads(tools.top_n("product", 3, "revenue", where={"store": "airport"}))
+    expected = airport.groupby("product")["revenue"].sum().sort_values(ascending=False)
+    assert top["where"] == {"store": "Airport"}  # the data's own spelling
+    assert [row["product"] for row in top["top"]] == list(expected.index[:3])
+    assert top["total"] == pytest.approx(airport["revenue"].sum(), abs=0.005)
+    east_coffee = df[(df["region"] == "East") & (df["category"] == "Coffee")]
+    groups = json.loads(
+        tools.group_stats("store", "units", where={"region": "East", "category": "Coffee"})
+    )
+    assert groups["overall"] == east_coffee["units"].sum()
+    assert {g["store"] for g in groups["groups"]} == {"Airport", "Harbor"}
+    quarters = json.loads(tools.trend("units", "quarter", where={"product": "Latte"}))
+    latte = df[df["product"] == "Latte"]
+    assert [p["value"] for p in quarters["periods"]] == list(
+        latte.groupby(latte["date"].dt.quarter)["units"].sum()
+    )
+    rating = json.loads(tools.column_summary("customer_rating", where={"store": "Old Town"}))
+    old_town = df[df["store"] == "Old Town"]["customer_rating"]
+    assert (rating["count"], rating["mean"]) == (
+        len(old_town),
+        pytest.approx(old_town.mean(), abs=0.005),
+    )
+    assert "where" not in json.loads(tools.top_n())  # unfiltered payloads are unchanged
+
+
 @pytest.mark.parametrize(
     ("name", "kwargs", "message"),
     [
@@ -526,6 +638,15 @@ def test_top_n_shares(df: pd.DataFrame) -> None:
         ("trend", {"freq": "year"}, "unknown frequency 'year'"),
         ("correlation", {"a": "units", "b": "units"}, "two different columns"),
         ("column_summary", {"column": ""}, "column must be a column name"),
+        ("top_n", {"where": {"store": "Mars"}}, "unknown store 'Mars'; expected one of: Airport"),
+        ("trend", {"where": {"colour": "red"}}, "unknown filter column 'colour'"),
+        ("group_stats", {"where": {"store": 3}}, "unknown store 3"),
+        ("group_stats", {"where": "Airport"}, "where must map category columns to values"),
+        (
+            "top_n",
+            {"where": {"store": "Airport", "region": "North"}},
+            "no rows match store=Airport",
+        ),
         ("write_report", {"title": "x", "body": "y", "workdir": "relative"}, "absolute path"),
         ("write_report", {"title": "!!", "body": "y", "workdir": "/tmp"}, "letter or digit"),
     ],

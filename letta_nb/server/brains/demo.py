@@ -41,8 +41,11 @@ gets a short intro listing the directives. Any other text is routed by keywords 
 "report" → group_stats then write_report (gated); "correlat"/"relationship" → correlation;
 "trend"/"month"/"week"/"quarter"/"over time"/"season" → trend; "top"/"best"/"most"/"highest"
 → top_n; a column word ("region", "store", "category", "product") → group_stats; "rating"/
-"price"/"units"/"revenue" alone → column_summary; otherwise describe_dataset. The answer
-then cites the computed numbers.
+"price"/"units"/"revenue" alone → column_summary; otherwise describe_dataset. A value of the
+data written as in the data ("Airport", "Old Town", "East", "Latte", "Bakery") restricts
+top_n, group_stats, trend and column_summary to those rows (their ``where`` argument), so a
+question per row of a table gets its own answer ("Which product sells the most at the Airport
+store?"). The answer then cites the computed numbers.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from letta_nb.server.brains import tools as t
@@ -135,6 +139,18 @@ _DIMENSION_WORDS = (  # longest first so "product category" wins over "product"
 )
 
 
+#: How a filter reads in an answer ("at the Airport store", "in the East region", "for Latte").
+_SCOPE_PHRASES = {
+    "store": "at the {} store",
+    "region": "in the {} region",
+    "category": "in the {} category",
+    "product": "for {}",
+}
+#: Tools that take a ``where`` filter, and the argument naming the column they rank or group
+#: (a filter on that very column would leave one group, so it is not applied).
+_FILTERED_TOOLS = {"top_n": "column", "group_stats": "by", "trend": None, "column_summary": None}
+
+
 def long_token(i: int) -> str:
     """The i-th token (1-based) of a ``/long`` answer: ``"token1"``, then ``" token<i>"``."""
     return "token1" if i == 1 else f" token{i}"
@@ -212,6 +228,68 @@ def _mentions(text: str, words: tuple[tuple[str, str], ...]) -> list[str]:
     return ordered
 
 
+@lru_cache(maxsize=1)
+def _value_words() -> tuple[tuple[str, str], ...]:
+    """Every value of the dataset's category columns, longest first ("Drip Coffee" before
+    "Coffee"), as (value, column)."""
+    df = t.load_sales()
+    pairs = {(str(v), c) for c in t.CATEGORICAL for v in df[c].unique()}
+    return tuple(sorted(pairs, key=lambda p: (-len(p[0]), p[0], p[1])))
+
+
+def _named_values(text: str) -> dict[str, str]:
+    """Dataset values written as in the data ("Airport", "Old Town", "East", "Latte"): the
+    rows a question is about, column -> value (the first mention per column wins)."""
+    taken: list[tuple[int, int]] = []
+    found: list[tuple[int, str, str]] = []
+    for value, column in _value_words():
+        for match in re.finditer(rf"(?<!\w){re.escape(value)}(?!\w)", text):
+            span = (match.start(), match.end())
+            if any(span[0] < end and start < span[1] for start, end in taken):
+                continue
+            taken.append(span)
+            found.append((span[0], column, value))
+    named: dict[str, str] = {}
+    for _, column, value in sorted(found):
+        named.setdefault(column, value)
+    return named
+
+
+def _scope(d: Mapping[str, Any]) -> str:
+    """The rows a tool return covers, as words ("at the Airport store"), or ""."""
+    where = d.get("where") or {}
+    return " ".join(_SCOPE_PHRASES[c].format(v) for c, v in where.items() if c in _SCOPE_PHRASES)
+
+
+def _scoped_lead(d: Mapping[str, Any], sentence: str) -> str:
+    """``sentence`` introduced by its scope: "At the Airport store, Latte sells the most"."""
+    scope = _scope(d)
+    if not scope:
+        return sentence
+    return f"{scope[0].upper()}{scope[1:]}, {sentence}"
+
+
+def _with_filter(
+    name: str, args: dict[str, Any], why: str, named: dict[str, str]
+) -> tuple[dict[str, Any], str]:
+    """A tool call restricted to the rows the question names (when the tool takes a filter)."""
+    if name not in _FILTERED_TOOLS or not named:
+        return args, why
+    ranked = _FILTERED_TOOLS[name]
+    where = {c: v for c, v in named.items() if ranked is None or args.get(ranked) != c}
+    if name == "column_summary":
+        where.pop(args.get("column", ""), None)
+    if not where:
+        return args, why
+    return {**args, "where": where}, f"{why} {_scope({'where': where})}"
+
+
+def _call_text(name: str, args: Mapping[str, Any]) -> str:
+    """`top_n(column=product, n=5, by=revenue, where={"store": "Airport"})`."""
+    shown = (f"{k}={json.dumps(v) if isinstance(v, dict) else v}" for k, v in args.items())
+    return f"{name}({', '.join(shown)})"
+
+
 # ---- answers rendered from tool returns -------------------------------------------------
 
 
@@ -228,6 +306,10 @@ def _render_describe(d: dict[str, Any]) -> str:
 
 def _render_column(d: dict[str, Any]) -> str:
     name = d["column"]
+    scope = _scope(d)
+    if scope:
+        text = _render_column({k: v for k, v in d.items() if k != "where"})
+        return f"{scope[0].upper()}{scope[1:]}, {text[0].lower()}{text[1:]}"
     if d["kind"] == "numeric":
         return (
             f"{_label(name).capitalize()} ranges from {_fmt(name, d['min'])} to "
@@ -366,6 +448,7 @@ def _natural_top(d: dict[str, Any], question: str) -> str:
         if by in ("revenue", "units")
         else f"{first[column]} ranks highest on {_what(by, agg)} ({_fmt(by, first[key], agg)})."
     )
+    lead = _scoped_lead(d, lead)
     rest = [f"{r[column]} ({_fmt(by, r[key], agg)})" for r in rows[1:4]]
     if not rest:
         return lead
@@ -387,7 +470,7 @@ def _natural_groups(d: dict[str, Any], question: str) -> str:
         return f"{text} ({100.0 * row[key] / d['overall']:.1f}%)" if additive else text
 
     first, last = groups[0], groups[-1]
-    text = f"{first[by]} has the highest {what}: {value(first)}."
+    text = _scoped_lead(d, f"{first[by]} has the highest {what}: {value(first)}.")
     middle = [f"{row[by]} with {value(row)}" for row in groups[1:-1]]
     if middle:
         text += f" {_series(middle)} {'comes' if len(middle) == 1 else 'come'} next."
@@ -417,15 +500,18 @@ def _natural_trend(d: dict[str, Any], question: str) -> str:
     asks = re.search(
         r"\b(going up|up|rising|growing|increasing|improving|down|declining)\b", question
     )
+    verdict = ""
     if asks:
         verdict = "Yes, it is going up" if rising else "No, it is not going up"
         if asks.group(1) in ("down", "declining"):
             verdict = "No, it is going up" if rising else "Yes, it is going down"
-    else:
+    scope = _scope(d)
+    where = f" {scope}" if scope else ""
+    if not asks:
         verdict = f"{what.capitalize()} is trending {'up' if rising else 'down'}"
     moved = f" ({change:+.1f}%)" if change is not None else ""
     text = (
-        f"{verdict}: {what} per {freq} went from {_fmt(metric, first['value'], agg)} in "
+        f"{verdict}: {what} per {freq}{where} went from {_fmt(metric, first['value'], agg)} in "
         f"{_period(first['period'], freq)} to {_fmt(metric, last['value'], agg)} in "
         f"{_period(last['period'], freq)}{moved}."
     )
@@ -572,10 +658,7 @@ class DemoBrain:
             yield from self._report(ctx, dimensions, metrics)
             return
         plans = _plan(text, metrics, dimensions)
-        calls = [
-            f"{name}({', '.join(f'{k}={v}' for k, v in args.items())})"
-            for name, args, _, _ in plans
-        ]
+        calls = [_call_text(name, args) for name, args, _, _ in plans]
         if len(plans) == 1:
             why = plans[0][2]
             thought = f"The question is about {why}. I will call {calls[0]} and cite it."
@@ -631,10 +714,11 @@ def _plan(
 ) -> list[tuple[str, dict[str, Any], str, str]]:
     """One tool call per part of a compound question: (name, arguments, topic, the part).
 
-    A part names its own metric / column, else inherits the question's; parts without a
-    topic of their own and repeated calls are dropped.
+    A part names its own metric / column (and rows: "at the Airport store"), else inherits the
+    question's; parts without a topic of their own and repeated calls are dropped.
     """
     parts = [p.strip() for p in _CLAUSE.split(text) if p and p.strip()]
+    named = _named_values(text)
     plans: list[tuple[str, dict[str, Any], str, str]] = []
     for part in parts:
         m = _mentions(part, _METRIC_WORDS) or metrics
@@ -642,10 +726,12 @@ def _plan(
         name, args, why = _choose_tool(part.lower(), m, d)
         if name == "describe_dataset" and len(parts) > 1:
             continue
+        args, why = _with_filter(name, args, why, _named_values(part) or named)
         if all((name, args) != (n, a) for n, a, _, _ in plans):
             plans.append((name, args, why, part.lower()))
     if not plans:
         name, args, why = _choose_tool(text.lower(), metrics, dimensions)
+        args, why = _with_filter(name, args, why, named)
         plans.append((name, args, why, text.lower()))
     return plans
 

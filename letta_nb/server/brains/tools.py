@@ -94,6 +94,38 @@ def _dumps(payload: Mapping[str, Any]) -> str:
     return json.dumps(payload, ensure_ascii=False)
 
 
+def _subset(where: Any) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The rows matching ``where`` (``{"store": "Airport"}``: category column -> one value,
+    matched case-insensitively), and the filter with the dataset's own spelling."""
+    df = load_sales()
+    if where is None:
+        return df, {}
+    if not isinstance(where, Mapping):
+        raise ValueError('where must map category columns to values, e.g. {"store": "Airport"}')
+    canonical: dict[str, str] = {}
+    mask = pd.Series(True, index=df.index)
+    for raw_column, raw_value in where.items():
+        column = _column(raw_column, CATEGORICAL, "filter column")
+        values = {str(v).lower(): str(v) for v in df[column].unique()}
+        value = values.get(str(raw_value).strip().lower()) if isinstance(raw_value, str) else None
+        if value is None:
+            known = ", ".join(sorted(values.values()))
+            raise ValueError(f"unknown {column} {raw_value!r}; expected one of: {known}")
+        canonical[column] = value
+        mask &= df[column] == value
+    if not mask.any():
+        shown = ", ".join(f"{c}={v}" for c, v in canonical.items())
+        raise ValueError(f"no rows match {shown}")
+    return df[mask], canonical
+
+
+def _scoped(payload: dict[str, Any], where: dict[str, str]) -> dict[str, Any]:
+    """A tool's payload, with the filter it applied (only when there was one)."""
+    if where:
+        payload["where"] = where
+    return payload
+
+
 def describe_dataset() -> str:
     """Shape, columns, coverage and headline totals of the dataset."""
     df = load_sales()
@@ -118,66 +150,86 @@ def describe_dataset() -> str:
     )
 
 
-def column_summary(column: str) -> str:
-    """Distribution of one column: quantiles for numbers, most frequent values for categories."""
+def column_summary(column: str, where: Mapping[str, str] | None = None) -> str:
+    """Distribution of one column: quantiles for numbers, most frequent values for categories
+    (of the rows matching ``where``, when given)."""
     name = _column(column, COLUMNS, "column")
-    series = load_sales()[name]
+    rows, scope = _subset(where)
+    series = rows[name]
     if name in NUMERIC:
         q = series.quantile([0.25, 0.5, 0.75])
         return _dumps(
-            {
-                "column": name,
-                "kind": "numeric",
-                "count": int(series.count()),
-                "mean": _num(series.mean()),
-                "std": _num(series.std()),
-                "min": _num(series.min()),
-                "p25": _num(q[0.25]),
-                "median": _num(q[0.5]),
-                "p75": _num(q[0.75]),
-                "max": _num(series.max()),
-            }
+            _scoped(
+                {
+                    "column": name,
+                    "kind": "numeric",
+                    "count": int(series.count()),
+                    "mean": _num(series.mean()),
+                    "std": _num(series.std()),
+                    "min": _num(series.min()),
+                    "p25": _num(q[0.25]),
+                    "median": _num(q[0.5]),
+                    "p75": _num(q[0.75]),
+                    "max": _num(series.max()),
+                },
+                scope,
+            )
         )
     if name == "date":
         return _dumps(
-            {
-                "column": name,
-                "kind": "date",
-                "count": int(series.count()),
-                "min": series.min().strftime("%Y-%m-%d"),
-                "max": series.max().strftime("%Y-%m-%d"),
-                "distinct_days": int(series.nunique()),
-            }
+            _scoped(
+                {
+                    "column": name,
+                    "kind": "date",
+                    "count": int(series.count()),
+                    "min": series.min().strftime("%Y-%m-%d"),
+                    "max": series.max().strftime("%Y-%m-%d"),
+                    "distinct_days": int(series.nunique()),
+                },
+                scope,
+            )
         )
     counts = series.value_counts().sort_index().sort_values(ascending=False, kind="stable")
     return _dumps(
-        {
-            "column": name,
-            "kind": "category",
-            "count": int(series.count()),
-            "unique": int(series.nunique()),
-            "top": [{"value": str(k), "rows": int(v)} for k, v in counts.head(5).items()],
-        }
+        _scoped(
+            {
+                "column": name,
+                "kind": "category",
+                "count": int(series.count()),
+                "unique": int(series.nunique()),
+                "top": [{"value": str(k), "rows": int(v)} for k, v in counts.head(5).items()],
+            },
+            scope,
+        )
     )
 
 
-def group_stats(by: str = "region", metric: str = "revenue", agg: str = "sum") -> str:
-    """``agg`` of ``metric`` per value of the category ``by``, largest first, plus the overall."""
+def group_stats(
+    by: str = "region",
+    metric: str = "revenue",
+    agg: str = "sum",
+    where: Mapping[str, str] | None = None,
+) -> str:
+    """``agg`` of ``metric`` per value of the category ``by``, largest first, plus the overall
+    (over the rows matching ``where``, when given)."""
     by = _column(by, CATEGORICAL, "group-by column")
     metric = _column(metric, NUMERIC, "metric")
     agg = _choice(agg, AGGS, "aggregation")
-    df = load_sales()
+    df, scope = _subset(where)
     grouped = df.groupby(by, sort=True)[metric].agg(agg)
     grouped = grouped.sort_values(ascending=False, kind="stable")
     key = f"{metric}_{agg}"
     return _dumps(
-        {
-            "by": by,
-            "metric": metric,
-            "agg": agg,
-            "groups": [{by: str(k), key: _num(v)} for k, v in grouped.items()],
-            "overall": _num(df[metric].agg(agg)),
-        }
+        _scoped(
+            {
+                "by": by,
+                "metric": metric,
+                "agg": agg,
+                "groups": [{by: str(k), key: _num(v)} for k, v in grouped.items()],
+                "overall": _num(df[metric].agg(agg)),
+            },
+            scope,
+        )
     )
 
 
@@ -193,13 +245,19 @@ def _positive_int(value: Any, role: str) -> int:
     return number
 
 
-def top_n(column: str = "product", n: int = 5, by: str = "revenue") -> str:
+def top_n(
+    column: str = "product",
+    n: int = 5,
+    by: str = "revenue",
+    where: Mapping[str, str] | None = None,
+) -> str:
     """The ``n`` values of the category ``column`` with the highest total (mean for prices and
-    ratings) of ``by``, each with its share of the grand total when ``by`` is additive."""
+    ratings) of ``by``, each with its share of the grand total when ``by`` is additive (of the
+    rows matching ``where``, when given: "the best product at the Airport store")."""
     column = _column(column, CATEGORICAL, "column")
     by = _column(by, NUMERIC, "ranking metric")
     count = _positive_int(n, "n")
-    df = load_sales()
+    df, scope = _subset(where)
     agg = "mean" if by in MEAN_METRICS else "sum"
     ranked = df.groupby(column, sort=True)[by].agg(agg)
     ranked = ranked.sort_values(ascending=False, kind="stable").head(count)
@@ -215,14 +273,17 @@ def top_n(column: str = "product", n: int = 5, by: str = "revenue") -> str:
         payload["total"] = _num(total)
     else:
         payload["overall_mean"] = _num(df[by].mean())
-    return _dumps(payload)
+    return _dumps(_scoped(payload, scope))
 
 
-def trend(metric: str = "revenue", freq: str = "month") -> str:
-    """``metric`` per period (sum, or mean for prices and ratings), with change, peak and low."""
+def trend(
+    metric: str = "revenue", freq: str = "month", where: Mapping[str, str] | None = None
+) -> str:
+    """``metric`` per period (sum, or mean for prices and ratings), with change, peak and low
+    (of the rows matching ``where``, when given)."""
     metric = _column(metric, NUMERIC, "metric")
     freq = _choice(freq, tuple(FREQS), "frequency")
-    df = load_sales()
+    df, scope = _subset(where)
     agg = "mean" if metric in MEAN_METRICS else "sum"
     periods = df["date"].dt.to_period(FREQS[freq])
     series = df.groupby(periods, sort=True)[metric].agg(agg)
@@ -231,17 +292,20 @@ def trend(metric: str = "revenue", freq: str = "month") -> str:
     first, last = float(series.iloc[0]), float(series.iloc[-1])
     peak, low = int(series.to_numpy().argmax()), int(series.to_numpy().argmin())
     return _dumps(
-        {
-            "metric": metric,
-            "agg": agg,
-            "freq": freq,
-            "periods": [{"period": p, "value": v} for p, v in zip(labels, values, strict=True)],
-            "first": {"period": labels[0], "value": values[0]},
-            "last": {"period": labels[-1], "value": values[-1]},
-            "change_pct": _num(100.0 * (last - first) / first) if first else None,
-            "peak": {"period": labels[peak], "value": values[peak]},
-            "low": {"period": labels[low], "value": values[low]},
-        }
+        _scoped(
+            {
+                "metric": metric,
+                "agg": agg,
+                "freq": freq,
+                "periods": [{"period": p, "value": v} for p, v in zip(labels, values, strict=True)],
+                "first": {"period": labels[0], "value": values[0]},
+                "last": {"period": labels[-1], "value": values[-1]},
+                "change_pct": _num(100.0 * (last - first) / first) if first else None,
+                "peak": {"period": labels[peak], "value": values[peak]},
+                "low": {"period": labels[low], "value": values[low]},
+            },
+            scope,
+        )
     )
 
 
