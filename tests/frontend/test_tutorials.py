@@ -73,7 +73,11 @@ def test_tutorial_01_resumes_by_key_in_lab_and_under_nbval() -> None:
 def test_tutorial_links_name_existing_tutorials() -> None:
     """Renumbered tutorials (06 batch, 07 conversations) leave no link to a missing notebook."""
     link = re.compile(r"\]\((?:notebooks/)?(\d\d-[\w-]+\.ipynb)\)")
-    sources = [*sorted((REPO / "docs").glob("*.md")), *sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))]
+    sources = [
+        REPO / "README.md",
+        *sorted((REPO / "docs").glob("*.md")),
+        *sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb")),
+    ]
     found = {name for path in sources for name in link.findall(path.read_text(encoding="utf-8"))}
     assert "06-batch.ipynb" in found and "07-conversations.ipynb" in found
     assert {name for name in found if not (NOTEBOOKS / name).is_file()} == set()
