@@ -10,10 +10,13 @@ knows where an item is sent (a conversation of its own); `runner.py` runs the th
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._filelock import HeldLock
 from ..core.errors import ConfigurationError
 from .batch import Batch
 from .inputs import prepare
@@ -123,11 +126,18 @@ def open_batch(
         concurrency=concurrency,
         policy=policy,
         timeout=timeout,
+        owner=owner_lock(store.path, bkey),
     )
     batch = Batch(session, key=bkey, agent=row, index=given.index, template=template, runner=runner)
+    runner.start()  # BatchInUse: another kernel runs it (nothing sent, nothing kept here)
     session.add_batch(batch)
-    runner.start()
     return batch
+
+
+def owner_lock(store_path: Path, key: str) -> HeldLock:
+    """The lock a process holds while it runs batch `key` (beside the cursor store, 0600)."""
+    name = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return HeldLock(store_path.parent / "batches" / f"{name}.lock")
 
 
 def _same_items(

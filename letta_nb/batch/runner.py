@@ -27,9 +27,11 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from .._filelock import HeldLock
 from ..core.clock import SYSTEM, Clock
 from ..core.errors import (
     ApprovalError,
+    BatchInUse,
     LettaNbError,
     RateLimited,
     ServerUnavailable,
@@ -90,8 +92,11 @@ class Runner:
         policy: str | Policy | None = None,
         timeout: float | None = None,
         clock: Clock = SYSTEM,
+        owner: HeldLock | None = None,
     ) -> None:
         self.key = key
+        #: Held while this process sends or follows the batch's items (see `_claim`).
+        self.owner = owner
         self.items = items
         self.messages = messages
         self.sender = sender
@@ -132,8 +137,28 @@ class Runner:
         self._context = contextvars.copy_context()
 
     # ---- lifecycle ---------------------------------------------------------------------------
+    def _claim(self) -> None:
+        """One process at a time works on a batch: a second kernel would give the items it
+        finds unsent conversations of their own too. Raises `BatchInUse` (nothing changed)."""
+        if self.owner is None:
+            return
+        holder = self.owner.acquire()
+        if holder is not None:
+            who = f"pid {holder}" if holder else "another process"
+            raise BatchInUse(
+                f"batch {self.key} is being run by another kernel ({who}); nothing was sent",
+                hint="wait for it to finish there (or detach it there), then run this again",
+            )
+
+    def _release_if_idle(self) -> None:
+        """Under the lock: nothing queued or in flight, so another kernel may take over."""
+        if self.owner is not None and not self.owed:
+            self.owner.release()
+
     def start(self) -> None:
         """Queue what is owed (unsent, sent, running, detached), restore waiting items."""
+        if any(item.status in OWED or item.status == DETACHED for item in self.items):
+            self._claim()
         with self._lock:
             for item in self.items:
                 if item.status == PENDING:
@@ -181,6 +206,8 @@ class Runner:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(5.0)
+        if self.owner is not None:
+            self.owner.release()
 
     @property
     def closed(self) -> bool:
@@ -276,6 +303,7 @@ class Runner:
                 if idle:
                     self._running = False
                     self._thread = None
+                    self._release_if_idle()
             self._publish()  # views hear of the changes outside the lock (they take theirs)
             if idle:
                 with self._lock:
@@ -782,6 +810,8 @@ class Runner:
         """A new attempt (new otid, new conversation) for the items in `statuses`."""
         wanted = set(statuses)
         count = 0
+        if any(item.status in wanted and item.over for item in self.items):
+            self._claim()
         with self._lock:
             self._cancelled = False
             for item in self.items:
@@ -800,6 +830,8 @@ class Runner:
     def resume(self) -> int:
         """Follow detached items again (the batch was closed, or a view detached one)."""
         count = 0
+        if any(item.status in (DETACHED, STARTING, RUNNING, PENDING) for item in self.items):
+            self._claim()
         with self._lock:
             self._stop.clear()
             for item in self.items:

@@ -97,6 +97,11 @@ class ConversationBusy(Conflict):
         self.run_id = run_id
 
 
+class BatchInUse(Conflict):
+    """Another kernel (process) is running this batch: one sender per batch, so no item gets a
+    second conversation. Nothing was sent; the other kernel's results land in the same store."""
+
+
 class Expired(LettaNbError):
     """410: the run's stream is past the server's retention and cannot be replayed."""
 
