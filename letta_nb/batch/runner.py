@@ -51,6 +51,7 @@ from .state import (
     RUNNING,
     STARTING,
     WAITING,
+    BatchStatus,
     ItemState,
 )
 
@@ -250,14 +251,14 @@ class Runner:
         with self._lock:
             if self.owed:
                 if self._stop.is_set():
-                    return "detached"
-                return "paused" if self.paused else "running"
+                    return BatchStatus.DETACHED
+                return BatchStatus.PAUSED if self.paused else BatchStatus.RUNNING
             statuses = {item.status for item in self.items}
         if WAITING in statuses:
-            return "waiting"
+            return BatchStatus.WAITING
         if DETACHED in statuses or statuses & OWED:
-            return "detached"
-        return "done"
+            return BatchStatus.DETACHED
+        return BatchStatus.DONE
 
     def chain(self, pos: int) -> Follower | None:
         """The item's follower while it has one (in flight or waiting for approval)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Final
 
 from ..core.status import ChainStatus
@@ -47,6 +48,20 @@ OVER: Final = frozenset({COMPLETED, FAILED, CANCELLED, INCOMPLETE})
 RETRYABLE: Final = frozenset({FAILED, INCOMPLETE})
 #: Still to be sent or read: the runner owes them work.
 OWED: Final = frozenset({PENDING, STARTING, RUNNING})
+
+
+class BatchStatus(StrEnum):
+    """What a whole batch is doing (`Batch.status`; its items have the statuses above)."""
+
+    RUNNING = "running"
+    PAUSED = "paused"  # the server cannot be reached: it goes on when the server is back
+    WAITING = "waiting"  # only approvals left
+    DETACHED = "detached"
+    DONE = "done"
+
+
+#: Nothing changes in a batch with this status until someone acts (answer, retry, resume).
+BATCH_SETTLED: Final = frozenset({BatchStatus.DONE, BatchStatus.WAITING, BatchStatus.DETACHED})
 
 _ALLOWED: Final[Mapping[str, frozenset[str]]] = {
     PENDING: frozenset({STARTING, CANCELLED, FAILED}),

@@ -26,6 +26,7 @@ import ipywidgets as widgets
 import traitlets
 
 from .. import _kernel
+from ..batch.state import BATCH_SETTLED
 from ..core.errors import LettaNbError
 from .batch_doc import BatchDoc
 from .doc import Batcher, decode_doc, encode_doc, encode_message
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
 
 JS_FILES = ("table_common.js", "markdown.js", "batch_view.js")
 CSS_FILES = ("theme.css", "table_common.css", "markdown.css", "batch_view.css")
-#: Batch statuses after which nothing changes until someone acts.
-SETTLED = frozenset({"done", "waiting", "detached"})
 HEADER_EVERY = 2.0
 
 
@@ -204,7 +203,7 @@ class BatchView(anywidget.AnyWidget):
                 content, buffers = encode_message(msg)
                 self.send(content, buffers)
                 self._batch.sent(now, data=bool(ops))
-            fresh = status in SETTLED and self._snapshot_n != self._doc.n
+            fresh = status in BATCH_SETTLED and self._snapshot_n != self._doc.n
             if fresh:
                 self._snapshot_n = self._doc.n
                 self.snapshot = encode_doc(self._doc.snapshot())
