@@ -14,10 +14,9 @@ so neither shares a GIL with the server or inherits the other's memory. Sides ar
 * **letta_nb**: ``lnb.map(messages, agent=..., concurrency=C)`` then ``batch.wait()``: the
   batch's runner, one run chain (``run.Follower``) per item in flight, the cursor store on disk.
 * **baseline**: what a careful hand-written loop does with ``letta-client`` and a
-  ``ThreadPoolExecutor(C)``: per item, create a conversation (when the batch gives each item a
-  conversation of its own, as ``letta_nb.batch.sender_for(...).isolated`` says; otherwise the
-  message goes to the agent's own history, as the batch's sends do), send the message in
-  background mode with an otid, and stream to its end, keeping the answer text.
+  ``ThreadPoolExecutor(C)``: per item, create a conversation (the batch gives each item a
+  conversation of its own), send the message in background mode with an otid, and stream to
+  its end, keeping the answer text.
 
 Items are the demo brain's ``/long K`` (K assistant deltas + 4 frames). Memory: RSS of each
 timed child before the batch and after it (gc'd, the batch still held), and, in separate
@@ -238,31 +237,20 @@ def bare_side(url: str, agent_id: str, n: int, c: int, tokens: int, opts: dict[s
     from letta_client import Letta
 
     client = Letta(base_url=url, max_retries=0)
-    isolated = bool(opts.get("isolated"))
 
     def one(message: str) -> str:
         """What a careful loop does per item: its own conversation, an otid, background mode,
         read to the end of the stream (the answer kept, frames dropped)."""
         item = {"role": "user", "content": message, "otid": f"otid-{uuid.uuid4()}"}
-        if isolated:
-            conv = client.conversations.create(agent_id=agent_id)
-            stream: Any = client.conversations.messages.create(
-                conv.id,
-                messages=[item],  # type: ignore[list-item]
-                streaming=True,
-                background=True,
-                stream_tokens=True,
-                include_pings=True,
-            )
-        else:
-            stream = client.agents.messages.create(
-                agent_id,
-                messages=[item],  # type: ignore[list-item]
-                streaming=True,
-                background=True,
-                stream_tokens=True,
-                include_pings=True,
-            )
+        conv = client.conversations.create(agent_id=agent_id)
+        stream: Any = client.conversations.messages.create(
+            conv.id,
+            messages=[item],  # type: ignore[list-item]
+            streaming=True,
+            background=True,
+            stream_tokens=True,
+            include_pings=True,
+        )
         parts = []
         for frame in stream:
             if getattr(frame, "message_type", None) == "assistant_message":
@@ -568,29 +556,24 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["LETTA_NB_STATE_DIR"] = str(workdir / "state")
         with server_process(workdir) as (url, server_pid):
             from letta_nb.backend import Backend
-            from letta_nb.batch import sender_for
-            from letta_nb.session import Session
 
             backend = Backend(url)
             agent = backend.create_agent("bench-batch")
-            isolated = bool(sender_for(Session(backend), agent["id"], None).isolated)
-            results["isolated"] = isolated
             say(
-                f"server {url} (separate process); the batch sends each item to "
-                f"{'a conversation of its own' if isolated else 'the agent history'}: "
-                "so does the baseline"
+                f"server {url} (separate process); each item in a conversation of its own "
+                "on both sides"
             )
             server_cpu: dict[str, list[float]] = {"lnb": [], "bare": []}
             for rep in range(args.reps):
                 for side in ("lnb", "bare") if rep % 2 == 0 else ("bare", "lnb"):
                     cpu0 = cpu_seconds(server_pid)
-                    r = run_child(side, url, agent["id"], n, c, k, isolated=isolated)
+                    r = run_child(side, url, agent["id"], n, c, k)
                     server_cpu[side].append(cpu_seconds(server_pid) - cpu0)
                     results[side].append(r)
                     say(f"{side:4} run {rep + 1}: {r['wall']:.2f} s, {r['counts']}")
             results["server_cpu"] = server_cpu
             if args.profile:
-                r = run_child("lnb", url, agent["id"], n, c, k, isolated=isolated, profile=True)
+                r = run_child("lnb", url, agent["id"], n, c, k, profile=True)
                 results["profile"] = r["profile"]
                 say(f"lnb  profiled run: {r['wall']:.2f} s")
             if not args.no_memory:
@@ -623,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- {line}")
     print(
         f"- total {results['seconds']:.0f} s; items /long {k} ({k + 4} frames each), "
-        f"{'conversation per item' if results['isolated'] else 'agent history'}"
+        "a conversation per item"
     )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))

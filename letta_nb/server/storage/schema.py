@@ -100,5 +100,6 @@ MIGRATIONS = (
 # Indexes on migrated columns: created once the columns exist (old databases too).
 INDEXES = """
 CREATE INDEX IF NOT EXISTS messages_scope ON messages (agent_id, conversation_id, ord);
+CREATE INDEX IF NOT EXISTS messages_conversation ON messages (conversation_id, ord);
 CREATE INDEX IF NOT EXISTS runs_conversation ON runs (conversation_id, ord);
 """
