@@ -29,11 +29,9 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import gc
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -43,82 +41,21 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+from benchlib import cpu_seconds, machine_notes, rss_bytes, server_process
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
+#: The versions printed under the table.
+PACKAGES = ("letta_nb", "letta-client", "httpx", "pydantic", "pandas")
+
 WAIT_BOUND = 1800.0  # seconds: one side's whole batch, never unbounded
 
 
 # ---- the server in its own process ---------------------------------------------------------
-@contextlib.contextmanager
-def server_process(workdir: Path) -> Iterator[tuple[str, int]]:
-    """`letta-nb server --port 0` in a child process; yields (base_url, pid)."""
-    port_file = workdir / "server.port"
-    log = open(workdir / "server.log", "wb")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "letta_nb.cli",
-            "server",
-            "--port",
-            "0",
-            "--db",
-            str(workdir / "server.sqlite3"),
-            "--port-file",
-            str(port_file),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-    )
-    try:
-        deadline = time.monotonic() + 30.0
-        base_url = None
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"server exited with {proc.returncode}; see {workdir / 'server.log'}"
-                )
-            text = port_file.read_text().strip() if port_file.exists() else ""
-            if text:
-                url = f"http://127.0.0.1:{text}"
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(url + "/v1/health/", timeout=1.0).status_code == 200:
-                        base_url = url
-                        break
-            time.sleep(0.05)
-        if base_url is None:
-            raise TimeoutError("server did not become healthy in 30 s")
-        yield base_url, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
-
-
-def rss() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * PAGE
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def expected_answer(tokens: int) -> str:
@@ -198,7 +135,7 @@ def lnb_side(url: str, agent_id: str, n: int, c: int, tokens: int, opts: dict[st
     sampler = Sampler() if opts.get("profile") else None
     gc.collect()
     traced0 = _traced()
-    rss0 = rss()
+    rss0 = rss_bytes()
     if sampler:
         sampler.start()
     t0 = time.perf_counter()
@@ -209,7 +146,7 @@ def lnb_side(url: str, agent_id: str, n: int, c: int, tokens: int, opts: dict[st
         sampler.stop()
     gc.collect()
     traced1 = _traced()
-    rss1 = rss()
+    rss1 = rss_bytes()
     counts = batch.counts
     want = expected_answer(tokens)
     answers = [item.answer for item in batch.items]
@@ -261,7 +198,7 @@ def bare_side(url: str, agent_id: str, n: int, c: int, tokens: int, opts: dict[s
     messages = [f"/long {tokens}"] * n
     gc.collect()
     traced0 = _traced()
-    rss0 = rss()
+    rss0 = rss_bytes()
     t0 = time.perf_counter()
     with ThreadPoolExecutor(c) as pool:
         answers = list(pool.map(one, messages))
@@ -275,7 +212,7 @@ def bare_side(url: str, agent_id: str, n: int, c: int, tokens: int, opts: dict[s
         "counts": {"completed": n},
         "right": sum(a == want for a in answers),
         "rss_before": rss0,
-        "rss_after": rss(),
+        "rss_after": rss_bytes(),
         "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "cpu": time.process_time(),
         "answer_bytes": sum(sys.getsizeof(a) for a in answers) / max(1, n),
@@ -385,25 +322,6 @@ class Report:
         ]
         lines += ["| " + " | ".join(self._cells(r)) + " |" for r in self.rows]
         return "\n".join(lines)
-
-
-def machine_notes() -> list[str]:
-    from importlib.metadata import version
-
-    pkgs = []
-    for name in ("letta_nb", "letta-client", "httpx", "pydantic", "pandas"):
-        try:
-            pkgs.append(f"{name} {version(name)}")
-        except Exception:
-            pkgs.append(f"{name} ?")
-    load = os.getloadavg()
-    return [
-        f"cpus: {os.cpu_count()} ({platform.processor() or platform.machine()}), "
-        f"load avg {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
-        f"python: {platform.python_implementation()} {platform.python_version()} on "
-        f"{platform.platform()}",
-        "packages: " + ", ".join(pkgs),
-    ]
 
 
 def build_report(res: dict[str, Any]) -> Report:
@@ -545,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     def say(text: str) -> None:
         print(f"[{time.perf_counter() - started:6.1f}s] {text}", file=sys.stderr, flush=True)
 
-    notes = machine_notes()
+    notes = machine_notes(PACKAGES)
     for line in notes:
         say(line)
     os.environ.pop("LETTA_API_KEY", None)
@@ -594,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
                     mem[label]["items"] = size
                     say(f"lnb  run, {size} items of /long {tokens}: {mem[label]['wall']:.2f} s")
                 results["memory"] = mem
-    results["notes"] = [*notes, machine_notes()[0].replace("cpus", "at the end: cpus")]
+    results["notes"] = [*notes, machine_notes(PACKAGES)[0].replace("cpus", "at the end: cpus")]
     results["seconds"] = time.perf_counter() - started
     report = build_report(results)
     print()

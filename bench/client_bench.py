@@ -34,7 +34,6 @@ import gc
 import io
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -42,16 +41,26 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+from benchlib import machine_notes, rss_bytes, server_process
 
 from letta_nb.protocol import FINAL_RUN_STATUSES
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
+#: The versions printed under the table.
+PACKAGES = (
+    "letta_nb",
+    "letta-client",
+    "httpx",
+    "pydantic",
+    "ipywidgets",
+    "comm",
+    "ipykernel",
+    "IPython",
+)
 
 
 # ---- sizes ---------------------------------------------------------------------------------
@@ -87,55 +96,6 @@ QUICK = Sizes(
 
 
 # ---- the server in its own process ---------------------------------------------------------
-@contextlib.contextmanager
-def server_process(workdir: Path) -> Iterator[str]:
-    """`letta-nb server --port 0` in a child process; yields its base_url."""
-    port_file = workdir / "server.port"
-    log = open(workdir / "server.log", "wb")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "letta_nb.cli",
-            "server",
-            "--port",
-            "0",
-            "--db",
-            str(workdir / "server.sqlite3"),
-            "--port-file",
-            str(port_file),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-    )
-    try:
-        deadline = time.monotonic() + 30.0
-        base_url = None
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"server exited with {proc.returncode}; see {workdir / 'server.log'}"
-                )
-            text = port_file.read_text().strip() if port_file.exists() else ""
-            if text:
-                url = f"http://127.0.0.1:{text}"
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(url + "/v1/health/", timeout=1.0).status_code == 200:
-                        base_url = url
-                        break
-            time.sleep(0.05)
-        if base_url is None:
-            raise TimeoutError("server did not become healthy in 30 s")
-        yield base_url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
 
 
 def finished_run(backend: Any, agent_id: str, message: str, timeout: float = 600.0) -> str:
@@ -623,9 +583,6 @@ def bench_ttff(
 
 
 # ---- 5: memory, in a fresh process -----------------------------------------------------------
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * PAGE
 
 
 def memory_child(url: str, frames: int, state: str) -> None:
@@ -751,34 +708,6 @@ class Report:
         return "\n".join(lines)
 
 
-def machine_notes() -> list[str]:
-    from importlib.metadata import version
-
-    pkgs = []
-    for name in (
-        "letta_nb",
-        "letta-client",
-        "httpx",
-        "pydantic",
-        "ipywidgets",
-        "comm",
-        "ipykernel",
-        "IPython",
-    ):
-        try:
-            pkgs.append(f"{name} {version(name)}")
-        except Exception:
-            pkgs.append(f"{name} ?")
-    load = os.getloadavg()
-    return [
-        f"cpus: {os.cpu_count()} ({platform.processor() or platform.machine()}), "
-        f"load avg {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
-        f"python: {platform.python_implementation()} {platform.python_version()} on "
-        f"{platform.platform()}",
-        "packages: " + ", ".join(pkgs),
-    ]
-
-
 def traffic_rows(rep: Report, label: str, t: dict[str, Any]) -> None:
     rep.add(
         f"UI msgs/s sustained, {label} ({t['seconds']:.1f} s)",
@@ -900,7 +829,7 @@ def main(argv: list[str] | None = None) -> int:
     def say(text: str) -> None:
         print(f"[{time.perf_counter() - started:6.1f}s] {text}", file=sys.stderr, flush=True)
 
-    notes = machine_notes()
+    notes = machine_notes(PACKAGES)
     for line in notes:
         say(line)
     rec = CommRecorder()
@@ -912,7 +841,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lnb-client-bench-") as tmp:
         workdir = Path(tmp)
         os.environ["LETTA_NB_STATE_DIR"] = str(workdir / "state")
-        with server_process(workdir) as url:
+        with server_process(workdir) as (url, _pid):
             from letta_nb.backend import Backend
 
             say(f"server {url} (separate process)")
@@ -935,7 +864,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["ttff"] = bench_ttff(url, sizes, flushes, say)
             if "memory" in only:
                 results["memory"] = bench_memory(url, sizes, workdir, say)
-    results["notes"] = [*notes, machine_notes()[0].replace("cpus", "at the end: cpus")]
+    results["notes"] = [*notes, machine_notes(PACKAGES)[0].replace("cpus", "at the end: cpus")]
     results["seconds"] = time.perf_counter() - started
     report = build_report(results)
     print()

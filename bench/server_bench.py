@@ -16,69 +16,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from benchlib import cpu_seconds, server_process
 
 EXTRA_FRAMES = 4  # ping, stop_reason, usage_statistics, [DONE]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc; 0.0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@contextmanager
-def server_process(workdir: Path) -> Iterator[tuple[str, int]]:
-    """A ``letta-nb server`` subprocess on a free port; yields its base URL and pid."""
-    port_file = workdir / "port"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "letta_nb.cli",
-            "server",
-            "--port",
-            "0",
-            "--db",
-            str(workdir / "bench.sqlite3"),
-            "--port-file",
-            str(port_file),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if port_file.exists() and port_file.read_text().strip():
-                url = f"http://127.0.0.1:{port_file.read_text().strip()}"
-                try:
-                    if httpx.get(url + "/v1/health/", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.05)
-        else:
-            raise RuntimeError("server did not start")
-        yield url, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def count_frames(chunks: Iterator[bytes]) -> tuple[int, float | None, bytes]:
