@@ -16,12 +16,10 @@ import contextlib
 import contextvars
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import anywidget
 import ipywidgets as widgets
 import traitlets
 
@@ -30,6 +28,7 @@ from ..batch.state import BATCH_SETTLED
 from ..core.errors import LettaNbError
 from .batch_doc import BatchDoc
 from .doc import Batcher, decode_doc, encode_doc, encode_message
+from .doc_view import DocView
 from .module import LOADER, packed
 from .pump import InlinePump, ThreadPump, shared_pump
 from .run_view import RunView, _shared_layout
@@ -46,8 +45,10 @@ def packed_module() -> bytes:
     return packed(JS_FILES, CSS_FILES)
 
 
-class BatchView(anywidget.AnyWidget):
+class BatchView(DocView):
     """The live view of a `Batch`."""
+
+    display_prefix = "letta-nb-batch"
 
     _esm = traitlets.Unicode(LOADER).tag(sync=True)
     _module = traitlets.Bytes(packed_module()).tag(sync=True)
@@ -102,11 +103,6 @@ class BatchView(anywidget.AnyWidget):
     def __repr__(self) -> str:
         return f"<letta_nb batch view: {len(self.batch)} items>"
 
-    @property
-    def document(self) -> dict[str, Any]:
-        with self._lock:
-            return self._doc.snapshot()
-
     # ---- display and the saved copy ----------------------------------------------------
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         bundle = super()._repr_mimebundle_(**kwargs)
@@ -116,30 +112,6 @@ class BatchView(anywidget.AnyWidget):
                 data["text/html"] = self.batch.static_html()
                 data["text/plain"] = f"batch {self.batch.status} · {self.batch.summary()}"
         return bundle
-
-    def _bundle(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        bundle = self._repr_mimebundle_()
-        if isinstance(bundle, tuple):
-            return bundle[0], bundle[1]
-        return bundle, {}
-
-    def _ipython_display_(self, **kwargs: Any) -> None:
-        from IPython.display import display
-
-        if self._display_id is None:
-            self._display_id = f"letta-nb-batch-{uuid.uuid4().hex}"
-        with self._lock:
-            self._shown_status = self._status
-        data, metadata = self._bundle()
-        display(data, metadata=metadata, raw=True, display_id=self._display_id)
-
-    def _update_display(self) -> None:
-        if self._display_id is None:
-            return
-        from IPython.display import update_display
-
-        data, metadata = self._bundle()
-        update_display(data, metadata=metadata, raw=True, display_id=self._display_id)
 
     # ---- pump protocol -----------------------------------------------------------------
     def notify(self) -> None:
@@ -161,29 +133,11 @@ class BatchView(anywidget.AnyWidget):
             return
         self._pump.wake(self)
 
-    def _run_flush(self) -> None:
-        with self._run_lock:
-            self._context.run(self.flush)
-
     def due_in(self) -> float | None:
         with self._lock:
             if self._done:
                 return None
             return self._batch.due_in(self._clock(), urgent=self._urgent, pending_bytes=0)
-
-    def pump_tick(self) -> None:
-        with self._lock:
-            if self._done or self._flushing:
-                return
-            due = self.due_in()
-            if due is None or due > 0:
-                return
-            self._flushing = True
-        try:
-            self._run_flush()
-        finally:
-            with self._lock:
-                self._flushing = False
 
     def flush(self) -> None:
         """Send what changed (one message); refresh the snapshot and the saved display when
@@ -214,25 +168,13 @@ class BatchView(anywidget.AnyWidget):
         if fresh or over:
             contextvars.Context().run(self._publish_on_executing_cell, bool(fresh), bool(over))
 
-    def _publish_on_executing_cell(self, snapshot: bool, display: bool) -> None:
-        if snapshot and _kernel.parent_msg_id(_kernel.current_parent()) not in (
-            None,
-            self._context.msg_id,
-        ):
-            self.send_state("snapshot")
-        if display:
-            self._update_display()
-
     # ---- clicks ------------------------------------------------------------------------
     def _on_msg(self, _widget: Any, content: Any, buffers: list[Any]) -> None:
         if not isinstance(content, dict):
             return
         kind = content.get("t")
         if kind == "sync":
-            with self._lock:
-                doc = self._doc.snapshot()
-            body, bufs = encode_message({"t": "doc", "n": doc["n"], "doc": doc})
-            self.send(body, bufs)
+            self._send_document()
         elif kind == "open":
             pos = content.get("i")
             if isinstance(pos, int) and 0 <= pos < len(self.batch):

@@ -20,12 +20,10 @@ import contextlib
 import contextvars
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import anywidget
 import ipywidgets as widgets
 import traitlets
 
@@ -34,6 +32,7 @@ from ..core.errors import LettaNbError
 from ..core.render import header_text, render_html
 from ..core.status import OVER, SETTLED
 from .doc import Batcher, ViewDoc, decode_doc, encode_doc, encode_message
+from .doc_view import DocView
 from .module import LOADER, packed, source
 from .pump import InlinePump, ThreadPump, shared_pump
 
@@ -98,7 +97,7 @@ def _conversation_label(source: Any) -> str | None:
     return label if isinstance(label, str) and label else None
 
 
-class RunView(anywidget.AnyWidget):
+class RunView(DocView):
     """The live view of a RunHandle or a RunChain."""
 
     _esm = traitlets.Unicode(_LOADER).tag(sync=True)
@@ -167,11 +166,6 @@ class RunView(anywidget.AnyWidget):
             old.close()  # its output was replaced by the re-run; stop feeding it
 
     # ---- what a new view and a saved notebook get --------------------------------------
-    @property
-    def document(self) -> dict[str, Any]:
-        """The document the browser shows now (decoded `snapshot` + the messages since)."""
-        with self._lock:
-            return self._doc.snapshot()
 
     def __repr__(self) -> str:
         # nbval compares text/plain: nothing random or time-dependent
@@ -203,32 +197,6 @@ class RunView(anywidget.AnyWidget):
                 data["text/html"] = self.static_html()
         return bundle
 
-    def _ipython_display_(self, **kwargs: Any) -> None:
-        """Display with a display_id, so the output can show the final transcript later."""
-        from IPython.display import display
-
-        if self._display_id is None:
-            self._display_id = f"letta-nb-{uuid.uuid4().hex}"
-        with self._lock:
-            self._shown_status = self._status
-        data, metadata = self._bundle()
-        display(data, metadata=metadata, raw=True, display_id=self._display_id)
-
-    def _bundle(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        bundle = self._repr_mimebundle_()
-        if isinstance(bundle, tuple):
-            return bundle[0], bundle[1]
-        return bundle, {}
-
-    def _update_display(self) -> None:
-        """Once the chain is over: the output's text/html becomes the final transcript."""
-        if self._display_id is None:
-            return
-        from IPython.display import update_display
-
-        data, metadata = self._bundle()
-        update_display(data, metadata=metadata, raw=True, display_id=self._display_id)
-
     # ---- pump protocol -----------------------------------------------------------------
     def notify(self) -> None:
         """From the reader thread after a change: mark pending, wake the pump.
@@ -251,11 +219,6 @@ class RunView(anywidget.AnyWidget):
             return
         self._pump.wake(self)
 
-    def _run_flush(self) -> None:
-        """Flush in the starting cell's context (one thread at a time may enter it)."""
-        with self._run_lock:
-            self._context.run(self.flush)
-
     def due_in(self) -> float | None:
         with self._lock:
             if self._done:
@@ -263,20 +226,6 @@ class RunView(anywidget.AnyWidget):
             pending = self._batch.pending_since is not None
             size = self._doc.pending_bytes(self.chain) if pending else 0
             return self._batch.due_in(self._clock(), urgent=self._urgent, pending_bytes=size)
-
-    def pump_tick(self) -> None:
-        with self._lock:
-            if self._done or self._flushing:
-                return
-            due = self.due_in()
-            if due is None or due > 0:
-                return
-            self._flushing = True
-        try:
-            self._run_flush()
-        finally:
-            with self._lock:
-                self._flushing = False
 
     # ---- flushing ----------------------------------------------------------------------
     def flush(self) -> None:
@@ -314,25 +263,13 @@ class RunView(anywidget.AnyWidget):
             # would keep the first frame. The browser dedupes (same document number).
             contextvars.Context().run(self._publish_on_executing_cell, bool(fresh), bool(over))
 
-    def _publish_on_executing_cell(self, snapshot: bool, display: bool) -> None:
-        if snapshot and _kernel.parent_msg_id(_kernel.current_parent()) not in (
-            None,
-            self._context.msg_id,
-        ):
-            self.send_state("snapshot")
-        if display:
-            self._update_display()
-
     # ---- clicks ------------------------------------------------------------------------
     def _on_msg(self, _widget: Any, content: Any, buffers: list[Any]) -> None:
         if not isinstance(content, dict):
             return
         kind = content.get("t")
         if kind == "sync":
-            with self._lock:
-                doc = self._doc.snapshot()
-            body, bufs = encode_message({"t": "doc", "n": doc["n"], "doc": doc})
-            self.send(body, bufs)
+            self._send_document()
         elif kind == "answer":
             reason = content.get("reason")
             self.answer(bool(content.get("approve")), str(reason) if reason else None)
