@@ -656,23 +656,12 @@ class Backend:
             kw["agent_id"] = agent_id
         if summary_search:
             kw["summary_search"] = summary_search
-        out: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        after: str | None = None
-        while len(out) < limit:
-            want = min(RUNS_PAGE, limit - len(out))
-            page_kw: dict[str, Any] = {**kw, "limit": want}
-            if after:
-                page_kw["after"] = after
-            page = self._call(partial(self._conversations_page, page_kw), "listing conversations")
-            rows = [_conversation_row(c) for c in page]
-            fresh = [r for r in rows if r["id"] not in seen]
-            out.extend(fresh)
-            seen.update(r["id"] for r in fresh)
-            if len(rows) < want or not fresh:
-                break
-            after = rows[-1]["id"]
-        return out[:limit]
+        return self._pages(
+            lambda page_kw: [_conversation_row(c) for c in self._conversations_page(page_kw)],
+            kw,
+            limit,
+            "listing conversations",
+        )
 
     def _conversations_page(self, kw: dict[str, Any]) -> Any:
         return self._client.conversations.list(**kw)
@@ -751,23 +740,41 @@ class Backend:
             kw["statuses"] = statuses
         if conversation_id is not None:
             kw["conversation_id"] = conversation_id
-        runs: list[dict[str, Any]] = []
+        return self._pages(
+            lambda page_kw: [
+                r.model_dump(mode="json") for r in self._list_runs_page(page_kw).items
+            ],
+            kw,
+            limit,
+            "listing runs",
+        )
+
+    def _pages(
+        self,
+        fetch: Callable[[dict[str, Any]], list[dict[str, Any]]],
+        kw: dict[str, Any],
+        limit: int,
+        what: str,
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` rows of a listing, page by page (each page retried by `_call`),
+        joined by id: a page with nothing new ends it, so no row comes twice whatever a cut
+        or a server's `after` cursor does."""
+        out: list[dict[str, Any]] = []
         seen: set[str] = set()
         after: str | None = None
-        while len(runs) < limit:
-            want = min(RUNS_PAGE, limit - len(runs))
+        while len(out) < limit:
+            want = min(RUNS_PAGE, limit - len(out))
             page_kw: dict[str, Any] = {**kw, "limit": want}
             if after:
                 page_kw["after"] = after
-            page = self._call(partial(self._list_runs_page, page_kw), "listing runs")
-            items = [r.model_dump(mode="json") for r in page.items]
-            fresh = [r for r in items if r.get("id") not in seen]
-            runs.extend(fresh)
+            rows = self._call(partial(fetch, page_kw), what)
+            fresh = [r for r in rows if str(r.get("id")) not in seen]
+            out.extend(fresh)
             seen.update(str(r.get("id")) for r in fresh)
-            if len(items) < want or not fresh:
+            if len(rows) < want or not fresh:
                 break
-            after = str(items[-1]["id"])
-        return runs[:limit]
+            after = str(rows[-1]["id"])
+        return out[:limit]
 
     def _list_runs_page(self, kw: dict[str, Any]) -> Any:
         return self._client.runs.list(**kw)  # the current client: a relaunch may switch it
