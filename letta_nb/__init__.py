@@ -37,14 +37,14 @@ __all__ = [
 
 def connect(base_url: str | None = None, api_key: str | None = None, **kw: Any) -> Session:
     """Connect (explicit → LETTA_BASE_URL/LETTA_API_KEY → embedded server) and make it current."""
-    from .session import connect as _connect
+    from .connection import connect as _connect
 
     return _connect(base_url, api_key, **kw)
 
 
 def send(message: str, agent: str | None = None, **kw: Any) -> RunHandle:
     """Send `message` with the current session; see `Session.send`."""
-    from .session import current
+    from .connection import current
 
     return current().send(message, agent, **kw)
 
@@ -70,7 +70,7 @@ def map(
     is sent twice. `policy` answers approvals as in `send`; `timeout` limits each item's run
     (seconds; it is cancelled on the server after that).
     """
-    from .session import current
+    from .connection import current
 
     return current().map(
         items,
@@ -90,7 +90,7 @@ def attach(
 
     A run this kernel already follows (e.g. detached) continues from its own cursor.
     """
-    from .session import current
+    from .connection import current
 
     return current().attach(run_id, starting_after, batch_size=batch_size, **kw)
 
@@ -103,7 +103,7 @@ def runs_frame(
 ) -> pd.DataFrame:
     """Recent runs (newest first) of the current session, optionally of one agent, of one
     conversation (NAME or id) or only active ones."""
-    from .session import current
+    from .connection import current
 
     return current().runs_frame(agent, active=active, limit=limit, conversation=conversation)
 
@@ -115,7 +115,7 @@ def chunks_frame(run_id: str, batch_size: int | None = None) -> pd.DataFrame:
     until a few seconds of silence; a finished run to its end. `batch_size` is passed to the
     server's resume (frames per page of the stored replay).
     """
-    from .session import current
+    from .connection import current
 
     return current().chunks_frame(run_id, batch_size=batch_size)
 
@@ -124,21 +124,21 @@ def usage_frame(
     run_ids: Iterable[str] | None = None, agent: str | None = None, limit: int = 100
 ) -> pd.DataFrame:
     """Token usage per run: the given runs, else the `limit` newest (of `agent`)."""
-    from .session import current
+    from .connection import current
 
     return current().usage_frame(run_ids, agent=agent, limit=limit)
 
 
 def conversations_frame(agent: str | None = None, limit: int = 100) -> pd.DataFrame:
     """An agent's conversations (default: the session's agent), newest first."""
-    from .session import current
+    from .connection import current
 
     return current().conversations_frame(agent, limit=limit)
 
 
 def agents_frame() -> pd.DataFrame:
     """The current server's agents: name, id, model, creation time (UTC)."""
-    from .session import current
+    from .connection import current
 
     return current().agents_frame()
 

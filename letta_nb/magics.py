@@ -190,7 +190,7 @@ class LettaMagics(Magics):
 
     # ---- plumbing ------------------------------------------------------------------------
     def _session(self) -> Any:
-        from .session import current
+        from .connection import current
 
         return current()
 
@@ -474,7 +474,7 @@ class LettaMagics(Magics):
             return None
 
     def _cmd_connect(self, args: Any) -> None:
-        from .session import connect
+        from .connection import connect
 
         api_key = None
         if args.api_key_env:

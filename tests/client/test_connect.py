@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-import letta_nb.session as session_mod
+import letta_nb.connection as session_mod
 from letta_nb.backend import Backend
 from letta_nb.core.errors import ServerUnavailable, Unauthorized
 from tests.client.fake_backend import MemoryBackend

@@ -32,8 +32,12 @@ def _loaded_by(module: str) -> set[str]:
         ("letta_nb.run", {"letta_client", "letta_nb.backend", "letta_nb.session", "pandas"}),
         ("letta_nb.frames", {"letta_nb.session", "letta_nb.handle", "letta_nb.backend"}),
         ("letta_nb.handle", {"letta_nb.frames", "letta_nb.widgets", "letta_client", "pandas"}),
-        ("letta_nb.session", {"letta_nb.frames", "letta_nb.widgets", "pandas"}),
-        ("letta_nb", {"letta_nb.session", "letta_client", "pandas"}),
+        (
+            "letta_nb.session",
+            {"letta_nb.frames", "letta_nb.widgets", "letta_nb.connection", "pandas"},
+        ),
+        ("letta_nb.connection", {"letta_nb.frames", "letta_nb.widgets", "pandas"}),
+        ("letta_nb", {"letta_nb.session", "letta_nb.connection", "letta_client", "pandas"}),
     ],
 )
 def test_importing_a_layer_loads_nothing_above_it(module: str, never: set[str]) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import letta_nb.connection as connection_mod
 import letta_nb.session as session_mod
 from letta_nb.backend import Backend
 from letta_nb.core.cursor import CursorStore
@@ -126,7 +127,7 @@ def test_attach_and_chunks_frame_pass_batch_size(
     h = fresh.attach(rid, batch_size=16)
     assert h.wait(BOUND) == "completed" and fake.batch_sizes == [16]
     assert h.follower.transcript.to_records() == _uncut(golden_dir / LONG)
-    monkeypatch.setattr(session_mod, "_current", fresh)
+    monkeypatch.setattr(connection_mod, "_current", fresh)
     import letta_nb
 
     frame = letta_nb.chunks_frame(rid, batch_size=8)

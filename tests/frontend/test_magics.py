@@ -188,7 +188,7 @@ LETTA_ERRORS = [
 
 @pytest.mark.parametrize(("source", "start"), LETTA_ERRORS)
 def test_letta_errors_are_one_red_line(ip: Any, session: Any, source: str, start: str) -> None:
-    import letta_nb.session as sess
+    import letta_nb.connection as sess
 
     try:
         cap = run(ip, source)
@@ -316,7 +316,7 @@ def test_conversation_options(ip: Any, session: Any, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("JPY_SESSION_NAME", f"/tmp/magic-{uuid.uuid4().hex[:6]}.ipynb")
     cap = run(ip, "%letta connect --conversation new")
     assert " · conversation notebook magic-" in cap.stdout, cap.stdout + cap.stderr
-    bound = __import__("letta_nb.session", fromlist=["current"]).current().conversation
+    bound = __import__("letta_nb.connection", fromlist=["current"]).current().conversation
     assert run(ip, "%letta connect --conversation new").stdout == cap.stdout  # kept
     fresh = run(ip, "%%letta --wait --new\n/recall")
     assert fresh.stdout.startswith("Nothing earlier"), fresh.stdout  # this notebook's own

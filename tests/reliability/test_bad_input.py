@@ -78,7 +78,7 @@ def _line_of(fn: Callable[[], Any]) -> str:
 def _magic(env: Env, source: str) -> str:
     shell = globalipapp.get_ipython()
     shell.extension_manager.load_extension("letta_nb")
-    import letta_nb.session as sess
+    import letta_nb.connection as sess
 
     try:
         with capture_output() as cap:
@@ -129,7 +129,7 @@ def magic_unknown_agent(env: Env) -> str:
 def server_down(env: Env) -> str:
     url = f"http://127.0.0.1:{free_port()}"
     line = _line_of(lambda: letta_nb.connect(url, agent="demo-analyst"))
-    import letta_nb.session as sess
+    import letta_nb.connection as sess
 
     sess._current = env.session
     assert line.startswith(f"cannot reach the Letta server at {url}")
@@ -146,7 +146,7 @@ def server_down_mid_session(env: Env) -> str:
 def unauthorized(env: Env) -> str:
     wrong = "sk-letta-nb-WRONG-fedcba9876543210"
     line = _line_of(lambda: letta_nb.connect(env.tok.base_url, wrong, agent="x"))
-    import letta_nb.session as sess
+    import letta_nb.connection as sess
 
     sess._current = env.session
     assert "refused the API key (HTTP 401)" in line and wrong not in line

@@ -20,6 +20,7 @@ from IPython.utils.capture import capture_output
 from nbclient import NotebookClient
 
 import letta_nb
+import letta_nb.connection
 from letta_nb.backend import Backend
 from letta_nb.core import errors
 from letta_nb.server import start_in_process
@@ -73,7 +74,7 @@ def test_magics_reprs_logs_errors_and_files(server: Any, caplog: pytest.LogCaptu
                 seen += [str(v) for v in out.data.values()]
         handle = shell.user_ns["h"]
         assert handle.status == "completed"
-        session = letta_nb.session.current()
+        session = letta_nb.connection.current()
         seen += [
             repr(session),
             repr(session.backend),

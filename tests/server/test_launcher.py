@@ -22,7 +22,7 @@ import httpx
 import pytest
 from letta_client import Letta
 
-import letta_nb.session as session_mod
+import letta_nb.connection as session_mod
 from letta_nb.core.errors import ServerUnavailable
 from letta_nb.server.launcher import (
     DISCOVERY,
