@@ -314,7 +314,7 @@ class Runner:
                     self._ensure_running()
                 return
             if preparing:  # outside the lock: a slow server never blocks cancel() or the views
-                self._prepare_and_send(preparing)
+                self._prepare_each(preparing)
             if probe:  # the same
                 answers = self._server_answers()
                 with self._lock:
@@ -378,44 +378,55 @@ class Runner:
                 preparing.append((item, again))
         return preparing
 
-    def _prepare_and_send(self, preparing: list[tuple[ItemState, bool]]) -> None:
-        """Make the items' conversations (server calls, outside the runner's lock), store
-        them, then send: a kernel that dies after a send always knows where it went. A sent
-        item whose conversation already has its run follows that run instead."""
-        failures: dict[int, LettaNbError] = {}
+    def _prepare_each(self, preparing: list[tuple[ItemState, bool]]) -> None:
+        """Each item's prepare on a thread of its own: creating a conversation is a server
+        round trip (about 100 ms to Letta Cloud), and done one after another on this thread
+        they would bound the batch at one item per round trip whatever its concurrency, and
+        keep this thread from hearing of the items that finish meanwhile."""
         for item, again in preparing:
-            if self._stop.is_set() or item.status not in (PENDING, STARTING):
-                continue  # closed or cancelled meanwhile
+            ctx = contextvars.copy_context()
+            threading.Thread(
+                target=ctx.run,
+                args=(self._prepare_and_send, item, again),
+                name=f"letta-nb-prepare-{item.pos}",
+                daemon=True,
+            ).start()
+
+    def _prepare_and_send(self, item: ItemState, again: bool) -> None:
+        """Make the item's conversation (a server call, outside the runner's lock), store it,
+        then send: a kernel that dies after a send always knows where it went. A sent item
+        whose conversation already has its run follows that run instead."""
+        failure: LettaNbError | None = None
+        if not self._stop.is_set() and item.status in (PENDING, STARTING):
             try:
                 self.sender.prepare(item, again=again)
             except LettaNbError as exc:
-                failures[item.pos] = exc
+                failure = exc
         with self._lock:
-            sends: list[ItemState] = []
-            found: list[ItemState] = []
-            for item, _again in preparing:
-                failure = failures.get(item.pos)
-                if failure is not None and item.status in (PENDING, STARTING):
-                    self._launch_failed(item, failure)
-                    continue
-                if item.status == PENDING and self._cancelled:
-                    self._cancel_unsent(item)
-                if item.status not in (PENDING, STARTING) or self._stop.is_set():
-                    self._flight.discard(item.pos)  # (a re-attach sends or follows it)
-                    self._touch(item)  # its conversation, if it has one, is stored
-                    continue
-                if item.run_id is not None:  # its conversation had its run
-                    item.move(RUNNING)
-                    found.append(item)
-                else:
-                    item.move(STARTING)
-                    sends.append(item)
-                self._touch(item)
-            self._flush()  # the items' conversations are stored before anything is sent
-            for item in sends:
-                self._send(item)
-            for item in found:
-                self._resume(item)
+            self._prepared(item, failure)
+        self._wake.set()  # the runner thread tells the views (and may launch the next one)
+
+    def _prepared(self, item: ItemState, failure: LettaNbError | None) -> None:
+        """Under the lock: the prepared item is sent, followed, or let go."""
+        if failure is not None and item.status in (PENDING, STARTING):
+            self._launch_failed(item, failure)
+            self._flush()
+            return
+        if item.status == PENDING and self._cancelled:
+            self._cancel_unsent(item)
+        if item.status not in (PENDING, STARTING) or self._stop.is_set():
+            self._flight.discard(item.pos)  # (a re-attach sends or follows it)
+            self._touch(item)  # its conversation, if it has one, is stored
+            self._flush()
+            return
+        found = item.run_id is not None  # its conversation had its run
+        item.move(RUNNING if found else STARTING)
+        self._touch(item)
+        self._flush()  # the item's conversation is stored before anything is sent
+        if found:
+            self._resume(item)
+        else:
+            self._send(item)
 
     def _send(self, item: ItemState) -> None:
         chain = self._new_chain(item)
@@ -499,18 +510,19 @@ class Runner:
         kick, seen = self._kick, self._seen
         monotonic = self.clock.monotonic
 
-        warned: list[Any] = [None]
+        told: list[Any] = [None, None]  # the warning and the run id the runner was told of
 
         def listener(f: Any) -> None:  # on the reader thread, after every frame: keep it cheap
             status = f.status
             rid = f.run_id
             warning = f.warning
-            if warning is not warned[0]:  # e.g. "reconnecting": the runner may ask the server
-                warned[0] = warning
+            if warning is not told[0]:  # e.g. "reconnecting": the runner may ask the server
+                told[0] = warning
                 if warning:
                     kick(pos)
-            if seen.get(pos) != status or (rid is not None and rid not in item.runs):
+            if seen.get(pos) != status or (rid is not None and rid != told[1]):
                 seen[pos] = status
+                told[1] = rid  # once per run: the runner may take a while to look
                 kick(pos)
                 if status == ChainStatus.REQUIRES_APPROVAL:
                     self._store_records(item, f)

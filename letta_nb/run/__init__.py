@@ -5,7 +5,8 @@
   seqs, reconnects, the server's word on a run whose frames stop early);
 - `replay.py`: `replay`, the one bounded read of stored frames (tails, rebuilds, tables);
 - `reconnect.py`: `Backoff` and finding a broken send's run by its otid;
-- `follower.py`: `Follower`, the chain's threads, listeners, approvals, cancel and detach.
+- `follower.py`: `Follower`, the chain's reader thread, listeners, approvals, cancel, detach;
+- `stall.py`: the stall watchdog, one thread for every live chain on a clock.
 
 Importing it loads no SDK: the chain talks to a `_protocols.LettaBackend`.
 """

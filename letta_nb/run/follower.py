@@ -1,12 +1,12 @@
 """Follow one run chain in a worker thread: listeners, approvals, cancel, detach, stalls.
 
-A chain is a send and each approval answer's new run. The `Follower` owns the threads (one
-reader at a time, a stall watchdog) and the state front ends read (`_protocols.RunChain`); the
-reading itself is `RunReader`'s, in that thread. It never prints: front ends draw from
-listeners (throttled on their side). Per frame the work is a seq check, a transcript fold and
-the listener calls. The resume cursor is the transcript's per-run seq, which includes the hidden
-seqs of stop_reason/usage, so a resume never asks for a frame twice and never asks past the end
-(the real server then hangs forever).
+A chain is a send and each approval answer's new run. The `Follower` owns the reader thread
+(one at a time; `stall.py` watches every chain for silence) and the state front ends read
+(`_protocols.RunChain`); the reading itself is `RunReader`'s, in that thread. It never
+prints: front ends draw from listeners (throttled on their side). Per frame the work is a seq
+check, a transcript fold and the listener calls. The resume cursor is the transcript's per-run
+seq, which includes the hidden seqs of stop_reason/usage, so a resume never asks for a frame
+twice and never asks past the end (the real server then hangs forever).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from ..core.errors import (
 from ..core.status import LIVE, SETTLED, ChainStatus
 from ..core.transcript import Transcript
 from ..protocol import FINAL_RUN_STATUSES, RunStatus, StopReason
+from . import stall
 from .reader import Ending, Opener, RunReader, Send
 from .reconnect import Backoff
 
@@ -394,7 +395,7 @@ class Follower:
                 daemon=True,
             )
             self._thread.start()
-        self._start_watchdog()
+        stall.watch(self, self.clock)
 
     def _guard(
         self, body: Callable[[threading.Event], None], generation: int, stop: threading.Event
@@ -653,26 +654,25 @@ class Follower:
         self.clock.wait(self._settled, min(bound, threading.TIMEOUT_MAX))
         return str(self.status)
 
-    # ---- stall watchdog ------------------------------------------------------------------
-    def _start_watchdog(self) -> None:
-        ctx = contextvars.copy_context()
-        threading.Thread(
-            target=ctx.run, args=(self._watch,), daemon=True, name="letta-nb-stall-watch"
-        ).start()
+    # ---- stall watchdog (`stall.py`: one thread for every chain on the same clock) ---------
+    @property
+    def stall_interval(self) -> float:
+        return max(0.01, min(1.0, self.stall_after / 4))
 
-    def _watch(self) -> None:
-        interval = max(0.01, min(1.0, self.stall_after / 4))
-        clock = self.clock
-        while not clock.wait(self._settled, interval):
-            if self._stall_warned and self.warning is self.notice:
-                self._stall_warned = False  # data flowed again (the reader cleared it)
-            if self.status != ChainStatus.RUNNING or self._stall_warned:
-                continue
-            idle = clock.monotonic() - self._reader.last_data
-            if idle >= self.stall_after:
-                self._stall_warned = True
-                self.warning = STALL_WARNING.format(idle)
-                self._notify()
+    def stall_check(self) -> bool:
+        """Warn once after `stall_after` seconds without data; False once settled."""
+        if self._settled.is_set():
+            return False
+        if self._stall_warned and self.warning is self.notice:
+            self._stall_warned = False  # data flowed again (the reader cleared it)
+        if self.status != ChainStatus.RUNNING or self._stall_warned:
+            return True
+        idle = self.clock.monotonic() - self._reader.last_data
+        if idle >= self.stall_after:
+            self._stall_warned = True
+            self.warning = STALL_WARNING.format(idle)
+            self._notify()
+        return True
 
 
 _tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -734,6 +734,6 @@ if TYPE_CHECKING:
     from .._protocols import RunChain
     from .reader import ReadingChain
 
-    def _conforms(f: Follower) -> tuple[RunChain, ReadingChain]:
+    def _conforms(f: Follower) -> tuple[RunChain, ReadingChain, stall.Watched]:
         """mypy checks here that the follower is what front ends and its reader rely on."""
-        return f, f
+        return f, f, f
