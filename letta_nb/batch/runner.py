@@ -41,6 +41,7 @@ from ..core.render import one_line
 from ..core.status import ChainStatus
 from ..core.transcript import Transcript
 from ..run import Follower, Policy
+from ..run.follower import new_thread
 from .plan import RESUME, SEND, Pace, Probe, ReadyQueue
 from .state import (
     CANCELLED,
@@ -136,6 +137,7 @@ class Runner:
         self._last_refusal: str | None = None
         self._listeners: list[Callable[[Runner], object]] = []
         self._context = contextvars.copy_context()
+        self._deferred = threading.local()  # on an item's own thread: its reader, for later
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def _claim(self) -> None:
@@ -379,16 +381,19 @@ class Runner:
         return preparing
 
     def _prepare_each(self, preparing: list[tuple[ItemState, bool]]) -> None:
-        """Each item's prepare on a thread of its own: creating a conversation is a server
-        round trip (about 100 ms to Letta Cloud), and done one after another on this thread
-        they would bound the batch at one item per round trip whatever its concurrency, and
-        keep this thread from hearing of the items that finish meanwhile."""
+        """Each item on a thread of its own, which makes its conversation, then reads its run.
+
+        Creating a conversation is a server round trip (about 100 ms to Letta Cloud); made one
+        after another on the runner thread they would bound the batch at one item per round
+        trip whatever its concurrency, and keep that thread from hearing of the items that
+        finish meanwhile. The same thread then runs the item's reader (`_spawn`): one thread
+        per item, as a hand-written pool has, and none started under the runner's lock."""
         for item, again in preparing:
             ctx = contextvars.copy_context()
             threading.Thread(
                 target=ctx.run,
                 args=(self._prepare_and_send, item, again),
-                name=f"letta-nb-prepare-{item.pos}",
+                name=f"letta-nb-item-{item.pos}",
                 daemon=True,
             ).start()
 
@@ -402,9 +407,25 @@ class Runner:
                 self.sender.prepare(item, again=again)
             except LettaNbError as exc:
                 failure = exc
-        with self._lock:
-            self._prepared(item, failure)
+        readers: list[Callable[[], None]] = []
+        self._deferred.runs = readers
+        try:
+            with self._lock:
+                self._prepared(item, failure)
+        finally:
+            self._deferred.runs = None
         self._wake.set()  # the runner thread tells the views (and may launch the next one)
+        for read in readers:
+            read()  # the item's reader, here, outside the lock
+
+    def _spawn(self, run: Callable[[], None], name: str) -> threading.Thread:
+        """The followers' `Spawn`: on an item's own thread (`_prepare_and_send`) its reader
+        runs there once the runner's lock is let go; anywhere else on a thread of its own."""
+        later: list[Callable[[], None]] | None = getattr(self._deferred, "runs", None)
+        if later is None:
+            return new_thread(run, name)
+        later.append(run)
+        return threading.current_thread()
 
     def _prepared(self, item: ItemState, failure: LettaNbError | None) -> None:
         """Under the lock: the prepared item is sent, followed, or let go."""
@@ -502,6 +523,7 @@ class Runner:
         self._unwatch(item.pos)
         chain = self.sender.chain(item, transcript)
         chain.policy = self.policy  # `lnb.map(..., policy=)` of the newest call
+        chain.spawn = self._spawn
         self._watch(item, chain)
         return chain
 

@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 Policy = Callable[[list[dict[str, Any]]], "bool | None"]
 Listener = Callable[[Any], object]
+#: How a follower runs a reader: `spawn(run, name)` calls `run()` on some thread (by default a
+#: new daemon thread) and returns that thread.
+Spawn = Callable[[Callable[[], None], str], threading.Thread]
 STALL_WARNING = "no data for {:.0f} s: the run may be stalled (Cancel stops it server-side)"
 #: Bound of `wait(None)` / `wait(inf)`: a notebook cell never hangs forever.
 WAIT_BOUND = 3600.0
@@ -121,6 +124,9 @@ class Follower:
         self._stream: Any = None
         self._stall_warned = False
         self._reader = RunReader(self)
+        #: Where readers run (`Spawn`); a batch runs an item's first reader on the thread that
+        #: made the item's conversation instead of starting one more thread per item.
+        self.spawn: Spawn = new_thread
 
     @classmethod
     def restored(
@@ -388,13 +394,8 @@ class Follower:
             self.failure = None
             self._reader.last_data = self.clock.monotonic()
             ctx = contextvars.copy_context()
-            self._thread = threading.Thread(
-                target=ctx.run,
-                args=(self._guard, body, generation, stop),
-                name=f"letta-nb-follower-{self.agent_id}",
-                daemon=True,
-            )
-            self._thread.start()
+            run = partial(ctx.run, self._guard, body, generation, stop)
+            self._thread = self.spawn(run, f"letta-nb-follower-{self.agent_id}")
         stall.watch(self, self.clock)
 
     def _guard(
@@ -673,6 +674,13 @@ class Follower:
             self.warning = STALL_WARNING.format(idle)
             self._notify()
         return True
+
+
+def new_thread(run: Callable[[], None], name: str) -> threading.Thread:
+    """The default `Spawn`: `run` on a daemon thread of its own."""
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 _tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()

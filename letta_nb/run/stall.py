@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import weakref
 from typing import Protocol
 
 from ..core.clock import Clock
@@ -35,7 +36,8 @@ class StallWatch:
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
-        self._chains: dict[int, Watched] = {}
+        #: Weak: a chain that settled and was let go is not kept alive for a last look.
+        self._chains: weakref.WeakSet[Watched] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._wake = threading.Event()  # a chain that wants a shorter interval came
         self._interval = 1.0
@@ -43,7 +45,7 @@ class StallWatch:
 
     def add(self, chain: Watched) -> None:
         with self._lock:
-            self._chains[id(chain)] = chain
+            self._chains.add(chain)
             if chain.stall_interval < self._interval:
                 self._wake.set()
             if self._thread is None:
@@ -67,14 +69,16 @@ class StallWatch:
                 if not self._chains:
                     self._thread = None
                     break
-                chains = list(self._chains.values())
-                self._interval = min(c.stall_interval for c in chains)
+                self._interval = min(c.stall_interval for c in self._chains)
                 self._wake.clear()
-            self.clock.wait(self._wake, self._interval)
-            settled = [id(c) for c in chains if not c.stall_check()]
+            self.clock.wait(self._wake, self._interval)  # holding no chain
             with self._lock:
-                for key in settled:
-                    self._chains.pop(key, None)
+                chains = list(self._chains)
+            settled = [chain for chain in chains if not chain.stall_check()]
+            with self._lock:
+                for chain in settled:
+                    self._chains.discard(chain)
+            del chains, settled
         _forget(self)
 
 

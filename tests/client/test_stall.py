@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 
 from letta_nb.core.clock import ManualClock
 from letta_nb.run import stall
@@ -38,11 +40,18 @@ def _until(cond: object, what: str) -> None:
         time.sleep(0.005)
 
 
-def _advance(clock: ManualClock, waits: int) -> None:
-    """Move time once the watcher sits in its `waits`-th wait (a wait that starts after the
-    move would count from the new time)."""
-    _until(lambda: len(clock.waits) >= waits, f"the watcher never began wait {waits}")
-    clock.advance(1.0)
+class Ticks:
+    """Moves a `ManualClock` one watcher interval at a time, each once the watcher sits in a
+    wait (a wait that began after the move would count from the new time)."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self.seen = 0  # waits that began before the last move
+
+    def tick(self, seconds: float = 1.0) -> None:
+        _until(lambda: len(self.clock.waits) > self.seen, "the watcher never waited again")
+        self.seen = len(self.clock.waits)
+        self.clock.advance(seconds)
 
 
 def test_a_thousand_chains_share_one_thread_that_ends_with_the_last() -> None:
@@ -52,15 +61,15 @@ def test_a_thousand_chains_share_one_thread_that_ends_with_the_last() -> None:
     for chain in chains:
         stall.watch(chain, clock)
     assert len(_watchers()) == before + 1  # not a thousand
-    _advance(clock, 1)  # (chains added during the first wait are looked at after the next)
-    _advance(clock, 2)
+    ticks = Ticks(clock)
+    ticks.tick()
     _until(lambda: all(c.looks >= 1 for c in chains), "every chain is looked at")
     for chain in chains[:-1]:
         chain.settled = True
-    _advance(clock, 3)
+    ticks.tick()
     _until(lambda: len(stall._watches[id(clock)]._chains) == 1, "settled chains are dropped")
     chains[-1].settled = True
-    _advance(clock, 4)
+    ticks.tick()
     _until(lambda: id(clock) not in stall._watches, "the watch of an idle clock is forgotten")
     _until(lambda: len(_watchers()) == before, "the thread ended with the last chain")
 
@@ -74,21 +83,40 @@ def test_a_chain_that_wants_a_shorter_interval_wakes_the_watcher() -> None:
     _until(lambda: clock.waits[-1] == 0.05, "it sleeps the quick chain's interval")
     assert clock.waits == [1.0, 0.05]
     slow.settled = quick.settled = True
-    _advance(clock, 2)
+    clock.advance(1.0)  # (the watcher sits in its second wait: the assert above saw it)
     _until(lambda: id(clock) not in stall._watches, "both settled: nothing is watched")
+
+
+def test_a_chain_let_go_is_not_kept_alive_by_its_watch() -> None:
+    """A settled chain the caller dropped is not held for the watcher's next look (a batch's
+    finished items would stay in memory for up to a second)."""
+    clock = ManualClock()
+    kept = Chain()
+    stall.watch(kept, clock)
+    dropped = Chain()
+    stall.watch(dropped, clock)
+    gone = weakref.ref(dropped)
+    _until(lambda: clock.waits, "the watcher sleeps")
+    del dropped
+    gc.collect()
+    assert gone() is None  # while the watcher sleeps, it holds no chain
+    kept.settled = True
+    Ticks(clock).tick()
+    _until(lambda: id(clock) not in stall._watches, "idle")
 
 
 def test_a_chain_added_after_its_watch_went_idle_gets_a_new_thread() -> None:
     clock = ManualClock()
+    ticks = Ticks(clock)
     first = Chain()
     stall.watch(first, clock)
     first.settled = True
-    _advance(clock, 1)
+    ticks.tick()
     _until(lambda: id(clock) not in stall._watches, "idle")
     second = Chain()
     stall.watch(second, clock)
-    _advance(clock, 2)
+    ticks.tick()
     _until(lambda: second.looks >= 1, "a new watch looks at the new chain")
     second.settled = True
-    _advance(clock, 3)
+    ticks.tick()
     _until(lambda: id(clock) not in stall._watches, "idle again")
