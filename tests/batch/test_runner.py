@@ -5,6 +5,7 @@ finish a batch check through letta-client that each conversation holds only its 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import pandas as pd
 
+from letta_nb.batch.runner import Runner
 from letta_nb.session import Session
 from tests.batch.batch_helpers import (
     BOUND,
@@ -278,3 +280,57 @@ def test_no_cursor_is_stored_between_a_runs_stop_reason_and_its_end(tmp_path: Pa
     tr.apply(Chunk("stop_reason", {"stop_reason": "end_turn"}), "run-1")
     runner._store_records(item, SimpleNamespace(transcript=tr, status="running"))  # type: ignore[arg-type]
     assert store.item_records("k", 0)["seqs"] == {"run-1": 1}  # kept the one before
+
+
+class SlowConversations(Recorder):
+    """Holds each conversation create until `wanted` of them are in flight at once (bounded):
+    Letta Cloud answers a create in about 100 ms, so creates made one after another would cap
+    a batch at ten items a second whatever its concurrency."""
+
+    def __init__(self, wanted: int) -> None:
+        super().__init__()
+        self.wanted = wanted
+        self.creating = 0
+        self.most = 0
+        self.enough = threading.Event()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path == "/v1/conversations/":
+            with self.lock:
+                self.creating += 1
+                self.most = max(self.most, self.creating)
+                if self.creating >= self.wanted:
+                    self.enough.set()
+            self.enough.wait(2.0)
+            try:
+                return super().handle_request(request)
+            finally:
+                with self.lock:
+                    self.creating -= 1
+        return super().handle_request(request)
+
+
+def test_items_conversations_are_made_at_once_and_each_item_is_read_on_its_own_thread(
+    embedded_server: str, tmp_path: Path
+) -> None:
+    transport = SlowConversations(wanted=4)
+    session = make_session(embedded_server, tmp_path / "cursors.db", transport)
+    session.agent = session._remember(session.backend.create_agent("batch-slow-creates"))
+    readers: set[str] = set()
+    runner_new_chain = Runner._new_chain
+
+    def new_chain(self: Runner, item: Any, transcript: Any = None) -> Any:
+        chain = runner_new_chain(self, item, transcript)
+        chain.add_listener(lambda f: readers.add(threading.current_thread().name))
+        return chain
+
+    Runner._new_chain = new_chain  # type: ignore[method-assign]
+    try:
+        batch = session.map([f"/long 3 {i}" for i in range(8)], concurrency=4)
+        assert batch.wait(BOUND) == "done"
+    finally:
+        Runner._new_chain = runner_new_chain  # type: ignore[method-assign]
+        session.store.close()
+    assert batch.counts == {"completed": 8}
+    assert transport.most == 4  # four creates in flight together: never one after another
+    assert readers and all(name.startswith("letta-nb-item-") for name in readers)
