@@ -407,6 +407,8 @@ class Runner:
                 self.sender.prepare(item, again=again)
             except LettaNbError as exc:
                 failure = exc
+            except Exception as exc:  # a bug fails its item, never leaves it in flight for ever
+                failure = LettaNbError(f"preparing the item failed: {type(exc).__name__}: {exc}")
         readers: list[Callable[[], None]] = []
         self._deferred.runs = readers
         try:

@@ -14,6 +14,7 @@ import httpx
 import pandas as pd
 
 from letta_nb.batch.runner import Runner
+from letta_nb.batch.sender import ConversationSender
 from letta_nb.session import Session
 from tests.batch.batch_helpers import (
     BOUND,
@@ -334,3 +335,23 @@ def test_items_conversations_are_made_at_once_and_each_item_is_read_on_its_own_t
     assert batch.counts == {"completed": 8}
     assert transport.most == 4  # four creates in flight together: never one after another
     assert readers and all(name.startswith("letta-nb-item-") for name in readers)
+
+
+def test_an_unexpected_error_while_preparing_fails_that_item_only(
+    session: Session, monkeypatch: Any
+) -> None:
+    """Each item is prepared on a thread of its own: an exception there must fail the item in
+    one line, not kill the thread with a traceback and leave the item in flight for ever."""
+    prepare = ConversationSender.prepare
+
+    def broken(self: ConversationSender, item: Any, *, again: bool) -> None:
+        if item.pos == 1:
+            raise KeyError("id")
+        prepare(self, item, again=again)
+
+    monkeypatch.setattr(ConversationSender, "prepare", broken)
+    batch = session.map(["/long 2", "/long 2", "/long 2"], concurrency=2)
+    assert batch.wait(BOUND) == "done"
+    frame = batch.frame
+    assert list(frame.status) == ["completed", "failed", "completed"]
+    assert frame.error[1] == "preparing the item failed: KeyError: 'id'"
