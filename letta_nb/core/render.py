@@ -123,9 +123,12 @@ def is_long(value: str) -> bool:
 
 
 def format_seconds(seconds: float | None) -> str:
-    """`4.2 s`, `3:07`, `1:02:03`; an en dash when unknown."""
+    """`< 0.1 s`, `4.2 s`, `3:07`, `1:02:03`; an en dash when unknown (as the views'
+    `fmtSeconds`)."""
     if seconds is None:
         return "–"
+    if 0 < seconds < 0.1:
+        return "< 0.1 s"
     if seconds < 60:
         return f"{seconds:.1f} s"
     minutes, sec = divmod(int(seconds), 60)

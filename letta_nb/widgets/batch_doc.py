@@ -55,7 +55,7 @@ def row_of(item: ItemState, label: Any) -> list[Any]:
         item.status,
         _clip(item.answer, ANSWER_CHARS),
         item.tokens,
-        None if item.duration is None else round(item.duration, 1),
+        None if item.duration is None else round(item.duration, 2),
         _clip(item.error, ERROR_CHARS),
         item.run_id,
     ]

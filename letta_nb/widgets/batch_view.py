@@ -36,7 +36,7 @@ from .run_view import RunView, _shared_layout
 if TYPE_CHECKING:
     from ..batch import Batch
 
-JS_FILES = ("table_common.js", "markdown.js", "batch_view.js")
+JS_FILES = ("common.js", "table_common.js", "markdown.js", "batch_view.js")
 CSS_FILES = ("theme.css", "table_common.css", "markdown.css", "batch_view.css")
 HEADER_EVERY = 2.0
 

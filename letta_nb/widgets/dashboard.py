@@ -37,7 +37,7 @@ from .run_view import RunView, _shared_layout
 if TYPE_CHECKING:
     from ..session import Session
 
-JS_FILES = ("table_common.js", "dashboard.js")
+JS_FILES = ("common.js", "table_common.js", "dashboard.js")
 CSS_FILES = ("theme.css", "table_common.css", "dashboard.css")
 #: Server runs listed at most (the newest active ones).
 SERVER_LIMIT = 50

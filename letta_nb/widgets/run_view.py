@@ -50,7 +50,7 @@ _views_lock = threading.Lock()
 
 _LOADER = LOADER
 #: The run view's files in `static/`.
-JS_FILES = ("markdown.js", "run_view.js")
+JS_FILES = ("common.js", "markdown.js", "run_view.js")
 CSS_FILES = ("theme.css", "markdown.css", "run_view.css")
 
 

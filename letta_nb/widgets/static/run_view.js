@@ -13,45 +13,7 @@ const FIELD_LONG_CHARS = 600;
 const FIELD_LONG_LINES = 12;
 const STREAMED = new Set(["as", "re", "hr", "us"]);
 
-function installCss() {
-  let style = document.getElementById(CSS_ID);
-  if (!style) {
-    style = document.createElement("style");
-    style.id = CSS_ID;
-    document.head.appendChild(style);
-  }
-  if (style.textContent !== CSS) style.textContent = CSS;
-}
-
-function h(tag, cls, text) {
-  const node = document.createElement(tag);
-  if (cls) node.className = cls;
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  return node;
-}
-
-async function inflate(buf) {
-  if (!buf) return null;
-  const bytes =
-    buf instanceof DataView
-      ? new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength)
-      : new Uint8Array(buf.buffer || buf);
-  if (!bytes.length) return null;
-  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
-  return JSON.parse(await new Response(stream).text());
-}
-
 // ---- pieces of the view ---------------------------------------------------------------------
-function fmtSeconds(s) {
-  if (s === null || s === undefined) return "–";
-  if (s < 60) return `${s.toFixed(1)} s`;
-  const total = Math.floor(s);
-  const hours = Math.floor(total / 3600);
-  const mm = String(Math.floor((total % 3600) / 60)).padStart(hours ? 2 : 1, "0");
-  const ss = String(total % 60).padStart(2, "0");
-  return hours ? `${hours}:${mm}:${ss}` : `${mm}:${ss}`;
-}
-
 const countLines = (s) => (s.match(/\n/g) || []).length;
 
 // A box capped in height with a "show all" toggle; `ui` keeps the choice across re-renders.
@@ -237,7 +199,7 @@ function itemNode(item, i, ctx) {
 
 // ---- one view -------------------------------------------------------------------------------
 function createView(state, model, el) {
-  installCss();
+  installCss(CSS_ID);
   el.classList.add("lnb-run");
   const root = el.appendChild(h("div", "lnb-root"));
   const head = root.appendChild(h("div", "lnb-head"));
