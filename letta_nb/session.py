@@ -38,6 +38,7 @@ from .core.transcript import Transcript
 from .handle import RunHandle
 from .protocol import FINAL_RUN_STATUSES
 from .run import Follower, FrameLog, Policy, RunEnd, replay, stored_frames
+from .run.follower import run_seconds
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -486,6 +487,8 @@ class Session:
         conversation_id = run.get("conversation_id") or None  # its approvals are answered there
         key = f"run:{run_id}"
         follower = self._new_follower(agent_id, Transcript(), None, conversation_id)
+        # its time so far is the server's (not since this attach): the views show that
+        follower.active_base = run_seconds(run, follower.clock.time()) or 0.0
         cur = Cursor(
             key=key,
             agent_id=agent_id,

@@ -188,16 +188,10 @@ class Follower:
                 run = self.backend.get_run(rid)
             except LettaNbError:
                 return  # keep the cursor's figure
-            if run.get("status") not in FINAL_RUN_STATUSES:
+            seconds = run_seconds(run, self.clock.time())
+            if run.get("status") not in FINAL_RUN_STATUSES or seconds is None:
                 return
-            ns = run.get("total_duration_ns")
-            if isinstance(ns, int | float) and ns > 0:
-                total += ns / 1e9
-                continue
-            start, end = epoch(run.get("created_at")), epoch(run.get("completed_at"))
-            if not (start and end and end >= start):
-                return
-            total += end - start
+            total += seconds
         if total > 0 and not self._spans:
             self.active_base = total
             self._notify()
@@ -674,6 +668,19 @@ class Follower:
             self.warning = STALL_WARNING.format(idle)
             self._notify()
         return True
+
+
+def run_seconds(run: dict[str, Any], now: float) -> float | None:
+    """How long the server has worked on `run`: its durations once it is over, the time since
+    it was created while it is live (epoch `now`); None when the server does not say."""
+    if run.get("status") in FINAL_RUN_STATUSES:
+        ns = run.get("total_duration_ns")
+        if isinstance(ns, int | float) and ns > 0:
+            return ns / 1e9
+        start, end = epoch(run.get("created_at")), epoch(run.get("completed_at"))
+        return end - start if start and end and end >= start else None
+    start = epoch(run.get("created_at"))
+    return max(0.0, now - start) if start else None
 
 
 def new_thread(run: Callable[[], None], name: str) -> threading.Thread:

@@ -12,6 +12,7 @@ import pytest
 
 from letta_nb.batch import Batch
 from letta_nb.core.chunks import new_otid
+from letta_nb.core.clock import epoch
 from letta_nb.widgets.batch_view import BatchView
 from letta_nb.widgets.dash_doc import apply_message
 from letta_nb.widgets.dashboard import DashboardView
@@ -113,6 +114,8 @@ def test_a_running_row_without_frames_is_flagged_as_stalled(session: Any, wire: 
 
 def test_attach_and_cancel_per_row(session: Any, wire: Wire) -> None:
     other = background_run(session, "/long 600 20")
+    created = epoch(session.backend.get_run(other)["created_at"])
+    until(lambda: time.time() - created >= 0.5)  # it has been running a while before the attach
     dash = DashboardView(session, start=False)
     rows(dash)
     view = dash.attach(f"server:{other}")
@@ -122,6 +125,7 @@ def test_attach_and_cancel_per_row(session: Any, wire: Wire) -> None:
     assert f"server:{other}" not in shown_rows and shown_rows[f"run:{other}"]["w"] == (
         f"attached {other[:12]}"
     )
+    assert rows(dash)[f"run:{other}"]["el"] >= 0.5  # the run's time, not the time since attach
     dash.cancel(f"run:{other}")
     assert until(lambda: session.backend.get_run(other)["status"] == "cancelled")
     batch = session.map(["/long 300 20", "/long 300 21"], key="dash-cancel")
