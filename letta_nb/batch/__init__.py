@@ -3,7 +3,8 @@
 Layers, as in the rest of the package: `keys.py`, `state.py` and `plan.py` are pure (item
 identities and otids, the per-item state machine, the scheduler's decisions and the 429 pace);
 `inputs.py` turns a DataFrame / Series / list into messages; `sender.py` is the one seam that
-knows where an item is sent (a conversation of its own); `runner.py` runs the threads (through
+knows where an item is sent (a conversation of its own); `chains.py` holds the items'
+followers and what they tell the runner; `runner.py` runs the threads (through
 `run.Follower`, never a reader of its own); `batch.py` is the `Batch` front; `open_batch`
 (here) finds or starts one.
 """

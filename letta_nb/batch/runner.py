@@ -1,10 +1,11 @@
 """The batch's runner: one scheduler thread sends items, follows them, records their results.
 
-Every item in flight is a run chain (`run.Follower`: its own reader thread, reconnects, holes,
-approvals); the runner never reads a stream itself. Followers only tell the runner *that* an
-item changed (a listener that queues its position); the runner thread decides what follows
-(`plan.py`), stores each item's state in `cursors.db` and drops an item's follower once the
-item is over, keeping its answer text and counters: memory is per item, never per frame.
+Every item in flight is a run chain (`run.Follower`: reconnects, holes, approvals) read on a
+thread of the item's own, the one that made its conversation; the runner never reads a stream
+itself. Followers only tell the runner *that* an item changed (`chains.py`); the runner thread
+decides what follows (`plan.py`), stores each item's state in `cursors.db` and drops an item's
+follower once the item is over, keeping its answer text and counters: memory is per item,
+never per frame.
 
 What goes wrong, and what the runner does:
 - the server refuses an item (4xx, a model failure): the item fails, the batch goes on;
@@ -25,7 +26,7 @@ import contextvars
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._filelock import HeldLock
 from ..core.clock import SYSTEM, Clock
@@ -42,6 +43,7 @@ from ..core.status import ChainStatus
 from ..core.transcript import Transcript
 from ..run import Follower, Policy
 from ..run.follower import new_thread
+from .chains import ItemChains
 from .plan import RESUME, SEND, Pace, Probe, ReadyQueue
 from .state import (
     CANCELLED,
@@ -68,9 +70,6 @@ _ENDED = frozenset(
 )
 #: Resumes of one attempt after transient failures (the server answering health checks).
 MAX_RESUMES = 3
-#: A running item's transcript is stored at most this often (seconds), and not above this size.
-RECORDS_EVERY = 2.0
-RECORDS_MAX_CHARS = 200_000
 #: Finishes the rate (items/s) and the ETA are measured over.
 RATE_WINDOW = 50
 #: The longest the runner thread sleeps without an event (seconds).
@@ -115,11 +114,9 @@ class Runner:
         self.version = 0
         self.versions = [0] * len(items)
         self.started = clock.monotonic()
-        self._chains: dict[int, Follower] = {}  # items with a follower: in flight, waiting
+        #: The items with a follower (in flight, waiting for a person).
+        self._chains = ItemChains(key, store, clock, self._kick)
         self._flight: set[int] = set()  # items holding a slot
-        self._seen: dict[int, str] = {}  # the status each listener last reported
-        self._listener_of: dict[int, Callable[[Any], None]] = {}
-        self._records_at: dict[int, float] = {}
         self._events: collections.deque[int] = collections.deque()
         self._dirty: dict[int, bool] = {}  # pos → drop the stored records
         self._finished: collections.deque[float] = collections.deque(maxlen=RATE_WINDOW)
@@ -202,7 +199,7 @@ class Runner:
         self._wake.set()
         self._quiet.set()
         with self._lock:
-            chains = list(self._chains.values())
+            chains = self._chains.values()
             self._flush()
         for chain in chains:
             chain.detach()
@@ -268,7 +265,7 @@ class Runner:
 
     def chains(self) -> list[tuple[int, Follower]]:
         with self._lock:
-            return list(self._chains.items())
+            return self._chains.items()
 
     def rate(self) -> float | None:
         """Items finished per second, over the last `RATE_WINDOW` finishes."""
@@ -479,28 +476,14 @@ class Runner:
 
     def _rebuilt(self, item: ItemState) -> Follower:
         """A follower for a running item, from its stored transcript when it matches."""
-        transcript = Transcript()
-        stored = self.store.item_records(self.key, item.pos)
-        if (
-            stored is not None
-            and stored.get("attempt") == item.attempt
-            and set(stored.get("runs") or []) <= set(item.runs)
-        ):
-            try:
-                transcript = Transcript.from_records(stored["records"], stored["seqs"])
-            except (KeyError, TypeError, ValueError):
-                transcript = Transcript()
+        transcript = self._chains.stored_transcript(item, this_attempt=True) or Transcript()
         for rid in item.runs:
             transcript.tracker(rid)
         return self._new_chain(item, transcript)
 
     def _restore_waiting(self, item: ItemState) -> None:
         """An item that waited for an approval when this kernel went away."""
-        stored = self.store.item_records(self.key, item.pos)
-        try:
-            transcript = Transcript.from_records(stored["records"], stored["seqs"])  # type: ignore[index]
-        except (KeyError, TypeError, ValueError):
-            transcript = None
+        transcript = self._chains.stored_transcript(item, this_attempt=False)
         if transcript is None or not transcript.pending_tool_calls():
             item.move(RUNNING)  # nothing to answer from here: read the run again
             self.queue.push(item.pos, rank=RESUME)
@@ -516,7 +499,7 @@ class Runner:
             server_durations=False,
             conversation_id=item.conversation_id,
         )
-        self._watch(item, chain)
+        self._chains.watch(item, chain)
         decision = chain.decide()
         if decision is not None:
             self._answer_chain(chain, *decision)
@@ -526,77 +509,17 @@ class Runner:
         chain = self.sender.chain(item, transcript)
         chain.policy = self.policy  # `lnb.map(..., policy=)` of the newest call
         chain.spawn = self._spawn
-        self._watch(item, chain)
+        self._chains.watch(item, chain)
         return chain
-
-    def _watch(self, item: ItemState, chain: Follower) -> None:
-        pos = item.pos
-        kick, seen = self._kick, self._seen
-        monotonic = self.clock.monotonic
-
-        told: list[Any] = [None, None]  # the warning and the run id the runner was told of
-
-        def listener(f: Any) -> None:  # on the reader thread, after every frame: keep it cheap
-            status = f.status
-            rid = f.run_id
-            warning = f.warning
-            if warning is not told[0]:  # e.g. "reconnecting": the runner may ask the server
-                told[0] = warning
-                if warning:
-                    kick(pos)
-            if seen.get(pos) != status or (rid is not None and rid != told[1]):
-                seen[pos] = status
-                told[1] = rid  # once per run: the runner may take a while to look
-                kick(pos)
-                if status == ChainStatus.REQUIRES_APPROVAL:
-                    self._store_records(item, f)
-            elif (
-                status == ChainStatus.RUNNING
-                and monotonic() - self._records_at.get(pos, 0.0) >= RECORDS_EVERY
-            ):
-                self._store_records(item, f)
-
-        self._listener_of[pos] = listener
-        self._chains[pos] = chain
-        seen[pos] = str(chain.status)
-        self._records_at[pos] = monotonic()
-        chain.add_listener(listener)
-
-    def _store_records(self, item: ItemState, chain: Follower) -> None:
-        """A consistent transcript snapshot of a running item (called on its reader thread)."""
-        self._records_at[item.pos] = self.clock.monotonic()
-        tr = chain.transcript
-        rid = tr.run_id
-        if rid is not None and rid in tr.stop_reasons and chain.status == ChainStatus.RUNNING:
-            # between the stop reason and the usage frame: a reader resumed from here would
-            # never see the run's end (its end rule starts after the stop reason). Keep the
-            # previous snapshot; the item is about to be over anyway.
-            return
-        if sum(len(e.text) for e in tr.entries) > RECORDS_MAX_CHARS:
-            return  # a re-attach reads such a run from its start instead
-        self.store.put_item_records(
-            self.key,
-            item.pos,
-            {
-                "attempt": item.attempt,
-                "runs": list(tr.runs),
-                "records": tr.to_records(),
-                "seqs": tr.seq_state(),
-            },
-        )
 
     def _unwatch(self, pos: int) -> None:
         self._deciding.discard(pos)
-        chain = self._chains.pop(pos, None)
-        listener = self._listener_of.pop(pos, None)
-        if chain is not None and listener is not None:
-            chain.remove_listener(listener)
+        self._chains.unwatch(pos)
 
     def _drop_chain(self, pos: int) -> None:
-        self._unwatch(pos)
+        self._deciding.discard(pos)
+        self._chains.drop(pos)
         self._flight.discard(pos)
-        self._seen.pop(pos, None)
-        self._records_at.pop(pos, None)
 
     # ---- observing followers -----------------------------------------------------------------
     def _observe(self, pos: int) -> None:

@@ -256,30 +256,24 @@ def test_no_cursor_is_stored_between_a_runs_stop_reason_and_its_end(tmp_path: Pa
     fault-proxy batch test found it): such a snapshot is skipped, the previous one stays."""
     from types import SimpleNamespace
 
-    from letta_nb.batch.runner import Runner
+    from letta_nb.batch.chains import ItemChains
     from letta_nb.batch.state import ItemState
     from letta_nb.core.chunks import Chunk
+    from letta_nb.core.clock import ManualClock
     from letta_nb.core.cursor import CursorStore
     from letta_nb.core.transcript import Transcript
 
     store = CursorStore(tmp_path / "cursors.db")
     item = ItemState(0, "d", status="running", runs=["run-1"])
     store.put_batch_items("k", [(0, item.to_record())])
-    runner = Runner(
-        key="k",
-        items=[item],
-        messages=["m"],
-        sender=None,
-        store=store,
-        concurrency=1,  # type: ignore[arg-type]
-    )
+    chains = ItemChains("k", store, ManualClock(), kick=lambda pos: None)
     tr = Transcript()
     tr.begin_stream("run-1", 0)
     tr.apply(Chunk("assistant_message", {"id": "m", "content": "hi"}, "run-1", 1), "run-1")
-    runner._store_records(item, SimpleNamespace(transcript=tr, status="running"))  # type: ignore[arg-type]
+    chains.store_records(item, SimpleNamespace(transcript=tr, status="running"))  # type: ignore[arg-type]
     assert store.item_records("k", 0)["seqs"] == {"run-1": 1}
     tr.apply(Chunk("stop_reason", {"stop_reason": "end_turn"}), "run-1")
-    runner._store_records(item, SimpleNamespace(transcript=tr, status="running"))  # type: ignore[arg-type]
+    chains.store_records(item, SimpleNamespace(transcript=tr, status="running"))  # type: ignore[arg-type]
     assert store.item_records("k", 0)["seqs"] == {"run-1": 1}  # kept the one before
 
 

@@ -130,7 +130,7 @@ def test_a_settled_batch_refreshes_the_snapshot_and_the_saved_display_once(
 def test_clicks_open_an_item_answer_cancel_and_retry(wire: Wire, tmp_path: Path) -> None:
     view, batch, clock = make_view(tmp_path, n=3)
     chain = FakeChain(run_id="run-1")
-    batch.runner._chains[1] = chain  # type: ignore[assignment]  # item 1's live chain
+    batch.runner._chains._chains[1] = chain  # type: ignore[assignment]  # item 1's live chain
     step(batch, 1, "running", runs=["run-1"])
     opened = view.open_item(1)
     assert isinstance(opened, RunView) and view.detail is opened and opened.chain is chain

@@ -66,7 +66,7 @@ def test_a_batch_through_stream_and_rest_cuts_answers_every_item_exactly_once(
 ) -> None:
     # running items store their cursor often, so the re-attach resumes them from it (after
     # a REST read of each run: the kernel died mid-run, not mid-first-second)
-    monkeypatch.setattr("letta_nb.batch.runner.RECORDS_EVERY", 0.02)
+    monkeypatch.setattr("letta_nb.batch.chains.RECORDS_EVERY", 0.02)
     base_url: str = server.base_url  # type: ignore[attr-defined]
     direct = Backend(base_url)
     agent = direct.create_agent(f"batch-cuts-{uuid.uuid4().hex[:8]}")
