@@ -18,6 +18,7 @@ pydantic's `__dict__`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import random
 import threading
@@ -134,9 +135,11 @@ class _Frames(Stream[object]):
     received = False
 
     def _iter_events(self) -> Iterator[ServerSentEvent]:
-        for sse in self._decoder.iter_bytes(self._bytes()):
+        body = self._bytes()
+        for sse in self._decoder.iter_bytes(body):
             if sse.data.startswith("[DONE]"):
                 self.done = True
+                _read_the_end(body)
             yield sse
 
     def _bytes(self) -> Iterator[bytes]:
@@ -148,6 +151,19 @@ class _Frames(Stream[object]):
     @property
     def cut(self) -> bool:
         return self.received and not self.done
+
+
+def _read_the_end(body: Iterator[bytes]) -> None:
+    """Read the body's end after `[DONE]` (the empty last chunk, normally already here).
+
+    The SDK stops reading at `[DONE]` and closes the response; httpx then drops the connection,
+    as the response was not read to its end, and the next request opens a new one: a TCP
+    connect per run, a TLS handshake per run on Letta Cloud. Read to the end, the connection
+    goes back to the pool. A server that goes on sending after `[DONE]` gets a few reads, then
+    the connection is dropped as before."""
+    with contextlib.suppress(httpx.HTTPError, OSError, ValueError):  # (a detach closed it)
+        for _ in itertools.islice(body, 4):
+            pass
 
 
 class ChunkStream:

@@ -412,6 +412,7 @@ class Follower:
                     self._stream = None
                     self._settled.set()
                     self._named.set()
+            self._reader.finish_leftover()  # after the end is told (its connection is kept)
 
     # ---- the chain -----------------------------------------------------------------------
     def _chain(

@@ -11,6 +11,7 @@ does, and is told what happens through `ReadingChain`.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -113,6 +114,9 @@ class RunReader:
         self.reconnects = 0
         #: `clock.monotonic()` of the last data frame (the stall watchdog reads it).
         self.last_data = chain.clock.monotonic()
+        #: The stream of a run that ended by the end rule, whose `[DONE]` is still unread
+        #: (`finish_leftover`: read to its end, its connection is kept for the next request).
+        self.leftover: Any = None
 
     # ---- the live read ---------------------------------------------------------------------
     def read(
@@ -130,6 +134,8 @@ class RunReader:
         its otid, or sent again where that is safe (`Send`).
         """
         chain = self.chain
+        close(self.leftover)  # (a policy's answer comes right after its request: no wait)
+        self.leftover = None
         tr = chain.transcript
         apply = tr.apply
         notify = chain.notify
@@ -179,6 +185,7 @@ class RunReader:
                     if chain.warning is not chain.notice:
                         chain.warning = chain.notice
                     if kind in CONTROL and end.see(acc):
+                        self.leftover, stream = stream, None  # its [DONE]: read once it is told
                         return self._ended(rid, end)
                     notify()
             except ConversationBusy as busy:
@@ -313,6 +320,21 @@ class RunReader:
         return self._ended(rid, end)
 
     # ---- endings ---------------------------------------------------------------------------
+    def finish_leftover(self) -> None:
+        """Read the rest of a stream whose run is over (its `[DONE]` and the body's end; a few
+        reads at most) and close it. Called once the run's end is told: a server slow with its
+        `[DONE]` delays nobody."""
+        stream, self.leftover = self.leftover, None
+        if stream is None:
+            return
+        try:
+            for _ in itertools.islice(stream, 4):
+                pass
+        except Exception:  # the run is over: what follows it only decides the connection
+            pass
+        finally:
+            close(stream)
+
     def _ended(self, rid: str, end: RunEnd) -> Ending:
         """The frames say the run is over; a run with a hole is checked with the server."""
         holes = self.chain.transcript.holes(rid)

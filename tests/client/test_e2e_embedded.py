@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -101,3 +102,27 @@ def test_unknown_agent_and_run_are_one_line(session: Session) -> None:
         session.send("hi", agent="nobody")
     h = session.attach("run-00000000-0000-4000-8000-000000009999", agent=session.agent["id"])
     assert h.wait(BOUND) == "error" and "was not found" in h.error and "\n" not in h.error
+
+
+def test_a_finished_stream_gives_its_connection_back(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK stops reading at `[DONE]`, which made httpx drop the connection: a TCP connect
+    (on Letta Cloud a TLS handshake) per run. Read to the end, sends reuse one connection."""
+    connects: list[object] = []
+    create_connection = socket.create_connection
+
+    def counted(*args: object, **kwargs: object) -> socket.socket:
+        connects.append(args[0])
+        return create_connection(*args, **kwargs)  # type: ignore[arg-type]
+
+    session.send("/long 2", key="e2e-conn-warm", wait=True, timeout=BOUND)
+    monkeypatch.setattr(socket, "create_connection", counted)
+    for i in range(5):
+        h = session.send(f"/long 3 {i}", key=f"e2e-conn-{i}", wait=True, timeout=BOUND)
+        assert h.status == "completed" and "token3" in h.transcript
+        deadline = time.monotonic() + BOUND  # its reader reads the [DONE] after telling the end
+        while not h.follower.quiescent:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+    assert len(connects) <= 1, connects  # (one, if the pool's connection had gone stale)
