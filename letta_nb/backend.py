@@ -32,6 +32,7 @@ from letta_client import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    DefaultHttpxClient,
     Letta,
     Stream,
 )
@@ -188,6 +189,15 @@ class ChunkStream:
                 stream.response.close()
 
 
+#: As many idle connections kept as open: httpcore 1.0.9 closes an idle connection whenever the
+#: pool holds more connections *in all* than `max_keepalive_connections` (encode/httpcore#1000),
+#: and that close can hit a connection it just gave to a waiting request, which then hangs for
+#: its read timeout (encode/httpcore#1110). With streams that keep their connection (see
+#: `_read_the_end`) and a batch's threads, the SDK's 20 of 100 would trigger both. 512 covers
+#: two batches at the largest concurrency, one connection per item thread.
+POOL_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+
+
 class Backend:
     """A connection to one Letta server (see docs/architecture.md, "Backend")."""
 
@@ -227,7 +237,7 @@ class Backend:
             base_url=self.base_url,
             api_key=api_key,
             max_retries=0,  # retries are decided here (`_call`), never blindly by the SDK
-            http_client=http_client,
+            http_client=http_client or DefaultHttpxClient(limits=POOL_LIMITS),
             timeout=httpx.Timeout(30.0, connect=5.0),
         )
         self._closed = threading.Event()  # ends retry waits at close()

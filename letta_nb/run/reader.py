@@ -11,6 +11,7 @@ does, and is told what happens through `ReadingChain`.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 from collections.abc import Callable, Iterator
@@ -134,8 +135,7 @@ class RunReader:
         its otid, or sent again where that is safe (`Send`).
         """
         chain = self.chain
-        close(self.leftover)  # (a policy's answer comes right after its request: no wait)
-        self.leftover = None
+        self.finish_leftover(read=False)  # (a policy's answer comes right after its request)
         tr = chain.transcript
         apply = tr.apply
         notify = chain.notify
@@ -320,20 +320,20 @@ class RunReader:
         return self._ended(rid, end)
 
     # ---- endings ---------------------------------------------------------------------------
-    def finish_leftover(self) -> None:
+    def finish_leftover(self, *, read: bool = True) -> None:
         """Read the rest of a stream whose run is over (its `[DONE]` and the body's end; a few
         reads at most) and close it. Called once the run's end is told: a server slow with its
-        `[DONE]` delays nobody."""
+        `[DONE]` delays nobody. Never raises: the run is over, only the connection is at stake."""
         stream, self.leftover = self.leftover, None
         if stream is None:
             return
-        try:
-            for _ in itertools.islice(stream, 4):
-                pass
-        except Exception:  # the run is over: what follows it only decides the connection
-            pass
-        finally:
-            close(stream)
+        with contextlib.suppress(Exception):
+            try:
+                if read:
+                    for _ in itertools.islice(stream, 4):
+                        pass
+            finally:
+                close(stream)
 
     def _ended(self, rid: str, end: RunEnd) -> Ending:
         """The frames say the run is over; a run with a hole is checked with the server."""

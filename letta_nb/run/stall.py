@@ -66,20 +66,31 @@ class StallWatch:
     def _run(self) -> None:
         while True:
             with self._lock:
-                if not self._chains:
+                chains = list(self._chains)  # strong for a moment: a weak set can empty itself
+                if not chains:
                     self._thread = None
                     break
-                self._interval = min(c.stall_interval for c in self._chains)
+                self._interval = min(c.stall_interval for c in chains)
                 self._wake.clear()
+            del chains
             self.clock.wait(self._wake, self._interval)  # holding no chain
             with self._lock:
                 chains = list(self._chains)
-            settled = [chain for chain in chains if not chain.stall_check()]
+            settled = [chain for chain in chains if not _still_live(chain)]
             with self._lock:
                 for chain in settled:
                     self._chains.discard(chain)
             del chains, settled
         _forget(self)
+
+
+def _still_live(chain: Watched) -> bool:
+    """`chain.stall_check()`; a chain whose check fails is not looked at again (the thread
+    goes on for the others)."""
+    try:
+        return chain.stall_check()
+    except Exception:
+        return False
 
 
 _watches: dict[int, StallWatch] = {}  # id(clock) → its watch, while it has chains

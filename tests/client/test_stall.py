@@ -120,3 +120,50 @@ def test_a_chain_added_after_its_watch_went_idle_gets_a_new_thread() -> None:
     second.settled = True
     ticks.tick()
     _until(lambda: id(clock) not in stall._watches, "idle again")
+
+
+class Broken(Chain):
+    def stall_check(self) -> bool:
+        self.looks += 1
+        raise RuntimeError("a view's listener blew up")
+
+
+def test_a_chain_whose_check_fails_is_dropped_and_the_others_are_still_watched() -> None:
+    clock = ManualClock()
+    broken, fine = Broken(), Chain()
+    stall.watch(broken, clock)
+    stall.watch(fine, clock)
+    ticks = Ticks(clock)
+    ticks.tick()
+    _until(lambda: broken.looks == 1 and fine.looks == 1, "both looked at")
+    ticks.tick()
+    _until(lambda: fine.looks == 2, "the watcher lives on")
+    assert broken.looks == 1  # dropped after its failure
+    fine.settled = True
+    ticks.tick()
+    _until(lambda: id(clock) not in stall._watches, "idle")
+
+
+def test_chains_collected_while_watched_leave_a_working_watch() -> None:
+    """The weak set may empty itself between two looks (its chains collected): the watcher
+    ends cleanly and the next chain gets a watcher (it once died on `min()` of nothing)."""
+    clock = ManualClock()
+    for _ in range(50):
+        stall.watch(Chain(), clock)  # nobody keeps them: gone at once, maybe mid-look
+    gc.collect()
+
+    def ended() -> bool:
+        clock.advance(1.0)  # (in case the watcher began a wait before they were all gone)
+        return id(clock) not in stall._watches
+
+    _until(ended, "the emptied watch ended")
+    assert not [t for t in _watchers() if t.ident and not t.is_alive()]
+    later = Chain()
+    stall.watch(later, clock)
+    ticks = Ticks(clock)
+    ticks.seen = len(clock.waits)
+    ticks.tick()
+    _until(lambda: later.looks >= 1, "the next chain is looked at")
+    later.settled = True
+    ticks.tick()
+    _until(lambda: id(clock) not in stall._watches, "idle")
