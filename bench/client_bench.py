@@ -88,7 +88,9 @@ QUICK = Sizes(
     overhead_frames=20_000,
     overhead_reps=3,
     live_tokens=20_000,
-    paced_tokens=600,
+    # (as long as the full run's: the bytes-per-transcript target counts the view's opening
+    # message and ~0.6 kB of envelope a second, which a 3-second transcript cannot carry)
+    paced_tokens=2_000,
     resume_reps=5,
     ttff_reps=5,
     memory_frames=200_000,
