@@ -142,6 +142,7 @@ class Runner:
         finds unsent conversations of their own too. Raises `BatchInUse` (nothing changed)."""
         if self.owner is None:
             return
+        taking = not self.owner.held
         holder = self.owner.acquire()
         if holder is not None:
             who = f"pid {holder}" if holder else "another process"
@@ -149,6 +150,28 @@ class Runner:
                 f"batch {self.key} is being run by another kernel ({who}); nothing was sent",
                 hint="wait for it to finish there (or detach it there), then run this again",
             )
+        if taking:
+            self._reread()
+
+    def _reread(self) -> None:
+        """The batch was just taken (again): another kernel may have worked on it since this
+        copy was read (retried items, finished them). Items nobody follows here take their
+        stored state, so a retry here never repeats an attempt made there."""
+        stored = self.store.batch_items(self.key)
+        with self._lock:
+            for pos, record in stored.items():
+                if pos >= len(self.items) or pos in self._chains or pos in self._flight:
+                    continue
+                item = self.items[pos]
+                fresh = ItemState.from_record(pos, record)
+                if fresh.digest != item.digest or fresh.to_record() == item.to_record():
+                    continue
+                for name, value in fresh.to_record().items():
+                    setattr(item, name, value)
+                item.resumes, item.cancel_reason = 0, None
+                self.version += 1
+                self.versions[pos] = self.version
+                self._changed = True
 
     def _release_if_idle(self) -> None:
         """Under the lock: nothing queued or in flight, so another kernel may take over."""

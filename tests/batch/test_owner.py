@@ -95,3 +95,25 @@ def test_batch_locks_are_per_key_beside_the_store(tmp_path: Path) -> None:
     assert a.acquire() is None and b.acquire() is None
     a.release()
     b.release()
+
+
+def test_a_stale_copy_rereads_the_batch_before_it_retries(
+    session: Session, tmp_path: Path, embedded_server: str,
+    runs_of: Callable[[], list[dict[str, Any]]],
+) -> None:  # fmt: skip
+    """Kernel A showed a batch and went idle; kernel B retried its failed item. A's `retry()`
+    on its old copy must start attempt 2, not send B's attempt 1 (its otid, its summary) again."""
+    messages = ["/long 3 1", "/fail", "/long 3 2"]
+    first = session.map(messages, concurrency=2)
+    assert first.wait(BOUND) == "done" and first.counts == {"completed": 2, "failed": 1}
+    other = make_session(embedded_server, tmp_path / "cursors.db")  # kernel B
+    other.agent = session.agent
+    taken = other.map(messages, concurrency=2)
+    assert taken.retry() == 1 and taken.wait(BOUND) == "done"
+    assert taken.items[1].attempt == 1
+    assert first.items[1].attempt == 0  # A's copy is stale
+    assert first.retry() == 1 and first.wait(BOUND) == "done"
+    assert first.items[1].attempt == 2  # A read B's attempt before making its own
+    summaries = [c.get("summary") for c in conversations_of(session)]
+    assert len(summaries) == len(set(summaries)) == 5  # 3 items + 2 retries, none twice
+    assert len(runs_of()) == 5
