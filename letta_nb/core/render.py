@@ -127,7 +127,7 @@ def format_seconds(seconds: float | None) -> str:
     `fmtSeconds`)."""
     if seconds is None:
         return "–"
-    if 0 < seconds < 0.1:
+    if 0 <= seconds < 0.1:
         return "< 0.1 s"
     if seconds < 60:
         return f"{seconds:.1f} s"

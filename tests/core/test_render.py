@@ -114,7 +114,7 @@ def test_static_html_is_escaped_and_readable() -> None:
 
 def test_format_seconds() -> None:
     assert format_seconds(4.25) == "4.2 s"
-    assert format_seconds(0.03) == "< 0.1 s" and format_seconds(0.0) == "0.0 s"
+    assert format_seconds(0.03) == "< 0.1 s" and format_seconds(0.0) == "< 0.1 s"
     assert format_seconds(3725) == "1:02:05"
     assert format_seconds(187) == "3:07"
     assert format_seconds(None) == "–"

@@ -33,7 +33,7 @@ async function inflate(buf) {
 // `< 0.1 s`, `4.2 s`, `3:07`, `1:02:03` (as letta_nb.core.render.format_seconds).
 function fmtSeconds(s) {
   if (s === null || s === undefined) return "–";
-  if (s > 0 && s < 0.1) return "< 0.1 s";
+  if (s >= 0 && s < 0.1) return "< 0.1 s";
   if (s < 60) return `${s.toFixed(1)} s`;
   const total = Math.floor(s);
   const hours = Math.floor(total / 3600);
