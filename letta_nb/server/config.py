@@ -18,6 +18,10 @@ MAX_JSON_DEPTH = 32  # JSON nested deeper than this (objects + arrays) is a 422
 TOOL_TIMEOUT = 60.0  # seconds a custom tool's process may run
 FOREGROUND_BUFFER = 8 * 1024 * 1024  # bytes a foreground stream buffers for a slow reader
 FOREGROUND_STALL = 60.0  # seconds a full buffer may wait for its reader before it is cut
+#: Seconds an idle HTTP connection stays open here (uvicorn's default is 5 s). Longer than a
+#: client keeps an idle connection (httpx: 5 s), so the client always drops it first: a
+#: connection the server closes at the moment a client reuses it breaks that request.
+HTTP_KEEP_ALIVE = 75
 
 
 def new_server_id() -> str:

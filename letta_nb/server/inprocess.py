@@ -21,7 +21,12 @@ import uvicorn
 
 from letta_nb.server.app import create_app
 from letta_nb.server.brains.base import Brain
-from letta_nb.server.config import DEFAULT_KEEPALIVE, DEFAULT_RETENTION, ServerConfig
+from letta_nb.server.config import (
+    DEFAULT_KEEPALIVE,
+    DEFAULT_RETENTION,
+    HTTP_KEEP_ALIVE,
+    ServerConfig,
+)
 from letta_nb.server.storage import DbLock
 
 START_TIMEOUT = 60.0  # bounded, but patient with a loaded machine
@@ -119,6 +124,7 @@ def start_in_process(
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=2,
+            timeout_keep_alive=HTTP_KEEP_ALIVE,
         )
     )
     thread = threading.Thread(target=server.run, name=f"letta-nb-server-{port}", daemon=True)

@@ -13,7 +13,12 @@ import socket
 import sys
 from pathlib import Path
 
-from letta_nb.server.config import DEFAULT_KEEPALIVE, DEFAULT_RETENTION, TOOL_TIMEOUT
+from letta_nb.server.config import (
+    DEFAULT_KEEPALIVE,
+    DEFAULT_RETENTION,
+    HTTP_KEEP_ALIVE,
+    TOOL_TIMEOUT,
+)
 
 TOKEN_ENV = "LETTA_NB_SERVER_TOKEN"
 EXIT_NO_TOKEN = 2
@@ -170,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=2,
+            timeout_keep_alive=HTTP_KEEP_ALIVE,
         )
     )
     server.run(sockets=[sock])

@@ -126,3 +126,17 @@ def test_a_finished_stream_gives_its_connection_back(
             assert time.monotonic() < deadline
             time.sleep(0.005)
     assert len(connects) <= 1, connects  # (one, if the pool's connection had gone stale)
+
+
+def test_the_server_keeps_idle_connections_longer_than_the_client(tmp_path: Path) -> None:
+    """Pooled connections (see the test above) race the server's keep-alive: a connection the
+    server closes just as the client reuses it breaks that request. The client must always be
+    the one to drop an idle connection first."""
+    from letta_nb.backend import POOL_LIMITS
+    from letta_nb.server import start_in_process
+    from letta_nb.server.config import HTTP_KEEP_ALIVE
+
+    assert POOL_LIMITS.keepalive_expiry is not None
+    assert 10 * POOL_LIMITS.keepalive_expiry <= HTTP_KEEP_ALIVE
+    with start_in_process(tmp_path / "server.db") as server:
+        assert server._server.config.timeout_keep_alive == HTTP_KEEP_ALIVE
