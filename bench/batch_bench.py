@@ -340,26 +340,13 @@ def build_report(res: dict[str, Any]) -> Report:
         lw / bw <= 1.1,
     )
     rep.add("items/s (median)", f"{n / lw:.1f}", f"{n / bw:.1f}", "", "", None)
-    lc = statistics.median(r["cpu_batch"] for r in res["lnb"])
-    bc = statistics.median(r["cpu_batch"] for r in res["bare"])
-    rep.add(
-        "client CPU during the batch (median)",
-        f"{lc:.2f} s",
-        f"{bc:.2f} s",
-        f"{lc / bc:.2f}x",
-        "",
-        None,
-    )
-    lc = statistics.median(r["cpu"] for r in res["lnb"])
-    bc = statistics.median(r["cpu"] for r in res["bare"])
-    rep.add(
-        "client CPU, whole child incl. imports (median)",
-        f"{lc:.2f} s",
-        f"{bc:.2f} s",
-        f"{lc / bc:.2f}x",
-        "",
-        None,
-    )
+    for field_name, label in (
+        ("cpu_batch", "client CPU during the batch (median)"),
+        ("cpu", "client CPU, whole child incl. imports (median)"),
+    ):
+        lc = statistics.median(r[field_name] for r in res["lnb"])
+        bc = statistics.median(r[field_name] for r in res["bare"])
+        rep.add(label, f"{lc:.2f} s", f"{bc:.2f} s", f"{lc / bc:.2f}x", "", None)
     sc = res.get("server_cpu")
     if sc:
         ls, bs = statistics.median(sc["lnb"]), statistics.median(sc["bare"])
