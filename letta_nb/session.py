@@ -37,8 +37,7 @@ from .core.status import FINISHED, SETTLED, ChainStatus
 from .core.transcript import Transcript
 from .handle import RunHandle
 from .protocol import FINAL_RUN_STATUSES
-from .run import Follower, FrameLog, Policy, RunEnd, replay, stored_frames
-from .run.follower import run_seconds
+from .run import Follower, FrameLog, Policy, RunEnd, replay, run_seconds, stored_frames
 
 if TYPE_CHECKING:
     import pandas as pd

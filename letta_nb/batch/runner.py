@@ -41,8 +41,7 @@ from ..core.errors import (
 from ..core.render import one_line
 from ..core.status import ChainStatus
 from ..core.transcript import Transcript
-from ..run import Follower, Policy
-from ..run.follower import new_thread
+from ..run import Follower, Policy, new_thread
 from .chains import ItemChains
 from .plan import RESUME, SEND, Pace, Probe, ReadyQueue
 from .state import (

@@ -14,7 +14,7 @@ Importing it loads no SDK: the chain talks to a `_protocols.LettaBackend`.
 from __future__ import annotations
 
 from .ending import Ending, RunEnd
-from .follower import Follower, Policy
+from .follower import Follower, Policy, Spawn, new_thread, run_seconds
 from .reader import RunReader
 from .reconnect import Backoff
 from .replay import FrameLog, Replayed, replay, stored_frames
@@ -28,6 +28,9 @@ __all__ = [
     "Replayed",
     "RunEnd",
     "RunReader",
+    "Spawn",
+    "new_thread",
     "replay",
+    "run_seconds",
     "stored_frames",
 ]
